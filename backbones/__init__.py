@@ -1,0 +1,1 @@
+"""First-party backbone plugins, installed as ``benchkit.backbones``; importing registers them."""

@@ -1,0 +1,217 @@
+"""Reading labelled image datasets into one in-memory description: classes and splits.
+
+Supported layouts:
+
+- ``roboflow_csv``: ``<root>/<split>/_classes.csv`` with header ``filename, LEVEL_2, ...`` (spaces after
+  the commas are tolerated) and one one-hot row per image, images beside the CSV.
+- ``imagefolder``: ``<root>/<split>/<class name>/<image>``; the class order is given by ``classes``.
+- ``synthetic``: procedurally drawn images, see :mod:`benchkit.synthetic`.
+
+Problems are collected and raised together (first 10 and a count), never silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from benchkit.errors import DataError, format_listing
+
+SPLITS = ("train", "valid", "test")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class Split:
+    """One split: image ids (paths relative to the dataset root), level indices and a loader."""
+
+    name: str
+    ids: list[str]
+    labels: np.ndarray
+    paths: list[Path] | None = None
+    render: Callable[[int], Image.Image] | None = None
+    groups: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load_image(self, index: int) -> Image.Image:
+        """The image as RGB (grayscale, palette and RGBA images are converted)."""
+        if self.render is not None:
+            return self.render(index)
+        with Image.open(self.paths[index]) as img:
+            return img.convert("RGB") if img.mode != "RGB" else img.copy()
+
+    def subset(self, indices: Sequence[int], name: str | None = None) -> "Split":
+        """A new split made of the given rows (used by grouped splitting)."""
+        idx = list(indices)
+        render = None
+        if self.render is not None:
+            parent = self.render
+            render = lambda i, _p=parent, _idx=idx: _p(_idx[i])  # noqa: E731
+        return Split(
+            name=name or self.name,
+            ids=[self.ids[i] for i in idx],
+            labels=self.labels[idx].copy(),
+            paths=[self.paths[i] for i in idx] if self.paths is not None else None,
+            render=render,
+            groups=[self.groups[i] for i in idx] if self.groups is not None else None,
+        )
+
+
+@dataclass
+class Dataset:
+    """Class names (in level order) and the splits that exist."""
+
+    name: str
+    classes: list[str]
+    splits: dict[str, Split]
+    root: Path | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def read_roboflow_csv(root: Path, classes: Sequence[str] | None = None,
+                      splits: Sequence[str] = SPLITS, check_images: bool = True) -> Dataset:
+    """Read a Roboflow multi-class CSV export. ``classes`` fixes the level order (default: CSV order)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root} (see data/README.md for how to get the data)")
+    found: dict[str, Split] = {}
+    header_classes: list[str] | None = None
+    for split_name in splits:
+        csv_path = root / split_name / "_classes.csv"
+        if not csv_path.is_file():
+            continue
+        split, columns = _read_classes_csv(csv_path, split_name, classes)
+        if header_classes is None:
+            header_classes = columns
+        elif classes is None and columns != header_classes:
+            raise DataError(f"{csv_path}: class columns {columns} differ from {header_classes} "
+                            f"in the other splits; give data.classes to fix the order")
+        found[split_name] = split
+    if not found:
+        raise DataError(f"no <split>/_classes.csv under {root} (looked for {', '.join(splits)})")
+    dataset = Dataset(root.name, list(classes or header_classes), found, root)
+    if check_images:
+        check_image_files(dataset)
+    return dataset
+
+
+def _read_classes_csv(csv_path: Path, split_name: str, classes: Sequence[str] | None):
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        raise DataError(f"{csv_path}: empty file (expected a header 'filename, <class>, ...')")
+    header = [h.strip() for h in rows[0]]
+    if header[0].lower() != "filename":
+        raise DataError(f"{csv_path}: first column must be 'filename', found {header[0]!r}")
+    columns = header[1:]
+    if classes is not None:
+        unknown = [c for c in columns if c not in classes]
+        missing = [c for c in classes if c not in columns]
+        if unknown or missing:
+            raise DataError(f"{csv_path}: class columns do not match data.classes: "
+                            f"unknown columns {unknown}, missing columns {missing}")
+        order = [columns.index(c) for c in classes]
+    else:
+        order = list(range(len(columns)))
+    ids, labels, bad = [], [], []
+    for line_no, row in enumerate(rows[1:], start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            bad.append(f"line {line_no}: {len(row)} fields, expected {len(header)}")
+            continue
+        try:
+            values = [int(float(row[1 + j])) for j in order]
+        except ValueError:
+            bad.append(f"line {line_no} ({row[0].strip()}): non-numeric label cells {row[1:]}")
+            continue
+        if sorted(values) != [0] * (len(values) - 1) + [1]:
+            bad.append(f"line {line_no} ({row[0].strip()}): not one-hot {values}")
+            continue
+        ids.append(f"{split_name}/{row[0].strip()}")
+        labels.append(values.index(1))
+    if bad:
+        raise DataError(f"{csv_path}: {len(bad)} label row(s) are not valid one-hot rows:\n"
+                        + format_listing(bad))
+    root = csv_path.parent.parent
+    split = Split(split_name, ids, np.asarray(labels, dtype=np.int64), [root / i for i in ids])
+    return split, [columns[j] for j in order]
+
+
+def read_imagefolder(root: Path, classes: Sequence[str], splits: Sequence[str] = SPLITS,
+                     check_images: bool = True) -> Dataset:
+    """Read ``root/<split>/<class>/<image>``; ``classes`` gives the level order (required)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}")
+    if not classes:
+        raise DataError("imagefolder data needs data.classes: the class folder names in level order")
+    found: dict[str, Split] = {}
+    for split_name in splits:
+        split_dir = root / split_name
+        if not split_dir.is_dir():
+            continue
+        unknown = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and p.name not in classes)
+        if unknown:
+            raise DataError(f"{split_dir}: folders {unknown} are not in data.classes {list(classes)}")
+        ids, labels = [], []
+        for level, cls in enumerate(classes):
+            for path in sorted((split_dir / cls).glob("*")) if (split_dir / cls).is_dir() else []:
+                if path.suffix.lower() in IMAGE_SUFFIXES:
+                    ids.append(path.relative_to(root).as_posix())
+                    labels.append(level)
+        found[split_name] = Split(split_name, ids, np.asarray(labels, dtype=np.int64),
+                                  [root / i for i in ids])
+    if not found:
+        raise DataError(f"no split folders ({', '.join(splits)}) under {root}")
+    dataset = Dataset(root.name, list(classes), found, root)
+    if check_images:
+        check_image_files(dataset)
+    return dataset
+
+
+def check_image_files(dataset: Dataset) -> None:
+    """Raise one DataError listing every missing, empty or undecodable image; note mode conversions."""
+    problems: list[str] = []
+    for split in dataset.splits.values():
+        if len(split) == 0:
+            problems.append(f"split {split.name!r} has no images")
+        if split.paths is None:
+            continue
+        converted = 0
+        for path in split.paths:
+            problem, mode = _inspect_image(path)
+            if problem:
+                problems.append(f"{path}: {problem}")
+            elif mode != "RGB":
+                converted += 1
+        if converted:
+            split.notes.append(f"{converted} image(s) in {split.name} are not RGB and are converted to RGB")
+    if problems:
+        raise DataError(f"dataset {dataset.root}: {len(problems)} problem(s) with image files:\n"
+                        + format_listing(problems))
+
+
+def _inspect_image(path: Path) -> tuple[str | None, str | None]:
+    if not path.is_file():
+        return "missing file", None
+    if path.stat().st_size == 0:
+        return "empty file", None
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            img.load()
+    except Exception as exc:  # PIL raises several types for corrupt data
+        return f"cannot be decoded ({type(exc).__name__}: {exc})", None
+    return None, mode

@@ -1,0 +1,1 @@
+"""First-party head plugins, installed as ``benchkit.heads``; importing registers them."""
