@@ -69,6 +69,13 @@ class Registry:
             f"unknown {self.kind} {name!r}{hint} (known: {', '.join(choices)})"
         )
 
+    def create(self, name: str, *args, **kwargs):
+        """Call the factory for ``name``; generic ``prefix:`` adapters get the full name first."""
+        factory = self.get(name)
+        if name not in self._entries:
+            return factory(name, *args, **kwargs)
+        return factory(*args, **kwargs)
+
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names matching an fnmatch pattern, sorted."""
         self.load_plugins()

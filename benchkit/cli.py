@@ -1,0 +1,155 @@
+"""The ``benchkit`` command line: run, list, leaderboard, data (and more as capabilities land)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchkit.errors import BenchkitError
+from benchkit.progress import console
+
+EPILOG = """examples:
+  benchkit run experiments/quickstart.yaml --out /tmp/q
+  benchkit run experiments/maxvit_regression.yaml --dry-run
+  benchkit run experiments/maxvit_regression.yaml --set data.root=../shared/data/hair-loss \\
+      --set train.epochs=2 --set data.image_size=64 --set 'models.*.backbone.pretrained=false'
+  benchkit list backbones
+  benchkit leaderboard results/quickstart --xlsx /tmp/board.xlsx
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="benchkit", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Benchmark deep models against each other on ordinal image-grading tasks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run an experiment YAML and write its leaderboard",
+                         description="Expand an experiment into runs (models x grid x folds x seeds), "
+                                     "train and evaluate each, and write the leaderboard. Re-running on "
+                                     "the same output folder skips finished runs and resumes "
+                                     "interrupted ones.")
+    run.add_argument("experiment", type=Path, help="experiment YAML file")
+    run.add_argument("--out", type=Path, help="output folder (default: results/<experiment name>)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a YAML key, e.g. train.epochs=2 or 'models.*.backbone.pretrained=false' "
+                          "(repeatable; the value is parsed as YAML)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="validate, build every model and list the runs with parameter counts; no training")
+    run.add_argument("--quiet", action="store_true", help="plain log lines instead of progress bars")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="skip finished runs and continue interrupted ones (the default)")
+    mode.add_argument("--fresh", action="store_true", help="delete earlier results of these runs first")
+    run.add_argument("--refuse-changed", action="store_true",
+                     help="stop instead of restarting a run whose config changed since its checkpoint")
+    run.set_defaults(func=_cmd_run)
+
+    lst = sub.add_parser("list", help="list registered backbones or heads")
+    lst.add_argument("what", choices=["backbones", "heads"])
+    lst.add_argument("pattern", nargs="?", default="*", help="fnmatch filter, e.g. 'res*'")
+    lst.add_argument("--plugins", nargs="*", default=[], help="plugin files or modules to import first")
+    lst.set_defaults(func=_cmd_list)
+
+    board = sub.add_parser("leaderboard", help="rebuild the leaderboard from a results folder")
+    board.add_argument("out_dir", type=Path, help="a results folder (with runs/)")
+    board.add_argument("--xlsx", type=Path, help="also write the workbook here")
+    board.add_argument("--sort-by", default=None, help="metric column to sort by (default: the experiment's)")
+    board.set_defaults(func=_cmd_leaderboard)
+
+    _add_optional_commands(sub)
+    return parser
+
+
+def _add_optional_commands(sub) -> None:
+    try:
+        from benchkit.cli_data import add_data_commands
+    except ImportError:
+        return
+    add_data_commands(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BenchkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _cmd_run(args) -> int:
+    from benchkit.experiment import default_out_dir, dry_run, plan, run_experiment
+    config, runs = plan(args.experiment, args.overrides)
+    if args.dry_run:
+        console.print(dry_run(runs))
+        return 0
+    out_dir = args.out or default_out_dir(config)
+    frame = run_experiment(config, runs, out_dir, quiet=args.quiet, fresh=args.fresh,
+                           refuse_changed=args.refuse_changed)
+    console.print(f"leaderboard: {out_dir / 'leaderboard.csv'} and {out_dir / 'leaderboard.xlsx'}")
+    failed = int((frame.get("status") != "ok").sum()) if not frame.empty else 0
+    return 1 if failed else 0
+
+
+def _cmd_list(args) -> int:
+    from rich.table import Table
+
+    from benchkit.registry import BACKBONES, HEADS, import_plugins
+    import_plugins(args.plugins, Path.cwd())
+    if args.what == "heads":
+        table = Table(title="heads", header_style="bold cyan")
+        for col in ("name", "probabilities", "decodings", "defined in"):
+            table.add_column(col)
+        for name in HEADS.names(args.pattern):
+            cls = HEADS.get(name)
+            table.add_row(name, "yes" if cls.has_probabilities else "no", ", ".join(cls.decodings),
+                          cls.__module__)
+    else:
+        table = _backbone_table(args.pattern)
+    console.print(table)
+    return 0
+
+
+def _backbone_table(pattern: str):
+    from rich.table import Table
+
+    from benchkit.registry import BACKBONES
+    table = Table(title="backbones", header_style="bold cyan")
+    for col in ("name", "input size", "stages", "features", "weights", "defined in"):
+        table.add_column(col)
+    for name in BACKBONES.names(pattern):
+        factory = BACKBONES.get(name)
+        info = getattr(factory, "info", None)
+        info = info() if callable(info) else (info or {})
+        table.add_row(name, str(info.get("input_size", "?")), str(info.get("stages", "?")),
+                      str(info.get("num_features", "?")), str(info.get("weights", "?")),
+                      factory.__module__)
+    for prefix in BACKBONES.prefixes():
+        table.add_row(f"{prefix}:<name>", "from model", "from model", "", "library cache", "generic adapter")
+    return table
+
+
+def _cmd_leaderboard(args) -> int:
+    import yaml
+
+    from benchkit.errors import ConfigError
+    from benchkit.leaderboard import build_leaderboard, rich_table, write_leaderboard
+    if not (args.out_dir / "runs").is_dir():
+        raise ConfigError(f"{args.out_dir}: no runs/ folder here (is this a benchkit results folder?)")
+    config_path = args.out_dir / "experiment.yaml"
+    config_text = config_path.read_text(encoding="utf-8") if config_path.is_file() else None
+    sort_by = args.sort_by or ((yaml.safe_load(config_text) or {}).get("evaluation", {}).get("sort_by")
+                               if config_text else None) or "test_mae"
+    frame = build_leaderboard(args.out_dir, sort_by)
+    write_leaderboard(frame, args.out_dir, xlsx_path=args.xlsx, config_text=config_text)
+    console.print(rich_table(frame, f"leaderboard ({args.out_dir})"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

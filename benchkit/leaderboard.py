@@ -1,0 +1,174 @@
+"""The leaderboard: one flat row per run, merged from the run folders, written as CSV, xlsx and a table.
+
+Rows are read back from each ``runs/<run_id>/metrics.json``, so several processes can fill one
+output folder and a rebuilt leaderboard never loses or duplicates a run.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+from openpyxl import Workbook
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.utils import get_column_letter
+from rich.table import Table
+
+from benchkit.io import atomic_path, read_json
+from benchkit.metrics import HIGHER_IS_BETTER
+
+ID_COLUMNS = ["run_id", "model", "backbone", "head", "seed", "split", "fold"]
+TAIL_COLUMNS = ["params_total", "params_trainable", "params_frozen", "epochs", "best_epoch",
+                "train_seconds", "input_size", "weights_source", "device", "status", "error"]
+_HEADER_FILL = PatternFill("solid", fgColor="1F4E78")
+_BEST_FILL = PatternFill("solid", fgColor="C6EFCE")
+
+
+def collect_rows(out_dir: str | Path) -> pd.DataFrame:
+    """Every run's row from ``out_dir/runs/*/metrics.json`` (unfinished runs are left out)."""
+    rows = []
+    for path in sorted(Path(out_dir, "runs").glob("*/metrics.json")):
+        try:
+            rows.append(read_json(path)["row"])
+        except (ValueError, KeyError) as exc:
+            rows.append({"run_id": path.parent.name, "status": "failed",
+                         "error": f"unreadable metrics.json: {exc}"})
+    return pd.DataFrame(rows)
+
+
+def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Identity, grid values, split metrics (value, lo, hi), then bookkeeping columns."""
+    first = [c for c in ID_COLUMNS if c in frame]
+    tail = [c for c in TAIL_COLUMNS if c in frame]
+    metric_cols = [c for c in frame if _split_of(c)]
+    rest = [c for c in frame if c not in first + tail + metric_cols and c != "wall_seconds"]
+    return frame[first + rest + metric_cols + tail]
+
+
+def sort_rows(frame: pd.DataFrame, sort_by: str) -> pd.DataFrame:
+    """Sort by a metric column, best first; failed runs last."""
+    if frame.empty or sort_by not in frame:
+        return frame.reset_index(drop=True)
+    ascending = not HIGHER_IS_BETTER.get(metric_of(sort_by), True)
+    return frame.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def build_leaderboard(out_dir: str | Path, sort_by: str = "test_mae") -> pd.DataFrame:
+    return sort_rows(order_columns(collect_rows(out_dir)), sort_by)
+
+
+def write_leaderboard(frame: pd.DataFrame, out_dir: str | Path, xlsx_path: str | Path | None = None,
+                      config_text: str | None = None, extra_sheets: dict[str, pd.DataFrame] | None = None) -> None:
+    """``leaderboard.csv`` and ``leaderboard.xlsx`` in ``out_dir`` (atomically)."""
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir / "leaderboard.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    write_xlsx(frame, xlsx_path or out_dir / "leaderboard.xlsx", config_text, extra_sheets or {})
+
+
+def write_xlsx(frame: pd.DataFrame, path: str | Path, config_text: str | None = None,
+               extra_sheets: dict[str, pd.DataFrame] | None = None) -> None:
+    """One sheet per split (identity + that split's metrics), extra sheets, and the config."""
+    wb = Workbook()
+    wb.remove(wb.active)
+    splits = sorted({_split_of(c) for c in frame if _split_of(c)}, key=["valid", "test"].index) or ["all"]
+    for split in splits:
+        ws = wb.create_sheet(split)
+        cols = [c for c in frame if c in ID_COLUMNS or (_split_of(c) is None and c not in TAIL_COLUMNS)]
+        cols = [c for c in cols if c != "wall_seconds"]
+        cols += [c for c in frame if _split_of(c) == split] + [c for c in TAIL_COLUMNS if c in frame]
+        _write_sheet(ws, frame[cols])
+    for name, sheet in (extra_sheets or {}).items():
+        _write_sheet(wb.create_sheet(name[:31]), sheet, index=True)
+    if config_text is not None:
+        ws = wb.create_sheet("config")
+        for i, line in enumerate(config_text.splitlines(), start=1):
+            ws.cell(row=i, column=1, value=line).font = Font(name="Consolas")
+        ws.column_dimensions["A"].width = 100
+    with atomic_path(path) as tmp:
+        wb.save(tmp)
+
+
+def _write_sheet(ws, frame: pd.DataFrame, index: bool = False) -> None:
+    if index:
+        frame = frame.reset_index()
+    for j, col in enumerate(frame.columns, start=1):
+        cell = ws.cell(row=1, column=j, value=str(col))
+        cell.font = Font(bold=True, color="FFFFFF")
+        cell.fill = _HEADER_FILL
+        cell.alignment = Alignment(horizontal="center", wrap_text=True)
+        ws.column_dimensions[get_column_letter(j)].width = max(10, min(40, len(str(col)) + 2))
+    for i, record in enumerate(frame.itertuples(index=False), start=2):
+        for j, value in enumerate(record, start=1):
+            cell = ws.cell(row=i, column=j, value=_cell_value(value))
+            if isinstance(value, float):
+                cell.number_format = "0.0000" if abs(value) < 1000 else "0.0"
+    for j, col in enumerate(frame.columns, start=1):
+        metric = metric_of(str(col))
+        if metric in HIGHER_IS_BETTER and not str(col).endswith(("_lo", "_hi")) and len(frame) > 1:
+            values = pd.to_numeric(frame[col], errors="coerce")
+            if values.notna().any():
+                best = values.max() if HIGHER_IS_BETTER[metric] else values.min()
+                for i, v in enumerate(values, start=2):
+                    if v == best:
+                        ws.cell(row=i, column=j).fill = _BEST_FILL
+                        ws.cell(row=i, column=j).font = Font(bold=True)
+    ws.freeze_panes = "B2"
+
+
+def _cell_value(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _split_of(column: str) -> str | None:
+    head, _, rest = str(column).partition("_")
+    return head if head in ("valid", "test") and rest else None
+
+
+def metric_of(column: str) -> str:
+    """``test_qwk_lo`` -> ``qwk``; ``test_acc__expected`` -> ``acc``."""
+    name = str(column).split("__")[0]
+    parts = name.split("_")
+    if parts and parts[0] in ("valid", "test"):
+        parts = parts[1:]
+    if parts and parts[-1] in ("lo", "hi"):
+        parts = parts[:-1]
+    return "_".join(parts)
+
+
+def rich_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...] = ("acc", "mae", "qwk"),
+               split: str = "test") -> Table:
+    """A compact terminal view: identity, grid values, metrics with intervals, status."""
+    table = Table(title=title, header_style="bold cyan")
+    grid_cols = [c for c in frame if c not in ID_COLUMNS + TAIL_COLUMNS and _split_of(c) is None
+                 and c != "wall_seconds"]
+    cols = ["run_id"] + grid_cols
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    shown = [m for m in metrics if f"{split}_{m}" in frame]
+    for m in shown:
+        table.add_column(f"{split} {m} [95% CI]", justify="right")
+    table.add_column("status")
+    for _, row in frame.iterrows():
+        cells = [str(row.get(c, "")) for c in cols]
+        for m in shown:
+            cells.append(_with_interval(row, f"{split}_{m}"))
+        status = str(row.get("status", ""))
+        cells.append(status if status == "ok" else f"[red]{status}[/] {str(row.get('error', ''))[:60]}")
+        table.add_row(*cells)
+    return table
+
+
+def _with_interval(row, col: str) -> str:
+    value = row.get(col)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    lo, hi = row.get(f"{col}_lo"), row.get(f"{col}_hi")
+    if lo is None or (isinstance(lo, float) and math.isnan(lo)):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"

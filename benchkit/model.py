@@ -1,0 +1,83 @@
+"""A grading model is a backbone plus a head, built from a run's model config."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from benchkit.backbone import Backbone
+from benchkit.config import ModelConfig
+from benchkit.errors import ConfigError
+from benchkit.freezing import apply_freeze, keep_frozen_in_eval, parameter_counts, set_dropout
+from benchkit.head import Head
+from benchkit.registry import BACKBONES, HEADS
+
+
+class GraderModel(nn.Module):
+    """``head(backbone(images))``; frozen backbone parts keep their norm statistics in training."""
+
+    def __init__(self, backbone: Backbone, head: Head):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+    def train(self, mode: bool = True) -> "GraderModel":
+        super().train(mode)
+        if mode:
+            keep_frozen_in_eval(self.backbone)
+        return self
+
+
+def create_backbone(config) -> Backbone:
+    """Build, freeze and set dropout of a registered backbone from a ``BackboneConfig``."""
+    options = dict(config.options)
+    if config.pretrained:
+        options["pretrained"] = True
+    if config.weights is not None:
+        options["weights"] = str(config.weights)
+    if config.weights_map:
+        options["weights_map"] = config.weights_map
+    if config.drop_path is not None:
+        options["drop_path"] = config.drop_path
+    try:
+        backbone = BACKBONES.create(config.name, **options)
+    except TypeError as exc:
+        raise ConfigError(f"backbone {config.name!r}: {exc} (check backbone.options)") from None
+    freeze = config.freeze.model_dump() if hasattr(config.freeze, "model_dump") else config.freeze
+    try:
+        apply_freeze(backbone, freeze)
+    except ValueError as exc:
+        raise ConfigError(f"backbone {config.name!r}, key 'freeze': {exc}") from None
+    set_dropout(backbone, config.dropout)
+    return backbone
+
+
+def create_head(name: str, in_features: int, num_classes: int, options: dict) -> Head:
+    """Build a registered head; unknown options are a ConfigError naming the valid ones."""
+    cls = HEADS.get(name)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "in_features",
+                                                                                   "num_classes")]
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise ConfigError(f"head {name!r}: unknown option(s) {unknown} (valid: {', '.join(accepted)})")
+    try:
+        return cls(in_features, num_classes, **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"head {name!r}: {exc}") from None
+
+
+def build_model(config: ModelConfig, num_classes: int) -> GraderModel:
+    """The backbone and head of one model entry, ready to train."""
+    backbone = create_backbone(config.backbone)
+    head = create_head(config.head.name, backbone.num_features, num_classes, config.head.options)
+    return GraderModel(backbone, head)
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Total, trainable and frozen parameter counts."""
+    return parameter_counts(model)

@@ -1,0 +1,281 @@
+"""One run, start to finish: data -> model -> engine -> predictions -> metrics -> run folder.
+
+A run folder ``runs/<run_id>/`` holds ``config.yaml`` (resolved), ``history.csv``,
+``predictions_<split>.csv``, ``best.pt`` and, written last, ``metrics.json``; a run counts as
+finished when its ``metrics.json`` says ``status: ok``. A failing run writes ``status: failed``
+with its error and leaves the other runs alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+import traceback
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchkit.config import DataConfig, RunSpec, dump_yaml
+from benchkit.datasets import Dataset, Split, read_imagefolder, read_roboflow_csv
+from benchkit.engine import Engine, resolve_device
+from benchkit.errors import BenchkitError, DataError
+from benchkit.imagecache import ImageArrayDataset, decode_split
+from benchkit.io import read_json, save_torch, write_json, write_text
+from benchkit.metrics import CORE_METRICS, bootstrap_ci, compute_metrics
+from benchkit.model import GraderModel, build_model, count_parameters
+from benchkit.progress import RunProgress
+from benchkit.registry import import_plugins
+from benchkit.transforms import BatchPreprocessor, build_augmentation
+
+EVAL_SPLITS = ("valid", "test")
+
+
+# ---------------------------------------------------------------- data
+
+def resolve_data_root(data: DataConfig, base_dir: Path) -> Path | None:
+    """``data.root`` as given if it exists, else relative to the experiment file's folder."""
+    if data.root is None:
+        return None
+    if data.root.is_absolute() or data.root.exists():
+        return data.root
+    candidate = base_dir / data.root
+    return candidate if candidate.exists() else data.root
+
+
+def load_dataset(data: DataConfig, base_dir: Path = Path(".")) -> Dataset:
+    """Read the dataset a data config names (cached per process)."""
+    root = resolve_data_root(data, base_dir)
+    return _load_dataset_cached(data.model_dump_json(), str(root) if root else None)
+
+
+@lru_cache(maxsize=4)
+def _load_dataset_cached(data_json: str, root: str | None) -> Dataset:
+    data = DataConfig.model_validate_json(data_json)
+    if data.format == "synthetic":
+        from benchkit.synthetic import make_synthetic_dataset
+        syn = data.synthetic
+        return make_synthetic_dataset(syn.num_classes, {"train": syn.train, "valid": syn.valid,
+                                                        "test": syn.test}, syn.image_size, syn.seed)
+    if data.format == "imagefolder":
+        return read_imagefolder(Path(root), data.classes)
+    return read_roboflow_csv(Path(root), data.classes)
+
+
+def prepare_dataset(spec: RunSpec) -> Dataset:
+    """The run's train/valid/test: official or subject-disjoint split, then the optional slice."""
+    dataset = load_dataset(spec.data, spec.base_dir)
+    if spec.data.split != "official":
+        from benchkit.splits import make_splits
+        chosen = make_splits(dataset, spec.data.split, k=spec.data.folds, fold=spec.fold,
+                             fractions=spec.data.holdout_fractions, seed=spec.data.split_seed,
+                             subject_regex=spec.data.subject_regex,
+                             subject_with_label=spec.data.subject_with_label)
+        dataset = chosen[0][1]
+    if spec.data.max_per_split:
+        dataset = Dataset(dataset.name, dataset.classes,
+                          {n: _stratified_slice(s, spec.data.max_per_split, spec.data.split_seed)
+                           for n, s in dataset.splits.items()}, dataset.root)
+    for needed in ("train", "valid"):
+        if needed not in dataset.splits or len(dataset.splits[needed]) == 0:
+            raise DataError(f"dataset {dataset.root or dataset.name}: split {needed!r} is missing or empty")
+    _check_label_coverage(dataset)
+    return dataset
+
+
+def _stratified_slice(split: Split, limit: int, seed: int) -> Split:
+    if len(split) <= limit:
+        return split
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(split))
+    by_class = [order[split.labels[order] == k] for k in np.unique(split.labels)]
+    picked = [idx for group in _round_robin(by_class) for idx in group][:limit]
+    return split.subset(sorted(picked))
+
+
+def _round_robin(groups):
+    """Interleave index arrays class by class: [[a0], [b0], [a1], [b1], ...]."""
+    longest = max(len(g) for g in groups)
+    for i in range(longest):
+        yield [g[i] for g in groups if i < len(g)]
+
+
+def _check_label_coverage(dataset: Dataset) -> None:
+    train_levels = set(dataset.splits["train"].labels.tolist())
+    for name, split in dataset.splits.items():
+        missing = sorted(set(split.labels.tolist()) - train_levels)
+        if missing:
+            names = [dataset.classes[k] for k in missing]
+            raise DataError(f"classes {names} occur in split {name!r} but not in train: a model "
+                            f"cannot learn them (check the labels or the split)")
+
+
+_DECODED: dict = {}
+
+
+def decoded_split(spec: RunSpec, dataset: Dataset, split_name: str, size: int) -> np.ndarray:
+    """The split's images as uint8 arrays at ``size``, decoded once per process."""
+    split = dataset.splits[split_name]
+    key = (dataset.name, str(dataset.root), split_name, tuple(split.ids), size)
+    if key not in _DECODED:
+        _DECODED[key] = decode_split(split, size)
+    return _DECODED[key]
+
+
+# ---------------------------------------------------------------- one run
+
+def run_dir_of(out_dir: Path, run_id: str) -> Path:
+    return Path(out_dir) / "runs" / run_id
+
+
+def execute_run(spec: RunSpec, out_dir: Path, quiet: bool = False, resume: bool = False) -> dict:
+    """Train and evaluate one run; always returns its leaderboard row (``status`` ok or failed)."""
+    run_dir = run_dir_of(out_dir, spec.run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", dump_yaml(spec.model_dump(mode="json")))
+    row = base_row(spec)
+    started = time.perf_counter()
+    try:
+        row.update(_train_and_evaluate(spec, run_dir, quiet, resume))
+        row["status"] = "ok"
+    except (Exception, KeyboardInterrupt) as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        row.update(status="failed", error=_describe_error(exc, spec))
+        (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+    row["wall_seconds"] = round(time.perf_counter() - started, 3)
+    write_json(run_dir / "metrics.json", {"row": row})
+    return row
+
+
+def base_row(spec: RunSpec) -> dict:
+    """The identifying columns of a run's leaderboard row."""
+    row = {"run_id": spec.run_id, "model": spec.model_name, "backbone": spec.model.backbone.name,
+           "head": spec.model.head.name, "seed": spec.seed, "split": spec.split, "fold": spec.fold}
+    row.update(spec.grid)
+    row.update(status="pending", error="")
+    return row
+
+
+def _describe_error(exc: Exception, spec: RunSpec) -> str:
+    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return (f"out of memory with batch_size {spec.train.batch_size}: try "
+                f"--set train.batch_size={max(1, spec.train.batch_size // 2)}")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool) -> dict:
+    import_plugins(spec.plugins, spec.base_dir)
+    dataset = prepare_dataset(spec)
+    num_classes = dataset.num_classes
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model, num_classes)
+    size = spec.data.image_size or model.backbone.input_size
+    counts = count_parameters(model)
+    augmentation = build_augmentation(spec.train.augmentation, size)
+    preprocessor = BatchPreprocessor(augmentation, model.backbone.mean, model.backbone.std)
+    sets = {name: ImageArrayDataset(decoded_split(spec, dataset, name, size), split.labels)
+            for name, split in dataset.splits.items()}
+    class_weights = _class_weights(spec, dataset.splits["train"].labels, num_classes)
+    monitor = spec.train.early_stopping.monitor
+    with RunProgress(spec.run_id, spec.train.epochs, monitor, quiet) as progress:
+        engine = Engine(model, preprocessor, spec.train, num_classes, class_weights=class_weights,
+                        on_epoch=progress.epoch, on_step=progress.step)
+        result = engine.fit(sets["train"], sets["valid"], spec.seed,
+                            checkpoint_path=run_dir / "last.pt", resume=resume)
+        progress.set_total(result.epochs_run)
+    pd.DataFrame(result.history).to_csv(run_dir / "history.csv.tmp", index=False)
+    os.replace(run_dir / "history.csv.tmp", run_dir / "history.csv")
+    engine.load_best()
+    eval_model: GraderModel = engine.eval_model
+    head = eval_model.head
+    outputs = {name: engine.outputs(sets[name]) for name in EVAL_SPLITS if name in sets}
+    targets = {name: torch.as_tensor(dataset.splits[name].labels) for name in outputs}
+    calibration = head.calibrate(outputs["valid"], targets["valid"])
+    save_torch(run_dir / "best.pt", {
+        "model": eval_model.state_dict(), "run_id": spec.run_id, "classes": dataset.classes,
+        "input_size": size, "mean": list(model.backbone.mean), "std": list(model.backbone.std),
+        "epoch": result.best_epoch, "config": json.loads(spec.model_dump_json())})
+    row = {"params_total": counts["total"], "params_trainable": counts["trainable"],
+           "params_frozen": counts["frozen"], "epochs": result.epochs_run,
+           "best_epoch": result.best_epoch, "train_seconds": round(result.train_seconds, 3),
+           "input_size": size, "weights_source": model.backbone.weights_source,
+           "device": str(engine.device), "skipped_steps": result.skipped_steps}
+    details = {}
+    for name, out in outputs.items():
+        pred = head.predict(out)
+        _write_predictions(run_dir / f"predictions_{name}.csv", dataset.splits[name], pred)
+        row.update(_split_metrics(spec, name, targets[name].numpy(), pred, num_classes, details))
+        for decoding, alt in getattr(head, "alternative_decodings", lambda o: {})(out).items():
+            alt_metrics = compute_metrics(targets[name].numpy(), alt.level.numpy(), alt.score.numpy(),
+                                          num_classes)
+            row.update({f"{name}_{m}__{decoding}": alt_metrics[m] for m in ("acc", "mae", "qwk")})
+    write_json(run_dir / "details.json", {"bootstrap": details, "calibration": calibration,
+                                          "environment": environment()})
+    return row
+
+
+def _split_metrics(spec: RunSpec, split: str, y_true: np.ndarray, pred, num_classes: int,
+                   details: dict) -> dict:
+    level, score = pred.level.numpy(), pred.score.numpy()
+    probs = pred.probs.numpy() if pred.probs is not None else None
+    point = compute_metrics(y_true, level, score, num_classes, probs=probs)
+    boot = spec.evaluation.bootstrap
+    ci = bootstrap_ci(y_true, level, score, n_resamples=boot.n_resamples, seed=boot.seed,
+                      num_classes=num_classes, ci=boot.ci) if boot.n_resamples else {}
+    details[split] = ci
+    row = {}
+    for metric, value in point.items():
+        row[f"{split}_{metric}"] = value
+        if metric in ci:
+            row[f"{split}_{metric}_lo"] = ci[metric]["lo"]
+            row[f"{split}_{metric}_hi"] = ci[metric]["hi"]
+    return row
+
+
+def _write_predictions(path: Path, split: Split, pred) -> None:
+    frame = pd.DataFrame({"image": split.ids, "target": split.labels,
+                          "pred": pred.level.numpy(), "score": pred.score.numpy()})
+    if pred.probs is not None:
+        for k in range(pred.probs.shape[1]):
+            frame[f"prob_{k}"] = pred.probs[:, k].numpy()
+    tmp = path.with_suffix(".csv.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _class_weights(spec: RunSpec, labels: np.ndarray, num_classes: int) -> torch.Tensor | None:
+    choice = spec.train.class_weights
+    if choice == "none":
+        return None
+    if choice == "balanced":
+        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+        weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+        return torch.tensor(weights, dtype=torch.float32)
+    if len(choice) != num_classes:
+        raise BenchkitError(f"train.class_weights has {len(choice)} values for {num_classes} classes")
+    return torch.tensor(choice, dtype=torch.float32)
+
+
+def environment() -> dict:
+    """Versions and device, recorded with every run."""
+    import kornia
+    import timm
+    import torchvision
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "timm": timm.__version__,
+            "kornia": kornia.__version__, "device": str(resolve_device()),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "platform": platform.platform()}
+
+
+def read_run_row(run_dir: Path) -> dict | None:
+    """The row a finished (or failed) run wrote, or None if it has not finished."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    return read_json(path).get("row")

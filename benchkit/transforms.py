@@ -1,0 +1,74 @@
+"""Batch preprocessing on the training device: uint8 images -> (augmented) normalized floats.
+
+Images travel as uint8 ``(B, 3, H, W)`` tensors (decoded and resized once); augmentation runs on
+whole batches with kornia, so it costs GPU time on a GPU and is never repeated per file decode.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Sequence
+
+import kornia.augmentation as K
+import torch
+from torch import nn
+
+from benchkit.errors import ConfigError
+
+
+def reference_augmentation(size: int) -> list[nn.Module]:
+    """The seed study's augmentation, exactly (before ImageNet normalisation)."""
+    return [
+        K.RandomRotation(degrees=22.5, p=0.5),
+        K.RandomResizedCrop((size, size), scale=(0.7, 1.0), ratio=(0.9, 1.1), p=0.6),
+        K.RandomEqualize(p=0.6),
+        K.RandomGaussianNoise(std=0.075, p=0.33),
+        K.RandomSaturation((0.75, 1.25), p=0.5),
+        K.RandomHue((-0.01, 0.01), p=0.8),
+        K.RandomContrast((0.8, 1.2), p=0.7),
+        K.RandomBrightness((0.8, 1.1), p=0.7),
+        K.RandomPerspective(0.2, p=0.33),
+    ]
+
+
+def build_augmentation(spec: str | list[dict[str, dict[str, Any]]], size: int) -> list[nn.Module]:
+    """``"reference"``, ``"none"`` or a list of ``{KorniaTransformName: {kwargs}}``."""
+    if spec == "reference":
+        return reference_augmentation(size)
+    if spec == "none":
+        return []
+    transforms = []
+    for i, item in enumerate(spec):
+        if len(item) != 1:
+            raise ConfigError(f"train.augmentation[{i}]: expected one {{Name: {{kwargs}}}} mapping, got {item}")
+        (name, kwargs), = item.items()
+        cls = getattr(K, name, None)
+        if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+            close = difflib.get_close_matches(name, [n for n in dir(K) if n.startswith("Random")], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"train.augmentation[{i}]: {name!r} is not a kornia.augmentation transform{hint}")
+        try:
+            transforms.append(cls(**(kwargs or {})))
+        except TypeError as exc:
+            raise ConfigError(f"train.augmentation[{i}] {name}: {exc}") from None
+    return transforms
+
+
+class BatchPreprocessor(nn.Module):
+    """uint8 ``(B, 3, H, W)`` -> float in [0, 1] -> augmentation (training only) -> normalisation.
+
+    >>> prep = BatchPreprocessor([], mean=(0.5,) * 3, std=(0.5,) * 3)
+    >>> prep(torch.full((1, 3, 4, 4), 255, dtype=torch.uint8), train=False).max().item()
+    1.0
+    """
+
+    def __init__(self, augmentation: Sequence[nn.Module], mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.augmentation = nn.Sequential(*augmentation)
+        self.normalize = K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std))
+
+    def forward(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        if train and len(self.augmentation):
+            x = self.augmentation(x).clamp_(0.0, 1.0)
+        return self.normalize(x)
