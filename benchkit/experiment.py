@@ -21,7 +21,7 @@ from benchkit.config import ExperimentConfig, RunSpec, dump_yaml, expand_runs, l
 from benchkit.io import write_text
 from benchkit.leaderboard import build_leaderboard, rich_table, write_leaderboard
 from benchkit.model import build_model, count_parameters
-from benchkit.progress import console
+from benchkit.progress import console, log_console
 from benchkit.registry import import_plugins
 from benchkit.runner import execute_run, read_run_row, run_dir_of
 
@@ -71,19 +71,19 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
         if fresh and run_dir.exists():
             shutil.rmtree(run_dir)
         if _finished(run_dir):
-            console.print(f"[{i}/{len(runs)}] {spec.run_id}: finished earlier, skipped")
+            log_console.print(f"[{i}/{len(runs)}] {spec.run_id}: finished earlier, skipped")
             continue
         with claim(run_dir) as claimed:
             if not claimed:
-                console.print(f"[{i}/{len(runs)}] {spec.run_id}: running in another process, skipped")
+                log_console.print(f"[{i}/{len(runs)}] {spec.run_id}: running in another process, skipped")
                 continue
             if _finished(run_dir):
                 continue
             resume = _prepare_resume(spec, run_dir, refuse_changed)
-            console.print(f"[{i}/{len(runs)}] {spec.run_id}" + (" (resuming)" if resume else ""))
+            log_console.print(f"[{i}/{len(runs)}] {spec.run_id}" + (" (resuming)" if resume else ""))
             row = execute_run(spec, out_dir, quiet=quiet, resume=resume)
             if row["status"] != "ok":
-                console.print(f"[red]run {spec.run_id} failed:[/] {row['error']}")
+                log_console.print(f"[red]run {spec.run_id} failed:[/] {row['error']}")
         refresh_leaderboard(config, out_dir)
     frame = refresh_leaderboard(config, out_dir)
     console.print(rich_table(frame, f"{config.name}: leaderboard ({out_dir})"))
@@ -113,7 +113,7 @@ def _prepare_resume(spec: RunSpec, run_dir: Path, refuse_changed: bool) -> bool:
             from benchkit.errors import ConfigError
             raise ConfigError(f"{spec.run_id}: its config changed since the checkpoint in {run_dir}; "
                               f"run with --fresh or restore the old config")
-        console.print(f"[yellow]{spec.run_id}: config changed since its checkpoint; starting it fresh[/]")
+        log_console.print(f"[yellow]{spec.run_id}: config changed since its checkpoint; starting it fresh[/]")
         checkpoint.unlink()
         (run_dir / "metrics.json").unlink(missing_ok=True)
         return False

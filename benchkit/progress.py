@@ -8,7 +8,10 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-console = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 200)
+"""Results (tables) go to standard output."""
+log_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+"""Progress and log lines go to standard error."""
 
 
 class RunProgress:
@@ -20,15 +23,15 @@ class RunProgress:
         self._task = None
 
     def __enter__(self) -> "RunProgress":
-        if not self.quiet and console.is_terminal:
+        if not self.quiet and log_console.is_terminal:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[metric]}"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=log_console)
             self._progress.start()
             self._task = self._progress.add_task(self.run_id, total=self.epochs, loss="-", metric="")
         else:
-            console.print(f"[bold]{self.run_id}[/]: training up to {self.epochs} epoch(s)")
+            log_console.print(f"[bold]{self.run_id}[/]: training up to {self.epochs} epoch(s)")
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,0 +1,126 @@
+"""End to end: an experiment YAML in, run folders and a leaderboard out (tiny model, synthetic data)."""
+
+import pandas as pd
+import pytest
+import torch
+from openpyxl import load_workbook
+from sklearn.metrics import accuracy_score, cohen_kappa_score, mean_absolute_error
+
+from benchkit.cli import main
+from conftest import small_experiment
+
+RUN_FILES = ["config.yaml", "metrics.json", "history.csv", "predictions_valid.csv",
+             "predictions_test.csv", "best.pt"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("exp")
+    path = small_experiment(tmp, models=[
+        {"backbone": "tiny_cnn", "head": {"name": "regression"}},
+        {"name": "broken", "backbone": {"name": "tiny_cnn", "options": {"width": -1}}, "head": "regression"},
+    ], seeds=[0, 1])
+    out = tmp / "out"
+    code = main(["run", str(path), "--out", str(out), "--quiet"])
+    return code, out
+
+
+def test_every_run_folder_has_its_files(finished):
+    _, out = finished
+    for run_id in ("tiny_cnn-regression__s0", "tiny_cnn-regression__s1"):
+        for name in RUN_FILES:
+            assert (out / "runs" / run_id / name).is_file(), (run_id, name)
+
+
+def test_leaderboard_metrics_equal_sklearn_on_the_predictions(finished):
+    _, out = finished
+    board = pd.read_csv(out / "leaderboard.csv")
+    row = board.set_index("run_id").loc["tiny_cnn-regression__s0"]
+    for split in ("valid", "test"):
+        pred = pd.read_csv(out / "runs" / "tiny_cnn-regression__s0" / f"predictions_{split}.csv")
+        assert row[f"{split}_acc"] == pytest.approx(accuracy_score(pred.target, pred.pred))
+        assert row[f"{split}_mae"] == pytest.approx(mean_absolute_error(pred.target, pred.score))
+        assert row[f"{split}_qwk"] == pytest.approx(
+            cohen_kappa_score(pred.target, pred.pred, weights="quadratic", labels=range(4)))
+        assert row[f"{split}_qwk_lo"] <= row[f"{split}_qwk"] <= row[f"{split}_qwk_hi"]
+
+
+def test_leaderboard_columns_and_failed_row(finished):
+    code, out = finished
+    board = pd.read_csv(out / "leaderboard.csv")
+    for col in ["run_id", "backbone", "head", "seed", "test_acc", "test_acc_lo", "test_acc_hi", "test_mae",
+                "test_qwk", "test_off1", "test_mape", "test_f1", "valid_qwk", "params_total",
+                "params_trainable", "epochs", "best_epoch", "train_seconds", "status", "error"]:
+        assert col in board, col
+    assert len(board) == 4
+    failed = board[board.status == "failed"]
+    assert sorted(failed.run_id) == ["broken__s0", "broken__s1"]
+    assert failed.error.str.len().min() > 0
+    assert (board[board.status == "ok"].epochs == 2).all()
+    assert code == 1  # some runs failed; the others still finished
+
+
+def test_leaderboard_sorted_by_configured_metric_failed_last(finished):
+    _, out = finished
+    board = pd.read_csv(out / "leaderboard.csv")
+    ok = board[board.status == "ok"].test_mae.tolist()
+    assert ok == sorted(ok) and board.status.tolist()[-2:] == ["failed", "failed"]
+
+
+def test_xlsx_has_split_sheets_config_and_highlight(finished):
+    _, out = finished
+    wb = load_workbook(out / "leaderboard.xlsx")
+    assert wb.sheetnames == ["valid", "test", "config"]
+    ws = wb["test"]
+    header = [c.value for c in ws[1]]
+    assert "test_qwk" in header and "valid_qwk" not in header
+    assert ws.cell(row=1, column=1).font.bold
+    col = header.index("test_acc") + 1
+    fills = [ws.cell(row=r, column=col).fill.fgColor.rgb for r in range(2, 4)]
+    assert any(str(f).endswith("C6EFCE") for f in fills)
+    assert "name: small" in "\n".join(str(c.value) for c in wb["config"]["A"])
+
+
+def test_same_seed_gives_identical_metrics(tmp_path, finished):
+    _, out = finished
+    path = small_experiment(tmp_path)
+    assert main(["run", str(path), "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    a = pd.read_csv(out / "runs" / "tiny_cnn-regression__s0" / "history.csv")
+    b = pd.read_csv(tmp_path / "again" / "runs" / "tiny_cnn-regression__s0" / "history.csv")
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
+
+
+def test_rerun_skips_finished_runs(finished, capsys):
+    _, out = finished
+    before = (out / "runs" / "tiny_cnn-regression__s0" / "metrics.json").stat().st_mtime_ns
+    main(["leaderboard", str(out)])
+    after = (out / "runs" / "tiny_cnn-regression__s0" / "metrics.json").stat().st_mtime_ns
+    assert before == after
+    assert "tiny_cnn-regression__s0" in capsys.readouterr().out
+
+
+def test_best_checkpoint_loads_with_weights_only(finished):
+    _, out = finished
+    ckpt = torch.load(out / "runs" / "tiny_cnn-regression__s0" / "best.pt", weights_only=True)
+    assert ckpt["classes"] == ["LEVEL_0", "LEVEL_1", "LEVEL_2", "LEVEL_3"] and "model" in ckpt
+
+
+def test_dry_run_lists_runs_with_counts(tmp_path, capsys):
+    path = small_experiment(tmp_path, grid={"backbone.freeze": [0, "all"]})
+    assert main(["run", str(path), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "tiny_cnn-regression__freeze=0__s0" in text and "tiny_cnn-regression__freeze=all__s0" in text
+    assert not (tmp_path / "results").exists()
+
+
+def test_misspelled_key_exits_2_with_suggestion(tmp_path, capsys):
+    path = small_experiment(tmp_path, evalution={})
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "evalution" in err and "did you mean 'evaluation'" in err and str(path) in err
+
+
+def test_unknown_backbone_exits_2_in_dry_run(tmp_path, capsys):
+    path = small_experiment(tmp_path, models=[{"backbone": "tiny_cn", "head": "regression"}])
+    assert main(["run", str(path), "--dry-run"]) == 2
+    assert "did you mean 'tiny_cnn'" in capsys.readouterr().err
