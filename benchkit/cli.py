@@ -137,6 +137,8 @@ def _backbone_table(pattern: str):
 def _cmd_leaderboard(args) -> int:
     import yaml
 
+    from benchkit.aggregate import aggregated_table, summary_views
+    from benchkit.config import EvaluationConfig
     from benchkit.errors import ConfigError
     from benchkit.leaderboard import build_leaderboard, rich_table, write_leaderboard
     if not (args.out_dir / "runs").is_dir():
@@ -145,9 +147,14 @@ def _cmd_leaderboard(args) -> int:
     config_text = config_path.read_text(encoding="utf-8") if config_path.is_file() else None
     sort_by = args.sort_by or ((yaml.safe_load(config_text) or {}).get("evaluation", {}).get("sort_by")
                                if config_text else None) or "test_mae"
+    evaluation = EvaluationConfig.model_validate(
+        {**((yaml.safe_load(config_text) or {}).get("evaluation", {}) if config_text else {}), "sort_by": sort_by})
     frame = build_leaderboard(args.out_dir, sort_by)
-    write_leaderboard(frame, args.out_dir, xlsx_path=args.xlsx, config_text=config_text)
+    sheets = summary_views(frame, args.out_dir, evaluation)
+    write_leaderboard(frame, args.out_dir, xlsx_path=args.xlsx, config_text=config_text, extra_sheets=sheets)
     console.print(rich_table(frame, f"leaderboard ({args.out_dir})"))
+    if "aggregated" in sheets:
+        console.print(aggregated_table(sheets["aggregated"], "across seeds and folds"))
     return 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
+from benchkit.aggregate import aggregated_table, summary_views
 from benchkit.config import ExperimentConfig, RunSpec, dump_yaml, expand_runs, load_experiment
 from benchkit.io import write_text
 from benchkit.leaderboard import build_leaderboard, rich_table, write_leaderboard
@@ -87,6 +88,9 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
         refresh_leaderboard(config, out_dir)
     frame = refresh_leaderboard(config, out_dir)
     console.print(rich_table(frame, f"{config.name}: leaderboard ({out_dir})"))
+    if (out_dir / "leaderboard_aggregated.csv").is_file():
+        aggregated = pd.read_csv(out_dir / "leaderboard_aggregated.csv")
+        console.print(aggregated_table(aggregated, f"{config.name}: across seeds and folds"))
     return frame
 
 
@@ -94,7 +98,9 @@ def refresh_leaderboard(config: ExperimentConfig, out_dir: Path) -> pd.DataFrame
     """Rebuild the leaderboard files from the run folders, under a lock."""
     with _file_lock(out_dir / ".leaderboard.lock"):
         frame = build_leaderboard(out_dir, config.evaluation.sort_by)
-        write_leaderboard(frame, out_dir, config_text=dump_yaml(config.model_dump(mode="json")))
+        sheets = summary_views(frame, out_dir, config.evaluation)
+        write_leaderboard(frame, out_dir, config_text=dump_yaml(config.model_dump(mode="json")),
+                          extra_sheets=sheets)
     return frame
 
 

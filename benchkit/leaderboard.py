@@ -20,7 +20,8 @@ from benchkit.metrics import HIGHER_IS_BETTER
 
 ID_COLUMNS = ["run_id", "model", "backbone", "head", "seed", "split", "fold"]
 TAIL_COLUMNS = ["params_total", "params_trainable", "params_frozen", "epochs", "best_epoch",
-                "train_seconds", "input_size", "weights_source", "device", "status", "error"]
+                "train_seconds", "wall_seconds", "skipped_steps", "input_size", "num_classes",
+                "weights_source", "device", "status", "error"]
 _HEADER_FILL = PatternFill("solid", fgColor="1F4E78")
 _BEST_FILL = PatternFill("solid", fgColor="C6EFCE")
 
@@ -42,7 +43,7 @@ def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
     first = [c for c in ID_COLUMNS if c in frame]
     tail = [c for c in TAIL_COLUMNS if c in frame]
     metric_cols = [c for c in frame if _split_of(c)]
-    rest = [c for c in frame if c not in first + tail + metric_cols and c != "wall_seconds"]
+    rest = [c for c in frame if c not in first + tail + metric_cols]
     return frame[first + rest + metric_cols + tail]
 
 
@@ -76,7 +77,6 @@ def write_xlsx(frame: pd.DataFrame, path: str | Path, config_text: str | None = 
     for split in splits:
         ws = wb.create_sheet(split)
         cols = [c for c in frame if c in ID_COLUMNS or (_split_of(c) is None and c not in TAIL_COLUMNS)]
-        cols = [c for c in cols if c != "wall_seconds"]
         cols += [c for c in frame if _split_of(c) == split] + [c for c in TAIL_COLUMNS if c in frame]
         _write_sheet(ws, frame[cols])
     for name, sheet in (extra_sheets or {}).items():
@@ -145,8 +145,7 @@ def rich_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...] = ("acc
                split: str = "test") -> Table:
     """A compact terminal view: identity, grid values, metrics with intervals, status."""
     table = Table(title=title, header_style="bold cyan")
-    grid_cols = [c for c in frame if c not in ID_COLUMNS + TAIL_COLUMNS and _split_of(c) is None
-                 and c != "wall_seconds"]
+    grid_cols = [c for c in frame if c not in ID_COLUMNS + TAIL_COLUMNS and _split_of(c) is None]
     cols = ["run_id"] + grid_cols
     for col in cols:
         table.add_column(col, overflow="fold")

@@ -204,7 +204,8 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool)
            "params_frozen": counts["frozen"], "epochs": result.epochs_run,
            "best_epoch": result.best_epoch, "train_seconds": round(result.train_seconds, 3),
            "input_size": size, "weights_source": model.backbone.weights_source,
-           "device": str(engine.device), "skipped_steps": result.skipped_steps}
+           "device": str(engine.device), "skipped_steps": result.skipped_steps,
+           "num_classes": num_classes}
     details = {}
     for name, out in outputs.items():
         pred = head.predict(out)

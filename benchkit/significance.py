@@ -19,14 +19,34 @@ def paired_bootstrap_test(y_true, pred_a, score_a, pred_b, score_b, metric: str,
     zero as ``delta`` itself, with add-one smoothing (so never exactly 0). Resamples where the
     metric is undefined for either system (a single-level QWK) are left out.
     """
-    y_true, pred_a, score_a = validate_predictions(y_true, pred_a, score_a, num_classes)
-    _, pred_b, score_b = validate_predictions(y_true, pred_b, score_b, num_classes)
-    whole = np.arange(len(y_true))[None, :]
-    delta = float(_metric(y_true, pred_a, score_a, num_classes, whole, metric)[0]
-                  - _metric(y_true, pred_b, score_b, num_classes, whole, metric)[0])
-    indices = bootstrap_indices(len(y_true), n_resamples, seed)
-    deltas = (_metric(y_true, pred_a, score_a, num_classes, indices, metric)
-              - _metric(y_true, pred_b, score_b, num_classes, indices, metric))
+    return paired_bootstrap_replicates([(y_true, pred_a, score_a)], [(y_true, pred_b, score_b)], metric,
+                                       num_classes, n_resamples, seed, ci)
+
+
+def paired_bootstrap_replicates(replicates_a, replicates_b, metric: str, num_classes: int,
+                                n_resamples: int = 10000, seed: int = 0, ci: float = 0.95) -> dict[str, float]:
+    """The paired bootstrap over several replicates (seeds, folds): ``[(y_true, pred, score), ...]``.
+
+    Replicate ``i`` of A and of B must cover the same images. Each resample draws images within
+    every replicate (the same draw for A and B) and compares the replicate-averaged metric, so the
+    test speaks about the configurations, not one lucky seed.
+    """
+    if len(replicates_a) != len(replicates_b) or not replicates_a:
+        raise ValueError(f"need matching, non-empty replicates, got {len(replicates_a)} and {len(replicates_b)}")
+    full_a, full_b, boot_a, boot_b = [], [], [], []
+    for i, ((y_a, pred_a, score_a), (y_b, pred_b, score_b)) in enumerate(zip(replicates_a, replicates_b)):
+        y_true, pred_a, score_a = validate_predictions(y_a, pred_a, score_a, num_classes)
+        y_true_b, pred_b, score_b = validate_predictions(y_b, pred_b, score_b, num_classes)
+        if not np.array_equal(y_true, y_true_b):
+            raise ValueError(f"replicate {i}: A and B were not scored on the same images")
+        whole = np.arange(len(y_true))[None, :]
+        indices = bootstrap_indices(len(y_true), n_resamples, seed + i)
+        full_a.append(_metric(y_true, pred_a, score_a, num_classes, whole, metric)[0])
+        full_b.append(_metric(y_true, pred_b, score_b, num_classes, whole, metric)[0])
+        boot_a.append(_metric(y_true, pred_a, score_a, num_classes, indices, metric))
+        boot_b.append(_metric(y_true, pred_b, score_b, num_classes, indices, metric))
+    delta = float(np.mean(full_a) - np.mean(full_b))
+    deltas = np.mean(boot_a, axis=0) - np.mean(boot_b, axis=0)
     summary = summarize_resamples(deltas, ci)
     defined = deltas[~np.isnan(deltas)]
     extreme = np.count_nonzero(np.abs(defined - delta) >= abs(delta) - 1e-12)

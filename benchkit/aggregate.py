@@ -1,0 +1,198 @@
+"""Across seeds and folds: one row per configuration, and paired tests against a reference.
+
+A configuration is everything that identifies a run except its seed and fold (model, backbone,
+head, split strategy and grid values). Its aggregated row gives, for each metric, the mean and std
+over its runs and a 95% t-interval of that mean; the significance columns compare it with the
+reference configuration named in ``evaluation.reference`` on the same test images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from benchkit.leaderboard import ID_COLUMNS, TAIL_COLUMNS, metric_of
+from benchkit.metrics import CORE_METRICS, HIGHER_IS_BETTER
+from benchkit.significance import paired_bootstrap_replicates, significance_marker, wilcoxon_seeds
+
+REPLICATE_COLUMNS = ["seed", "fold"]
+
+
+def config_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns that identify a configuration: model, backbone, head, split and the grid values."""
+    fixed = [c for c in ("model", "backbone", "head", "split") if c in frame]
+    grid = [c for c in frame if c not in ID_COLUMNS + TAIL_COLUMNS and not str(c).startswith(("valid_", "test_"))]
+    return fixed + grid
+
+
+def config_label(row: pd.Series, columns: list[str]) -> str:
+    """``model`` plus ``key=value`` for every grid value: a readable configuration name."""
+    grid = [f"{c}={row[c]}" for c in columns if c not in ("model", "backbone", "head", "split")]
+    split = [] if row.get("split", "official") == "official" else [str(row["split"])]
+    return " ".join([str(row["model"])] + grid + split)
+
+
+def aggregate_runs(frame: pd.DataFrame, splits=("valid", "test"), metrics=CORE_METRICS) -> pd.DataFrame:
+    """Mean, std and 95% t-interval of each split metric per configuration (finished runs only)."""
+    ok = frame[frame.get("status", pd.Series(dtype=str)) == "ok"]
+    if ok.empty:
+        return pd.DataFrame()
+    columns = config_columns(ok)
+    rows = []
+    for _, group in ok.groupby(columns, dropna=False, sort=False):
+        first = group.iloc[0]
+        row = {c: first[c] for c in columns}
+        row["config"] = config_label(first, columns)
+        row["runs"] = len(group)
+        row["seeds"] = ",".join(str(s) for s in sorted(group["seed"].unique()))
+        for split in splits:
+            for metric in metrics:
+                col = f"{split}_{metric}"
+                if col not in group:
+                    continue
+                values = pd.to_numeric(group[col], errors="coerce").dropna().to_numpy()
+                mean, std, lo, hi = _t_summary(values)
+                row.update({f"{col}_mean": mean, f"{col}_std": std, f"{col}_lo": lo, f"{col}_hi": hi})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _t_summary(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
+    if values.size == 0:
+        return (np.nan,) * 4
+    mean = float(values.mean())
+    if values.size == 1:
+        return mean, np.nan, np.nan, np.nan
+    std = float(values.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, values.size - 1)) * std / np.sqrt(values.size)
+    return mean, std, mean - half, mean + half
+
+
+def add_significance(aggregated: pd.DataFrame, frame: pd.DataFrame, out_dir: Path, reference: str,
+                     metric_column: str, n_resamples: int = 10000, seed: int = 0) -> pd.DataFrame:
+    """Add ``p_value``, ``delta`` and ``significance`` of each configuration against ``reference``.
+
+    The paired bootstrap resamples the same test images for both configurations, per replicate
+    (seed and fold) they share; with two or more shared seeds ``p_wilcoxon`` compares the
+    per-seed values too. ``reference`` is a configuration label or a model name.
+    """
+    split, metric = metric_column.split("_", 1)[0], metric_of(metric_column)
+    ok = frame[frame["status"] == "ok"]
+    columns = config_columns(ok)
+    labels = ok.apply(lambda r: config_label(r, columns), axis=1)
+    ref_rows = ok[(labels == reference) | (ok["model"] == reference)]
+    aggregated = aggregated.copy()
+    for col in ("delta", "p_value", "significance", "p_wilcoxon"):
+        aggregated[col] = np.nan if col != "significance" else ""
+    if ref_rows.empty or ref_rows.apply(lambda r: config_label(r, columns), axis=1).nunique() != 1:
+        aggregated["significance"] = f"reference {reference!r} not found (or not unique)"
+        return aggregated
+    ref_label = config_label(ref_rows.iloc[0], columns)
+    ref_by_rep = {_replicate(r): r for _, r in ref_rows.iterrows()}
+    num_classes = int(ok["num_classes"].dropna().iloc[0]) if "num_classes" in ok else None
+    for i, agg in aggregated.iterrows():
+        if agg["config"] == ref_label:
+            aggregated.at[i, "significance"] = "reference"
+            continue
+        runs = ok[labels == agg["config"]]
+        pairs = [(r, ref_by_rep[_replicate(r)]) for _, r in runs.iterrows() if _replicate(r) in ref_by_rep]
+        if not pairs or num_classes is None:
+            continue
+        reps_a = [_predictions(out_dir, a["run_id"], split) for a, _ in pairs]
+        reps_b = [_predictions(out_dir, b["run_id"], split) for _, b in pairs]
+        test = paired_bootstrap_replicates(reps_a, reps_b, metric, num_classes, n_resamples, seed)
+        aggregated.at[i, "delta"] = test["delta"]
+        aggregated.at[i, "p_value"] = test["p_value"]
+        aggregated.at[i, "significance"] = significance_marker(test["p_value"])
+        if len(pairs) >= 2:
+            aggregated.at[i, "p_wilcoxon"] = wilcoxon_seeds([a[metric_column] for a, _ in pairs],
+                                                            [b[metric_column] for _, b in pairs])
+    return aggregated
+
+
+def _replicate(row: pd.Series) -> tuple:
+    fold = row.get("fold")
+    return int(row["seed"]), (None if fold is None or pd.isna(fold) else int(fold))
+
+
+def _predictions(out_dir: Path, run_id: str, split: str):
+    frame = pd.read_csv(Path(out_dir) / "runs" / run_id / f"predictions_{split}.csv")
+    return frame["target"].to_numpy(), frame["pred"].to_numpy(), frame["score"].to_numpy()
+
+
+def grid_pivot(aggregated: pd.DataFrame, frame: pd.DataFrame, value_column: str) -> pd.DataFrame | None:
+    """For a two-key grid: rows = first key, columns = second key, cells = mean of ``value_column``."""
+    grid = [c for c in config_columns(frame) if c not in ("model", "backbone", "head", "split")]
+    mean_col = f"{value_column}_mean"
+    if len(grid) != 2 or aggregated.empty or mean_col not in aggregated:
+        return None
+    return aggregated.pivot_table(index=grid[0], columns=grid[1], values=mean_col, aggfunc="mean")
+
+
+def sort_aggregated(aggregated: pd.DataFrame, metric_column: str) -> pd.DataFrame:
+    col = f"{metric_column}_mean"
+    if col not in aggregated:
+        return aggregated
+    ascending = not HIGHER_IS_BETTER.get(metric_of(metric_column), True)
+    return aggregated.sort_values(col, ascending=ascending, na_position="last").reset_index(drop=True)
+
+
+def summary_views(frame: pd.DataFrame, out_dir: Path, evaluation) -> dict[str, pd.DataFrame]:
+    """The aggregated view (several runs per configuration, or a reference) and the two-key grid pivot.
+
+    Written as ``leaderboard_aggregated.csv`` / ``leaderboard_pivot.csv`` and returned as extra
+    workbook sheets.
+    """
+    from benchkit.io import atomic_path
+    sheets: dict[str, pd.DataFrame] = {}
+    if frame.empty or "status" not in frame:
+        return sheets
+    aggregated = aggregate_runs(frame)
+    if aggregated.empty:
+        return sheets
+    if evaluation.reference:
+        aggregated = add_significance(aggregated, frame, out_dir, evaluation.reference, evaluation.sort_by,
+                                      evaluation.bootstrap.n_resamples or 1000, evaluation.bootstrap.seed)
+    aggregated = sort_aggregated(aggregated, evaluation.sort_by)
+    if aggregated["runs"].max() > 1 or evaluation.reference:
+        sheets["aggregated"] = aggregated
+        with atomic_path(Path(out_dir) / "leaderboard_aggregated.csv") as tmp:
+            aggregated.to_csv(tmp, index=False)
+    pivot = grid_pivot(aggregated, frame, evaluation.sort_by)
+    if pivot is not None:
+        sheets["pivot"] = pivot
+        with atomic_path(Path(out_dir) / "leaderboard_pivot.csv") as tmp:
+            pivot.to_csv(tmp)
+    return sheets
+
+
+def aggregated_table(aggregated: pd.DataFrame, title: str, split: str = "test",
+                     metrics=("acc", "mae", "qwk")):
+    """Rich table of the aggregated view: mean ± std [95% CI] per metric, and the test columns."""
+    from rich.table import Table
+    table = Table(title=title, header_style="bold cyan")
+    table.add_column("config")
+    table.add_column("runs", justify="right")
+    shown = [m for m in metrics if f"{split}_{m}_mean" in aggregated]
+    for m in shown:
+        table.add_column(f"{split} {m} mean ± std [95% CI]", justify="right")
+    has_test = "p_value" in aggregated
+    if has_test:
+        table.add_column("delta", justify="right")
+        table.add_column("p", justify="right")
+        table.add_column("sig")
+    for _, row in aggregated.iterrows():
+        cells = [str(row["config"]), str(row["runs"])]
+        for m in shown:
+            mean, std = row[f"{split}_{m}_mean"], row[f"{split}_{m}_std"]
+            lo, hi = row[f"{split}_{m}_lo"], row[f"{split}_{m}_hi"]
+            text = f"{mean:.3f}" + ("" if pd.isna(std) else f" ± {std:.3f} [{lo:.3f}, {hi:.3f}]")
+            cells.append(text)
+        if has_test:
+            cells += ["" if pd.isna(row["delta"]) else f"{row['delta']:+.3f}",
+                      "" if pd.isna(row["p_value"]) else f"{row['p_value']:.4f}", str(row["significance"])]
+        table.add_row(*cells)
+    return table
