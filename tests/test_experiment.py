@@ -70,7 +70,7 @@ def test_leaderboard_sorted_by_configured_metric_failed_last(finished):
 def test_xlsx_has_split_sheets_config_and_highlight(finished):
     _, out = finished
     wb = load_workbook(out / "leaderboard.xlsx")
-    assert wb.sheetnames == ["valid", "test", "config"]
+    assert wb.sheetnames == ["valid", "test", "aggregated", "config"]  # two seeds -> aggregated view
     ws = wb["test"]
     header = [c.value for c in ws[1]]
     assert "test_qwk" in header and "valid_qwk" not in header
