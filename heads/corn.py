@@ -1,0 +1,74 @@
+"""CORN (Shi, Cao & Raschka 2023): K-1 conditional binary tasks ``P(y > k | y > k-1)``.
+
+Task k is trained only on the samples with ``y >= k`` (all samples for k = 0), so the
+unconditional exceedances ``P(y > k) = prod_{j <= k} P(y > j | y > j-1)`` are rank consistent
+for any weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchkit.head import Head, Prediction
+from benchkit.registry import register_head
+from ._calibration import CALIBRATE_METRICS, ThresholdDecoder, threshold_decodings
+from ._common import check_choice, check_dropout, check_number, check_targets, sample_weights
+
+
+@register_head("corn")
+class CornHead(Head):
+    """K-1 independent logits ``l_k`` with ``sigmoid(l_k) = P(y > k | y > k-1)``.
+
+    Loss: binary cross-entropy of task k against ``[y > k]`` over its conditional subset
+    ``y >= k``, summed over tasks and divided by the total subset size (coral-pytorch's
+    ``corn_loss``); class weights weight each sample of every subset by its true class' weight.
+    Level: ``#{k : P(y > k) > threshold}``; score: ``sum_k P(y > k)``. Options: ``threshold``
+    in ``(0, 1)``, ``decode`` (``threshold`` | ``calibrated``), ``calibrate_metric``
+    (``qwk`` | ``mae``), ``dropout``.
+    """
+
+    has_probabilities = True
+    decodings = ("threshold", "calibrated")
+
+    def __init__(self, in_features: int, num_classes: int, threshold: float = 0.5,
+                 decode: str = "threshold", calibrate_metric: str = "qwk", dropout: float = 0.0):
+        super().__init__(in_features, num_classes)
+        threshold = check_number("threshold", threshold, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.decode = check_choice("decode", decode, self.decodings)
+        self.dropout = nn.Dropout(check_dropout(dropout))
+        self.linear = nn.Linear(in_features, num_classes - 1)
+        self.decoder = ThresholdDecoder(num_classes, threshold, check_choice(
+            "calibrate_metric", calibrate_metric, CALIBRATE_METRICS))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.dropout(features))
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
+             class_weights: torch.Tensor | None = None) -> torch.Tensor:
+        targets = check_targets(targets, self.num_classes)
+        logits = outputs.float()
+        ranks = torch.arange(self.num_classes - 1, device=logits.device)
+        in_task = (targets[:, None] >= ranks).float()
+        exceeds = (targets[:, None] > ranks).float()
+        per_entry = -(F.logsigmoid(logits) * exceeds + F.logsigmoid(-logits) * (1 - exceeds))
+        weights = sample_weights(targets, class_weights, self.num_classes, logits.device)
+        if weights is not None:
+            in_task = in_task * weights[:, None]
+        return (per_entry * in_task).sum() / in_task.sum().clamp_min(torch.finfo(torch.float32).tiny)
+
+    def exceedance(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Unconditional ``P(y > k)``: the running product of the conditional probabilities."""
+        return torch.exp(torch.cumsum(F.logsigmoid(outputs.float()), dim=1))
+
+    def predict(self, outputs: torch.Tensor) -> Prediction:
+        return self.alternative_decodings(outputs, include_unfitted=True)[self.decode]
+
+    def alternative_decodings(self, outputs: torch.Tensor, include_unfitted: bool = False) -> dict[str, Prediction]:
+        """``threshold`` and, once calibrated (or when asked), ``calibrated`` predictions."""
+        return threshold_decodings(self.exceedance(outputs), self.decoder, include_unfitted)
+
+    def calibrate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+        """Fit the threshold of the ``calibrated`` decoding on validation outputs."""
+        return {"decoding": "calibrated", **self.decoder.fit(self.exceedance(outputs), targets)}

@@ -1,0 +1,74 @@
+"""The reference head: one sigmoid output regressed onto the level scaled to ``[0, 1]``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchkit.head import Head, Prediction
+from benchkit.registry import register_head
+from ._calibration import CALIBRATE_METRICS, CutPointDecoder
+from ._common import check_choice, check_dropout, check_number, check_targets, weighted_mean
+
+LOSSES = ("l1", "mse", "huber")
+
+
+@register_head("regression")
+class RegressionHead(Head):
+    """Sigmoid regression: ``score = sigmoid(w . x + b) * (K-1)``, trained on ``level / (K-1)``.
+
+    Options: ``loss`` (``l1`` | ``mse`` | ``huber``), ``huber_delta`` (on the ``[0, 1]`` target
+    scale), ``decode`` (``round``: nearest level; ``calibrated``: K-1 cut points fitted on the
+    validation scores by ``calibrate``), ``calibrate_metric`` (``qwk`` | ``mae``), ``dropout``.
+    No class probabilities.
+    """
+
+    has_probabilities = False
+    decodings = ("round", "calibrated")
+
+    def __init__(self, in_features: int, num_classes: int, loss: str = "l1", huber_delta: float = 0.1,
+                 decode: str = "round", calibrate_metric: str = "qwk", dropout: float = 0.0):
+        super().__init__(in_features, num_classes)
+        self.loss_name = check_choice("loss", loss, LOSSES)
+        self.huber_delta = check_number("huber_delta", huber_delta, low=0.0, low_open=True)
+        self.decode = check_choice("decode", decode, self.decodings)
+        self.dropout = nn.Dropout(check_dropout(dropout))
+        self.linear = nn.Linear(in_features, 1)
+        self.decoder = CutPointDecoder(num_classes, check_choice("calibrate_metric", calibrate_metric,
+                                                                 CALIBRATE_METRICS))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.dropout(features))
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
+             class_weights: torch.Tensor | None = None) -> torch.Tensor:
+        targets = check_targets(targets, self.num_classes)
+        predicted = torch.sigmoid(outputs.float().reshape(-1))
+        wanted = targets.float() / (self.num_classes - 1)
+        if self.loss_name == "l1":
+            per_sample = (predicted - wanted).abs()
+        elif self.loss_name == "mse":
+            per_sample = (predicted - wanted) ** 2
+        else:
+            per_sample = F.huber_loss(predicted, wanted, reduction="none", delta=self.huber_delta)
+        return weighted_mean(per_sample, targets, class_weights, self.num_classes)
+
+    def scores(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The continuous level estimate ``sigmoid(output) * (K-1)``."""
+        return torch.sigmoid(outputs.float().reshape(-1)) * (self.num_classes - 1)
+
+    def predict(self, outputs: torch.Tensor) -> Prediction:
+        return self.alternative_decodings(outputs, include_unfitted=True)[self.decode]
+
+    def alternative_decodings(self, outputs: torch.Tensor, include_unfitted: bool = False) -> dict[str, Prediction]:
+        """``round`` and, once calibrated (or when asked), ``calibrated`` predictions of the same outputs."""
+        score = self.scores(outputs)
+        decoded = {"round": Prediction(torch.round(score).clamp(0, self.num_classes - 1).long(), score)}
+        if include_unfitted or bool(self.decoder.fitted):
+            decoded["calibrated"] = Prediction(self.decoder.levels(score), score)
+        return decoded
+
+    def calibrate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+        """Fit the cut points of the ``calibrated`` decoding on validation outputs."""
+        return {"decoding": "calibrated", **self.decoder.fit(self.scores(outputs), targets)}

@@ -1,0 +1,50 @@
+"""Plain K-way classification: K logits and cross-entropy, ignoring the order of the levels in training."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchkit.head import Head, Prediction
+from benchkit.registry import register_head
+from ._common import (categorical_decodings, check_choice, check_dropout, check_number,
+                           check_targets, weighted_mean)
+
+
+@register_head("softmax")
+class SoftmaxHead(Head):
+    """K logits, cross-entropy with optional label smoothing; probabilities are the softmax.
+
+    Options: ``label_smoothing`` in ``[0, 1)``, ``decode`` (``argmax`` | ``expected``: rounded
+    ``sum_k k p_k``), ``dropout``. The score is always the expected level ``sum_k k p_k``.
+    """
+
+    has_probabilities = True
+    decodings = ("argmax", "expected")
+
+    def __init__(self, in_features: int, num_classes: int, label_smoothing: float = 0.0,
+                 decode: str = "argmax", dropout: float = 0.0):
+        super().__init__(in_features, num_classes)
+        self.label_smoothing = check_number("label_smoothing", label_smoothing, low=0.0, high=1.0,
+                                            high_open=True)
+        self.decode = check_choice("decode", decode, self.decodings)
+        self.dropout = nn.Dropout(check_dropout(dropout))
+        self.linear = nn.Linear(in_features, num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.dropout(features))
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
+             class_weights: torch.Tensor | None = None) -> torch.Tensor:
+        targets = check_targets(targets, self.num_classes)
+        per_sample = F.cross_entropy(outputs.float(), targets, reduction="none",
+                                     label_smoothing=self.label_smoothing)
+        return weighted_mean(per_sample, targets, class_weights, self.num_classes)
+
+    def predict(self, outputs: torch.Tensor) -> Prediction:
+        return self.alternative_decodings(outputs)[self.decode]
+
+    def alternative_decodings(self, outputs: torch.Tensor) -> dict[str, Prediction]:
+        """``argmax`` and ``expected`` predictions of the same outputs."""
+        return categorical_decodings(torch.softmax(outputs.float(), dim=1))
