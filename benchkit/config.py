@@ -365,27 +365,23 @@ def grid_column(key: str) -> str:
 
 
 def expand_runs(config: ExperimentConfig, base_dir: Path = Path(".")) -> list[RunSpec]:
-    """Every (model x grid cell x fold x seed) combination as a resolved :class:`RunSpec`."""
+    """Every (model x grid cell x fold x seed) combination as a resolved :class:`RunSpec`.
+
+    Grid keys are paths inside a model entry (``backbone.freeze``, ``head.name``, ``train.epochs``)
+    or inside the data section (``data.split``), so official and subject-disjoint splits can sit in
+    one leaderboard.
+    """
     grid_keys = list(config.grid)
     cells = list(itertools.product(*(config.grid[k] for k in grid_keys))) or [()]
-    folds = _folds(config.data)
     runs, seen = [], set()
     for model in config.models:
         for cell in cells:
-            model_raw = model.model_dump(mode="json", exclude_none=False)
-            model_raw["head"] = {"name": model.head.name, **model.head.options}
             values = dict(zip(grid_keys, cell))
-            for key, value in values.items():
-                _set_grid_value(model_raw, key, value)
-            try:
-                resolved = ModelConfig.model_validate(model_raw)
-                train = TrainConfig.model_validate(_deep_merge(config.train.model_dump(), resolved.train))
-            except ValidationError as exc:
-                raise ConfigError(f"grid cell {values}: " + _format_validation_error(exc)) from None
+            resolved, train, data = _resolve_cell(config, model, values)
             name = model.name or resolved.display_name
             id_values = {k: v for k, v in values.items()
                          if model.name or k not in ("backbone.name", "head.name")}
-            for split_label, fold in folds:
+            for split_label, fold in _folds(data):
                 for seed in config.seeds:
                     run_id = _run_id(name, id_values, split_label, fold, seed)
                     if run_id in seen:
@@ -394,11 +390,30 @@ def expand_runs(config: ExperimentConfig, base_dir: Path = Path(".")) -> list[Ru
                     seen.add(run_id)
                     runs.append(RunSpec(
                         run_id=run_id, experiment=config.name, model_name=name,
-                        seed=seed, grid={grid_column(k): v for k, v in values.items()},
-                        split=split_label, fold=fold, data=config.data, model=resolved, train=train,
+                        seed=seed, grid={grid_column(k): v for k, v in values.items() if k != "data.split"},
+                        split=split_label, fold=fold, data=data, model=resolved, train=train,
                         evaluation=config.evaluation, resources=config.resources,
                         tracking=config.tracking, plugins=config.plugins, base_dir=base_dir))
     return runs
+
+
+def _resolve_cell(config: ExperimentConfig, model: ModelConfig, values: dict):
+    """The model, recipe and data config of one grid cell, validated."""
+    model_raw = model.model_dump(mode="json")
+    model_raw["head"] = {"name": model.head.name, **model.head.options}
+    data_raw = config.data.model_dump(mode="json")
+    for key, value in values.items():
+        if key.startswith("data."):
+            _set_grid_value(data_raw, key[len("data."):], value)
+        else:
+            _set_grid_value(model_raw, key, value)
+    try:
+        resolved = ModelConfig.model_validate(model_raw)
+        train = TrainConfig.model_validate(_deep_merge(config.train.model_dump(), resolved.train))
+        data = DataConfig.model_validate(data_raw)
+    except ValidationError as exc:
+        raise ConfigError(f"grid cell {values}: " + _format_validation_error(exc)) from None
+    return resolved, train, data
 
 
 def _folds(data: DataConfig) -> list[tuple[str, int | None]]:
@@ -411,12 +426,13 @@ def _folds(data: DataConfig) -> list[tuple[str, int | None]]:
     return [(data.split, None)]
 
 
-def _set_grid_value(model_raw: dict, key: str, value: Any) -> None:
+def _set_grid_value(raw: dict, key: str, value: Any) -> None:
     parts = key.split(".")
-    if parts[0] not in ModelConfig.model_fields:
-        raise ConfigError(f"grid key {key!r}: must start with one of {list(ModelConfig.model_fields)} "
-                          f"(a path inside a model entry, e.g. backbone.freeze or head.name)")
-    node = model_raw
+    if parts[0] not in raw:
+        raise ConfigError(f"grid key {key!r}: must be a path inside a model entry (starting with one of "
+                          f"{list(ModelConfig.model_fields)}, e.g. backbone.freeze or head.name) "
+                          f"or inside data (data.split)")
+    node = raw
     for part in parts[:-1]:
         if node.get(part) is None:
             node[part] = {}

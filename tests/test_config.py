@@ -94,3 +94,18 @@ def test_duplicate_run_ids_are_refused():
 def test_group_kfold_expands_folds():
     config = validate_experiment(_raw(data={"format": "synthetic", "split": "group_kfold", "folds": 3}))
     assert [r.fold for r in expand_runs(config)] == [0, 1, 2]
+
+
+def test_grid_over_data_split_puts_official_and_folds_side_by_side():
+    config = validate_experiment(_raw(data={"format": "synthetic", "folds": 3},
+                                      grid={"data.split": ["official", "group_kfold"]}))
+    runs = expand_runs(config)
+    assert [(r.split, r.fold) for r in runs] == [("official", None), ("group3fold", 0), ("group3fold", 1),
+                                                 ("group3fold", 2)]
+    assert runs[0].data.split == "official" and runs[1].data.split == "group_kfold"
+    assert "split" not in runs[1].grid and runs[1].run_id.endswith("fold0__s0")
+
+
+def test_bad_grid_key_is_named():
+    with pytest.raises(ConfigError, match="grid key 'bakbone.freeze'"):
+        expand_runs(validate_experiment(_raw(grid={"bakbone.freeze": [0, 1]})))
