@@ -78,7 +78,10 @@ def fit_cut_points(scores: np.ndarray, targets: np.ndarray, num_classes: int, me
 
 def fit_threshold(exceed: np.ndarray, targets: np.ndarray, num_classes: int, metric: str = "qwk",
                   initial: float = 0.5) -> float:
-    """One threshold ``t`` maximising ``metric`` of ``level = #{k : P(y > k) > t}``; ties keep ``t`` nearest ``initial``."""
+    """One threshold ``t`` maximising ``metric`` of ``level = #{k : P(y > k) > t}``.
+
+    Candidates are midpoints between the observed probabilities; ties keep ``t`` nearest ``initial``.
+    """
     exceed = np.asarray(exceed, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.int64)
     values = np.unique(np.concatenate([[0.0, 1.0], exceed.ravel()]))

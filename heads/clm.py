@@ -94,7 +94,7 @@ class CumulativeLinkHead(Head):
 
 
 def _log1mexp(gap: torch.Tensor) -> torch.Tensor:
-    """``log(1 - exp(-gap))`` for ``gap > 0``, accurate at both ends (Maechler 2012); gaps are floored at 1e-12."""
+    """``log(1 - exp(-gap))`` for ``gap > 0``, accurate at both ends (Maechler 2012); gaps floored at 1e-12."""
     gap = gap.clamp_min(_MIN_GAP)
     small, large = gap.clamp(max=_LN2), gap.clamp(min=_LN2)
     return torch.where(gap < _LN2, torch.log(-torch.expm1(-small)), torch.log1p(-torch.exp(-large)))

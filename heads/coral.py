@@ -26,7 +26,8 @@ class CoralHead(Head):
     Loss: mean over samples of the summed binary cross-entropies against the extended binary
     targets ``[y > k]`` (coral-pytorch's ``coral_loss``). Level: ``#{k : P(y > k) > threshold}``;
     score: ``sum_k P(y > k)`` (the expected level). Options: ``threshold`` in ``(0, 1)``,
-    ``decode`` (``threshold`` | ``calibrated``: threshold fitted on validation outputs),
+    ``decode`` (``threshold`` | ``calibrated``: threshold fitted on validation outputs by
+    ``calibrate``, the default one until then),
     ``calibrate_metric`` (``qwk`` | ``mae``), ``dropout``.
     """
 

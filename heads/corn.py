@@ -25,7 +25,7 @@ class CornHead(Head):
     ``y >= k``, summed over tasks and divided by the total subset size (coral-pytorch's
     ``corn_loss``); class weights weight each sample of every subset by its true class' weight.
     Level: ``#{k : P(y > k) > threshold}``; score: ``sum_k P(y > k)``. Options: ``threshold``
-    in ``(0, 1)``, ``decode`` (``threshold`` | ``calibrated``), ``calibrate_metric``
+    in ``(0, 1)``, ``decode`` (``threshold`` | ``calibrated``: fitted by ``calibrate``), ``calibrate_metric``
     (``qwk`` | ``mae``), ``dropout``.
     """
 

@@ -20,8 +20,8 @@ class RegressionHead(Head):
 
     Options: ``loss`` (``l1`` | ``mse`` | ``huber``), ``huber_delta`` (on the ``[0, 1]`` target
     scale), ``decode`` (``round``: nearest level; ``calibrated``: K-1 cut points fitted on the
-    validation scores by ``calibrate``), ``calibrate_metric`` (``qwk`` | ``mae``), ``dropout``.
-    No class probabilities.
+    validation scores by ``calibrate``; until then the rounding cuts ``k + 0.5``),
+    ``calibrate_metric`` (``qwk`` | ``mae``), ``dropout``. No class probabilities.
     """
 
     has_probabilities = False
