@@ -28,8 +28,9 @@ class CumulativeLinkHead(Head):
 
     Loss: negative log-likelihood of ``P(y) = F(z_y) - F(z_{y-1})``, computed in log space
     (logit: ``log sigmoid(b) + log sigmoid(-a) + log(1 - exp(a - b))``; probit: ``log_ndtr`` of
-    the nearer tail plus ``log(1 - exp(.))`` of the log-CDF gap), so deep tails stay finite. Score: expected level. Options:
-    ``link`` (``logit`` | ``probit``), ``decode`` (``argmax`` | ``expected``), ``dropout``.
+    the nearer tail plus ``log(1 - exp(.))`` of the log-CDF gap), so deep tails stay finite.
+    Score: expected level. Options: ``link`` (``logit`` | ``probit``), ``decode`` (``argmax`` |
+    ``expected``), ``dropout``.
     """
 
     has_probabilities = True
