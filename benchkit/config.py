@@ -52,8 +52,10 @@ class DataConfig(_Strict):
     split_seed: int = 0
     subject_regex: str = r"^(?P<subject>\d+)"
     subject_with_label: bool = True
-    cache: bool = True
-    cache_dir: Path | None = None
+    cache: bool = Field(True, description="decode images once into the disk cache (memory-mapped)")
+    cache_dir: Path | None = Field(None, description="default: $BENCHKIT_CACHE_DIR or ~/.cache/benchkit")
+    feature_cache: bool = Field(True, description="train heads of fully frozen, unaugmented runs on "
+                                                  "backbone features computed once")
 
     @model_validator(mode="after")
     def _root_needed(self):

@@ -190,7 +190,7 @@ class Engine:
             targets = targets.to(self.device, non_blocking=True)
             with torch.no_grad():
                 inputs = self.preprocessor(images, train=True)
-            if cfg.channels_last:
+            if cfg.channels_last and inputs.dim() == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
@@ -200,8 +200,7 @@ class Engine:
             if cfg.nan_policy == "skip" and not bool(finite):
                 self.state.skipped_steps += 1
                 continue
-            first_bad = torch.where((~finite) & (first_bad < 0), torch.tensor(step, device=self.device),
-                                    first_bad)
+            first_bad = torch.where((~finite) & (first_bad < 0), step, first_bad)
             self._optimizer_step(loss)
             loss_sum += loss.detach() * len(targets)
             seen += len(targets)
@@ -257,7 +256,7 @@ class Engine:
         chunks = []
         for images, _ in self._loader(dataset, shuffle=False):
             inputs = self.preprocessor(images.to(self.device, non_blocking=True), train=False)
-            if self.config.channels_last:
+            if self.config.channels_last and inputs.dim() == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):

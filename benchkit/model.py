@@ -16,7 +16,11 @@ from benchkit.registry import BACKBONES, HEADS
 
 
 class GraderModel(nn.Module):
-    """``head(backbone(images))``; frozen backbone parts keep their norm statistics in training."""
+    """``head(backbone(images))``; frozen backbone parts keep their norm statistics in training.
+
+    A fully frozen backbone is a fixed feature extractor and stays in eval mode (no dropout or
+    drop-path), so its features are the same in training and evaluation and can be cached.
+    """
 
     def __init__(self, backbone: Backbone, head: Head):
         super().__init__()
@@ -30,6 +34,8 @@ class GraderModel(nn.Module):
         super().train(mode)
         if mode:
             keep_frozen_in_eval(self.backbone)
+            if not any(p.requires_grad for p in self.backbone.parameters()):
+                self.backbone.eval()
         return self
 
 

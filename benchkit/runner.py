@@ -22,8 +22,11 @@ import torch
 
 from benchkit.config import DataConfig, RunSpec, dump_yaml
 from benchkit.datasets import Dataset, Split, read_imagefolder, read_roboflow_csv
+from benchkit.diskcache import cached_split, resolve_cache_dir
 from benchkit.engine import Engine, resolve_device
 from benchkit.errors import BenchkitError, DataError
+from benchkit.featurecache import (FeaturePassThrough, feature_cache_applies, feature_sets, head_only,
+                                   with_backbone)
 from benchkit.imagecache import ImageArrayDataset, decode_split
 from benchkit.io import read_json, save_torch, write_json, write_text
 from benchkit.metrics import CORE_METRICS, bootstrap_ci, compute_metrics
@@ -118,12 +121,24 @@ _DECODED: dict = {}
 
 
 def decoded_split(spec: RunSpec, dataset: Dataset, split_name: str, size: int) -> np.ndarray:
-    """The split's images as uint8 arrays at ``size``, decoded once per process."""
+    """The split's images as uint8 arrays at ``size``, decoded once per process.
+
+    Image files go through the disk cache (memory-mapped, decoded once per file content and size)
+    when ``data.cache`` is on; synthetic images are drawn in memory.
+    """
     split = dataset.splits[split_name]
-    key = (dataset.name, str(dataset.root), split_name, tuple(split.ids), size)
+    key = (dataset.name, str(dataset.root), split_name, tuple(split.ids), size, spec.data.cache)
     if key not in _DECODED:
-        _DECODED[key] = decode_split(split, size)
+        if spec.data.cache and split.paths is not None:
+            _DECODED[key] = cached_split(split, size, cache_dir(spec))
+        else:
+            _DECODED[key] = decode_split(split, size)
     return _DECODED[key]
+
+
+def cache_dir(spec: RunSpec) -> Path:
+    """Where the run's decoded images and frozen-backbone features are cached."""
+    return resolve_cache_dir(spec.data.cache_dir, spec.base_dir)
 
 
 # ---------------------------------------------------------------- one run
@@ -180,10 +195,17 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool)
     preprocessor = BatchPreprocessor(augmentation, model.backbone.mean, model.backbone.std)
     sets = {name: ImageArrayDataset(decoded_split(spec, dataset, name, size), split.labels)
             for name, split in dataset.splits.items()}
+    trained, engine_prep = model, preprocessor
+    use_features = feature_cache_applies(spec, model, augmentation)
+    if use_features:
+        sets = feature_sets(spec, model, preprocessor, size, {n: s.images for n, s in sets.items()},
+                            {n: s.labels for n, s in sets.items()},
+                            cache_dir(spec) if spec.data.cache else None)
+        trained, engine_prep = head_only(model), FeaturePassThrough()
     class_weights = _class_weights(spec, dataset.splits["train"].labels, num_classes)
     monitor = spec.train.early_stopping.monitor
     with RunProgress(spec.run_id, spec.train.epochs, monitor, quiet) as progress:
-        engine = Engine(model, preprocessor, spec.train, num_classes, class_weights=class_weights,
+        engine = Engine(trained, engine_prep, spec.train, num_classes, class_weights=class_weights,
                         on_epoch=progress.epoch, on_step=progress.step)
         result = engine.fit(sets["train"], sets["valid"], spec.seed,
                             checkpoint_path=run_dir / "last.pt", resume=resume)
@@ -192,6 +214,8 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool)
     os.replace(run_dir / "history.csv.tmp", run_dir / "history.csv")
     engine.load_best()
     eval_model: GraderModel = engine.eval_model
+    if use_features:
+        eval_model = with_backbone(model, eval_model)
     head = eval_model.head
     outputs = {name: engine.outputs(sets[name]) for name in EVAL_SPLITS if name in sets}
     targets = {name: torch.as_tensor(dataset.splits[name].labels) for name in outputs}
@@ -216,7 +240,7 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool)
                                           num_classes)
             row.update({f"{name}_{m}__{decoding}": alt_metrics[m] for m in ("acc", "mae", "qwk")})
     write_json(run_dir / "details.json", {"bootstrap": details, "calibration": calibration,
-                                          "environment": environment()})
+                                          "feature_cache": use_features, "environment": environment()})
     return row
 
 

@@ -1,0 +1,201 @@
+"""Frozen-backbone features, computed once and shared by every head trained on them.
+
+When a run's backbone is fully frozen and its training inputs are not augmented, the backbone maps
+each image to the same pooled feature vector in every epoch of every run (a frozen backbone runs in
+eval mode, see :class:`benchkit.model.GraderModel`). The features are then computed once per
+(backbone name and options, weights, input size, preprocessing, precision, split content), kept in
+process memory and on disk under ``<cache dir>/features/``, and the engine trains only the head:
+its model is ``GraderModel(Identity, head)`` and its preprocessor passes features through.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from benchkit.config import RunSpec
+from benchkit.diskcache import file_lock
+from benchkit.engine import autocast_dtype, resolve_device
+from benchkit.io import atomic_path, write_json
+from benchkit.model import GraderModel
+from benchkit.transforms import BatchPreprocessor
+
+FEATURE_FORMAT = "features-v1"
+MEMORY_ENTRIES = 32
+
+_MEMORY: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+
+def feature_cache_applies(spec: RunSpec, model: GraderModel, augmentation) -> bool:
+    """Whether the run may train on cached features: enabled, no augmentation, backbone fully frozen."""
+    return (spec.data.feature_cache and len(augmentation) == 0
+            and not any(p.requires_grad for p in model.backbone.parameters()))
+
+
+class FeatureDataset(Dataset):
+    """``(feature vector, level)`` pairs; ``labels`` as the engine expects."""
+
+    def __init__(self, features: torch.Tensor, labels: np.ndarray):
+        if len(features) != len(labels):
+            raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
+        self.features = features
+        self.labels = np.asarray(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.features[index], int(self.labels[index])
+
+
+class FeaturePassThrough(nn.Module):
+    """The preprocessor of a head-only engine: features are already model inputs."""
+
+    def forward(self, features: torch.Tensor, train: bool) -> torch.Tensor:
+        return features.float()
+
+
+def head_only(model: GraderModel) -> GraderModel:
+    """A model sharing ``model.head`` whose backbone is the identity (its inputs are features)."""
+    return GraderModel(nn.Identity(), model.head)
+
+
+def with_backbone(model: GraderModel, trained: GraderModel) -> GraderModel:
+    """The full model again: ``model``'s frozen backbone under the trained head."""
+    return GraderModel(model.backbone, trained.head)
+
+
+def weights_hash(module: nn.Module) -> str:
+    """blake2b of every tensor of the state dict (name, dtype, shape and values)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def split_fingerprint(images) -> str:
+    """The content identity of a decoded split: the disk cache's fingerprint, else a hash of the pixels."""
+    known = getattr(images, "fingerprint", None)
+    if known:
+        return str(known)
+    array = np.ascontiguousarray(np.asarray(images))
+    digest = hashlib.blake2b(f"{array.shape}|{array.dtype}|".encode(), digest_size=16)
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def feature_key(spec: RunSpec, model: GraderModel, size: int, split_content: str,
+                weights: str | None = None) -> str:
+    """The cache key of one split's features for this run's backbone and settings."""
+    device = resolve_device(spec.train.device)
+    backbone = spec.model.backbone
+    parts = {"format": FEATURE_FORMAT, "backbone": backbone.name, "options": backbone.options,
+             "drop_path": backbone.drop_path, "weights": weights or weights_hash(model.backbone),
+             "size": size, "mean": list(model.backbone.mean), "std": list(model.backbone.std),
+             "precision": str(autocast_dtype(spec.train, device)), "device": device.type,
+             "channels_last": spec.train.channels_last, "split": split_content}
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+
+
+@torch.inference_mode()
+def compute_features(backbone: nn.Module, preprocessor: BatchPreprocessor, images, *,
+                     device: torch.device, amp_dtype: torch.dtype | None, channels_last: bool,
+                     batch_size: int) -> torch.Tensor:
+    """Pooled features ``(N, F)`` float32 on the CPU, computed as the engine's forward would."""
+    was_training = backbone.training
+    backbone.eval()
+    preprocessor = preprocessor.to(device)
+    loader = DataLoader(_Images(images), batch_size=batch_size, shuffle=False,
+                        pin_memory=device.type == "cuda")
+    chunks = []
+    try:
+        for batch in loader:
+            inputs = preprocessor(batch.to(device, non_blocking=True), train=False)
+            if channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                chunks.append(backbone(inputs).float())
+    finally:
+        backbone.train(was_training)
+    if not chunks:
+        return torch.empty(0, 0)
+    return torch.cat(chunks).cpu()
+
+
+class _Images(Dataset):
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.images[index]))
+
+
+def feature_sets(spec: RunSpec, model: GraderModel, preprocessor: BatchPreprocessor, size: int,
+                 images: dict, labels: dict, cache_dir: Path | None) -> dict[str, FeatureDataset]:
+    """Every split as a :class:`FeatureDataset`, from memory, from ``cache_dir`` or computed once.
+
+    ``cache_dir`` None keeps the features in process memory only.
+    """
+    device = resolve_device(spec.train.device)
+    amp = autocast_dtype(spec.train, device)
+    batch = spec.train.eval_batch_size or 2 * spec.train.batch_size
+    weights = weights_hash(model.backbone)
+    home = next(model.backbone.parameters(), torch.empty(0)).device
+    out = {}
+    try:
+        for name, array in images.items():
+            key = feature_key(spec, model, size, split_fingerprint(array), weights)
+
+            def compute(array=array):
+                model.backbone.to(device)
+                return compute_features(model.backbone, preprocessor, array, device=device, amp_dtype=amp,
+                                        channels_last=spec.train.channels_last, batch_size=batch)
+
+            features = _lookup(key, compute, cache_dir, {"backbone": spec.model.backbone.name,
+                                                         "size": size, "split": name, "images": len(array)})
+            out[name] = FeatureDataset(features, labels[name])
+    finally:
+        model.backbone.to(home)
+    return out
+
+
+def _lookup(key: str, compute, cache_dir: Path | None, description: dict) -> torch.Tensor:
+    if key in _MEMORY:
+        _MEMORY.move_to_end(key)
+        return _MEMORY[key]
+    if cache_dir is None:
+        features = compute()
+    else:
+        folder = Path(cache_dir) / "features"
+        path = folder / f"{key}.npy"
+        with file_lock(folder / f"{key}.lock"):
+            if path.is_file():
+                features = torch.from_numpy(np.load(path))
+            else:
+                features = compute()
+                with atomic_path(path) as tmp:
+                    with open(tmp, "wb") as fh:
+                        np.save(fh, features.numpy())
+                write_json(folder / f"{key}.json", {**description, "shape": list(features.shape)})
+    _MEMORY[key] = features
+    while len(_MEMORY) > MEMORY_ENTRIES:
+        _MEMORY.popitem(last=False)
+    return features
+
+
+def clear_memory() -> None:
+    """Forget the features held in this process (the disk cache stays)."""
+    _MEMORY.clear()
