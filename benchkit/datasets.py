@@ -189,15 +189,17 @@ def check_image_files(dataset: Dataset) -> None:
             problems.append(f"split {split.name!r} has no images")
         if split.paths is None:
             continue
-        converted = 0
+        converted = []
         for path in split.paths:
             problem, mode = _inspect_image(path)
             if problem:
                 problems.append(f"{path}: {problem}")
             elif mode != "RGB":
-                converted += 1
+                converted.append(f"{path.name} ({mode})")
         if converted:
-            split.notes.append(f"{converted} image(s) in {split.name} are not RGB and are converted to RGB")
+            shown = ", ".join(converted[:5]) + (f" and {len(converted) - 5} more" if len(converted) > 5 else "")
+            split.notes.append(f"{len(converted)} image(s) in {split.name} are not RGB and are converted "
+                               f"to RGB: {shown}")
     if problems:
         raise DataError(f"dataset {dataset.root}: {len(problems)} problem(s) with image files:\n"
                         + format_listing(problems))

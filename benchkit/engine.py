@@ -56,6 +56,7 @@ class _State:
     global_step: int = 0
     skipped_steps: int = 0
     train_seconds: float = 0.0
+    stopped_early: bool = False
     history: list[dict] = field(default_factory=list)
 
 
@@ -96,7 +97,8 @@ class Engine:
                  num_classes: int, *, device: torch.device | None = None,
                  class_weights: torch.Tensor | None = None,
                  on_epoch: Callable[[dict], None] | None = None,
-                 on_step: Callable[[int, float | None], None] | None = None):
+                 on_step: Callable[[int, float | None], None] | None = None,
+                 on_resume: Callable[[int], None] | None = None):
         self.config = config
         self.device = device or resolve_device(config.device)
         self.model = model.to(self.device)
@@ -108,6 +110,7 @@ class Engine:
         self.amp_dtype = autocast_dtype(config, self.device)
         self.on_epoch = on_epoch or (lambda row: None)
         self.on_step = on_step or (lambda step, loss: None)
+        self.on_resume = on_resume or (lambda epoch: None)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise BenchkitError("the model has no trainable parameters (is everything frozen?)")
@@ -141,10 +144,10 @@ class Engine:
         resumed_from = None
         if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
             resumed_from = self._load_checkpoint(checkpoint_path, generator)
+            self.on_resume(resumed_from)
         maximize = monitor_is_max(cfg.early_stopping.monitor, cfg.early_stopping.mode)
         valid_targets = _targets(valid_set)
-        stopped_early = False
-        while self.state.epoch < cfg.epochs:
+        while self.state.epoch < cfg.epochs and not self.state.stopped_early:
             epoch = self.state.epoch + 1
             start = time.perf_counter()
             train_loss = self._train_epoch(loader, epoch, steps_per_epoch)
@@ -167,14 +170,11 @@ class Engine:
                 self.state.bad_epochs += 1
             self.on_epoch(row)
             patience = cfg.early_stopping.patience
-            stop = patience is not None and self.state.bad_epochs >= patience
+            self.state.stopped_early = patience is not None and self.state.bad_epochs >= patience
             if checkpoint_path is not None:
                 self._save_checkpoint(checkpoint_path, generator)
-            if stop:
-                stopped_early = True
-                break
         return TrainResult(self.state.history, self.state.best_epoch, self.state.best_value,
-                           self.state.epoch, stopped_early, self.state.train_seconds,
+                           self.state.epoch, self.state.stopped_early, self.state.train_seconds,
                            self.state.skipped_steps, resumed_from)
 
     def _train_epoch(self, loader: DataLoader, epoch: int, steps_per_epoch: int) -> float:

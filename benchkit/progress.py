@@ -38,6 +38,13 @@ class RunProgress:
         if self._progress is not None:
             self._progress.stop()
 
+    def resumed(self, epoch: int) -> None:
+        """Say that training continues from a checkpoint taken after ``epoch``."""
+        log_console.print(f"[bold]{self.run_id}[/]: resuming from epoch {epoch} of {self.epochs} "
+                          f"(checkpoint last.pt)")
+        if self._progress is not None:
+            self._progress.update(self._task, completed=epoch)
+
     def step(self, step: int, loss: float | None) -> None:
         if self._progress is not None and loss is not None:
             self._progress.update(self._task, loss=f"{loss:.4f}")
