@@ -1,0 +1,353 @@
+"""Pictures of results, as PNG files: per run (from its folder's files) and per experiment.
+
+Per run (``runs/<id>/plots/``): confusion matrices per split (counts and row-normalised),
+learning curves from ``history.csv``, and the predicted-score distribution per true level. Per
+experiment (``<out>/plots/``): the chosen metric per configuration with its 95% interval, and a
+heatmap of that metric for every pair of grid keys (e.g. freeze x dropout). Everything is drawn from
+files already on disk, so plots can be regenerated at any time (``write_run_plots(run_dir)``).
+Figures use matplotlib's object API with the Agg canvas: no display, no global backend change.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from scipy import stats
+
+from benchkit.io import atomic_path, read_json
+from benchkit.leaderboard import ID_COLUMNS, TAIL_COLUMNS, metric_of
+from benchkit.metrics import HIGHER_IS_BETTER
+
+PLOT_DIR = "plots"
+_DPI = 100
+
+
+# ---------------------------------------------------------------- per run
+
+def write_run_plots(run_dir: str | Path) -> list[Path]:
+    """Draw every per-run plot that the run folder's files allow; return the PNG paths."""
+    run_dir = Path(run_dir)
+    out = run_dir / PLOT_DIR
+    facts = _checkpoint_facts(run_dir)
+    classes = facts.get("classes")
+    written = []
+    for split in ("valid", "test"):
+        path = run_dir / f"predictions_{split}.csv"
+        if not path.is_file():
+            continue
+        pred = pd.read_csv(path)
+        names = classes or _level_names(pred)
+        title = f"{run_dir.name}: {split}"
+        written.append(_save(plot_confusion(pred.target.to_numpy(), pred.pred.to_numpy(), names, title),
+                             out / f"confusion_{split}.png"))
+        written.append(_save(plot_score_distribution(pred.target.to_numpy(), pred.score.to_numpy(), names,
+                                                     title), out / f"scores_{split}.png"))
+    history = run_dir / "history.csv"
+    if history.is_file():
+        config = _read_yaml(run_dir / "config.yaml")
+        monitor = (config.get("train", {}).get("early_stopping", {}) or {}).get("monitor", "loss")
+        best_epoch = facts.get("epoch", _read_row(run_dir).get("best_epoch"))
+        written.append(_save(plot_learning_curves(pd.read_csv(history), monitor, best_epoch, run_dir.name),
+                             out / "learning_curves.png"))
+    return written
+
+
+def run_classes(run_dir: Path) -> list[str] | None:
+    """Class names stored with the run's best checkpoint."""
+    return _checkpoint_facts(Path(run_dir)).get("classes")
+
+
+def _checkpoint_facts(run_dir: Path) -> dict:
+    """``classes`` and selected ``epoch`` from ``best.pt`` (memory-mapped, so reading them is cheap)."""
+    path = run_dir / "best.pt"
+    if not path.is_file():
+        return {}
+    import torch
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return {}
+    if not isinstance(ckpt, dict):
+        return {}
+    facts = {"classes": list(ckpt["classes"])} if ckpt.get("classes") else {}
+    if isinstance(ckpt.get("epoch"), int):
+        facts["epoch"] = ckpt["epoch"]
+    return facts
+
+
+def plot_confusion(targets: np.ndarray, preds: np.ndarray, classes: list[str], title: str = "") -> Figure:
+    """Two panels: counts and row-normalised rates (rows: true level, columns: predicted level)."""
+    k = len(classes)
+    counts = np.zeros((k, k), dtype=np.int64)
+    np.add.at(counts, (np.asarray(targets, dtype=int), np.asarray(preds, dtype=int)), 1)
+    totals = counts.sum(axis=1, keepdims=True)
+    rates = np.divide(counts, totals, out=np.zeros((k, k)), where=totals > 0)
+    fig = Figure(figsize=(5.2 * 2, 4.6), dpi=_DPI, layout="constrained")
+    for ax, matrix, label in zip(fig.subplots(1, 2), (counts, rates), ("count", "fraction of true level")):
+        image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=matrix.max() if label == "count" else 1)
+        fig.colorbar(image, ax=ax, shrink=0.8, label=label)
+        for i, j in itertools.product(range(k), range(k)):
+            text = f"{matrix[i, j]:d}" if label == "count" else f"{matrix[i, j]:.2f}"
+            dark = matrix[i, j] > 0.6 * (matrix.max() if label == "count" else 1)
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+        ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+        ax.set_xlabel("predicted level")
+        ax.set_ylabel("true level")
+        ax.set_title("counts" if label == "count" else "row-normalised")
+    fig.suptitle(f"confusion matrix {title}".strip())
+    return fig
+
+
+def plot_learning_curves(history: pd.DataFrame, monitor: str = "loss", best_epoch: int | None = None,
+                         title: str = "") -> Figure:
+    """Train/valid loss per epoch, and the selection metric (``valid_<monitor>``) per epoch."""
+    fig = Figure(figsize=(10.4, 4.0), dpi=_DPI, layout="constrained")
+    loss_ax, metric_ax = fig.subplots(1, 2)
+    epochs = history["epoch"]
+    for column, label in (("train_loss", "train loss"), ("valid_loss", "valid loss")):
+        if column in history:
+            loss_ax.plot(epochs, history[column], marker="o", markersize=3, label=label)
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("loss")
+    loss_ax.legend()
+    metric = f"valid_{monitor}" if monitor != "loss" and f"valid_{monitor}" in history else "valid_mae"
+    if metric in history:
+        metric_ax.plot(epochs, history[metric], marker="o", markersize=3, color="tab:green")
+        metric_ax.set_ylabel(metric)
+    metric_ax.set_xlabel("epoch")
+    metric_ax.set_title(f"selection: valid_{monitor}" + ("" if metric == f"valid_{monitor}" else
+                                                          f" (shown: {metric})"), fontsize=10)
+    if best_epoch is not None and not _isnan(best_epoch):
+        for ax in (loss_ax, metric_ax):
+            ax.axvline(float(best_epoch), color="grey", linestyle="--", linewidth=1)
+        loss_ax.text(float(best_epoch), loss_ax.get_ylim()[1], " best", va="top", fontsize=8, color="grey")
+    for ax in (loss_ax, metric_ax):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"learning curves {title}".strip())
+    return fig
+
+
+def plot_score_distribution(targets: np.ndarray, scores: np.ndarray, classes: list[str],
+                            title: str = "") -> Figure:
+    """Predicted continuous scores per true level: violins with the points; dashed lines mark level edges."""
+    k = len(classes)
+    targets, scores = np.asarray(targets, dtype=int), np.asarray(scores, dtype=float)
+    fig = Figure(figsize=(max(5.0, 1.0 * k + 2), 4.2), dpi=_DPI, layout="constrained")
+    ax = fig.subplots()
+    groups = [scores[targets == level] for level in range(k)]
+    present = [level for level in range(k) if len(groups[level]) > 1]
+    if present:
+        parts = ax.violinplot([groups[level] for level in present], positions=present, widths=0.8,
+                              showmedians=True)
+        for body in parts["bodies"]:
+            body.set_alpha(0.35)
+    rng = np.random.default_rng(0)
+    for level in range(k):
+        if len(groups[level]):
+            jitter = rng.uniform(-0.12, 0.12, len(groups[level]))
+            ax.scatter(level + jitter, groups[level], s=9, alpha=0.6, color="tab:blue")
+    ax.plot([-0.5, k - 0.5], [-0.5, k - 0.5], color="grey", linewidth=0.8, label="perfect score")
+    for edge in np.arange(0.5, k - 1, 1.0):
+        ax.axhline(edge, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xticks(range(k), classes, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set_xlim(-0.6, k - 0.4)
+    ax.set_xlabel("true level")
+    ax.set_ylabel("predicted score (level scale)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"predicted score per true level\n{title}".strip(), fontsize=9)
+    return fig
+
+
+# ---------------------------------------------------------------- per experiment
+
+def write_experiment_plots(out_dir: str | Path, frame: pd.DataFrame | None = None,
+                           metric: str | None = None) -> list[Path]:
+    """The leaderboard chart and grid heatmaps of ``metric`` (default: the experiment's ``sort_by``)."""
+    out_dir = Path(out_dir)
+    experiment = _read_yaml(out_dir / "experiment.yaml")
+    if frame is None:
+        board = out_dir / "leaderboard.csv"
+        frame = pd.read_csv(board) if board.is_file() and board.stat().st_size else pd.DataFrame()
+    metric = metric or (experiment.get("evaluation") or {}).get("sort_by") or "test_mae"
+    ok = frame[frame["status"] == "ok"] if "status" in frame else frame
+    if ok.empty or metric not in ok:
+        return []
+    grid = _grid_values(experiment, ok)
+    written = [_save(plot_leaderboard(ok, metric, list(grid)), out_dir / PLOT_DIR / f"leaderboard_{metric}.png")]
+    varied = {key: values for key, values in grid.items() if len(values) > 1}
+    for row_key, col_key in itertools.combinations(varied, 2):
+        fig = plot_grid_heatmap(ok, row_key, col_key, metric, varied[row_key], varied[col_key])
+        written.append(_save(fig, out_dir / PLOT_DIR / f"heatmap_{row_key}_x_{col_key}_{metric}.png"))
+    return written
+
+
+def configuration_summary(frame: pd.DataFrame, metric: str, grid_columns: list[str]) -> pd.DataFrame:
+    """One row per configuration (model + grid values): value, 95% interval, number of runs.
+
+    A single run keeps its bootstrap interval (``<metric>_lo``/``_hi``); several runs (seeds, folds)
+    give their mean and the 95% t-interval of that mean.
+    """
+    keys = [c for c in ["model", *grid_columns, "split"] if c in frame]
+    rows = []
+    for _, group in frame.groupby(keys, dropna=False, sort=False):
+        values = pd.to_numeric(group[metric], errors="coerce").dropna().to_numpy()
+        if not len(values):
+            continue
+        first = group.iloc[0]
+        label = " ".join([str(first.get("model", ""))] + [f"{c}={first[c]}" for c in grid_columns
+                                                          if c in first and c != "model"])
+        if len(values) == 1:
+            lo, hi = first.get(f"{metric}_lo", np.nan), first.get(f"{metric}_hi", np.nan)
+            mean, kind = float(values[0]), "bootstrap"
+        else:
+            mean = float(values.mean())
+            half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+            lo, hi, kind = mean - half, mean + half, "t over runs"
+        rows.append({"config": label, "value": mean, "lo": float(lo), "hi": float(hi), "runs": len(values),
+                     "interval": kind})
+    summary = pd.DataFrame(rows)
+    if summary.empty:
+        return summary
+    ascending = not HIGHER_IS_BETTER.get(metric_of(metric), True)
+    return summary.sort_values("value", ascending=ascending, kind="stable").reset_index(drop=True)
+
+
+def plot_leaderboard(frame: pd.DataFrame, metric: str, grid_columns: list[str] = ()) -> Figure:
+    """Each configuration's ``metric`` with its 95% interval, best at the top."""
+    summary = configuration_summary(frame, metric, list(grid_columns))
+    n = len(summary)
+    fig = Figure(figsize=(9.0, 1.2 + 0.42 * max(n, 1)), dpi=_DPI, layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(n)[::-1]
+    value = summary["value"].to_numpy() if n else np.array([])
+    lo = np.where(np.isnan(summary["lo"]), value, summary["lo"]) if n else value
+    hi = np.where(np.isnan(summary["hi"]), value, summary["hi"]) if n else value
+    ax.errorbar(value, y, xerr=[value - lo, hi - value], fmt="o", color="tab:blue", ecolor="tab:blue",
+                capsize=4, markersize=6)
+    for yi, v, h in zip(y, value, hi):
+        ax.annotate(f"{v:.3f}", (h, yi), xytext=(5, 0), textcoords="offset points", va="center", fontsize=8)
+    labels = [f"{c}  (n={r})" if r > 1 else c for c, r in zip(summary.get("config", []), summary.get("runs", []))]
+    ax.set_yticks(y, labels, fontsize=8)
+    better = "higher" if HIGHER_IS_BETTER.get(metric_of(metric), True) else "lower"
+    ax.set_xlabel(f"{metric} ({better} is better; 95% interval: bootstrap for one run, t over seeds/folds)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(f"{metric} per configuration")
+    return fig
+
+
+def plot_grid_heatmap(frame: pd.DataFrame, row_key: str, col_key: str, metric: str,
+                      row_values: list | None = None, col_values: list | None = None) -> Figure:
+    """Mean ``metric`` over runs for each (row_key, col_key) cell; one panel per model."""
+    models = list(dict.fromkeys(frame["model"])) if "model" in frame else [None]
+    row_values = [_key(v) for v in (row_values or _ordered(frame[row_key]))]
+    col_values = [_key(v) for v in (col_values or _ordered(frame[col_key]))]
+    higher = HIGHER_IS_BETTER.get(metric_of(metric), True)
+    fig = Figure(figsize=(1.2 + (1.1 * len(col_values) + 1.6) * len(models), 1.6 + 0.7 * len(row_values)),
+                 dpi=_DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(models)))
+    for ax, model in zip(axes, models):
+        part = frame if model is None else frame[frame["model"] == model]
+        table = np.full((len(row_values), len(col_values)), np.nan)
+        runs = np.zeros_like(table, dtype=int)
+        for (r, c), group in part.groupby([part[row_key].map(_key), part[col_key].map(_key)]):
+            if r in row_values and c in col_values:
+                values = pd.to_numeric(group[metric], errors="coerce").dropna()
+                table[row_values.index(r), col_values.index(c)] = values.mean() if len(values) else np.nan
+                runs[row_values.index(r), col_values.index(c)] = len(values)
+        image = ax.imshow(table, cmap="RdYlGn" if higher else "RdYlGn_r", aspect="auto")
+        fig.colorbar(image, ax=ax, shrink=0.85, label=metric)
+        for i, j in itertools.product(range(len(row_values)), range(len(col_values))):
+            if not np.isnan(table[i, j]):
+                text = f"{table[i, j]:.3f}" + (f"\n(n={runs[i, j]})" if runs[i, j] > 1 else "")
+                ax.text(j, i, text, ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(col_values)), col_values)
+        ax.set_yticks(range(len(row_values)), row_values)
+        ax.set_xlabel(col_key)
+        ax.set_ylabel(row_key)
+        ax.set_title(str(model) if model is not None else "", fontsize=9)
+    fig.suptitle(f"{metric}: {row_key} x {col_key}")
+    return fig
+
+
+def try_plots(draw, *args) -> list[Path]:
+    """Call a plot writer; a failure is reported on stderr and never fails a run or an experiment."""
+    try:
+        return draw(*args)
+    except Exception as exc:
+        from benchkit.progress import log_console
+        log_console.print(f"[yellow]plots not written ({draw.__name__}): {type(exc).__name__}: {exc}[/]")
+        return []
+
+
+# ---------------------------------------------------------------- helpers
+
+def _grid_values(experiment: dict, frame: pd.DataFrame) -> dict[str, list]:
+    """Grid columns and their values in YAML order; inferred from the leaderboard without a YAML."""
+    from benchkit.config import grid_column
+    grid = experiment.get("grid") or {}
+    if grid:
+        return {grid_column(k): list(v) for k, v in grid.items() if grid_column(k) in frame}
+    columns = [c for c in frame if c not in ID_COLUMNS + TAIL_COLUMNS
+               and not str(c).startswith(("valid_", "test_"))]
+    return {c: _ordered(frame[c]) for c in columns}
+
+
+def _ordered(series: pd.Series) -> list:
+    return sorted(series.dropna().unique().tolist(), key=lambda v: (not _is_number(v), _num(v), str(v)))
+
+
+def _key(value) -> str:
+    """A grid value as text, so YAML values match CSV-read ones (``0``, ``0.0`` and ``'0'`` -> ``'0'``)."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _num(value) -> float:
+    return float(value) if _is_number(value) else 0.0
+
+
+def _isnan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _level_names(pred: pd.DataFrame) -> list[str]:
+    k = int(max(pred.target.max(), pred.pred.max())) + 1
+    probs = [c for c in pred if str(c).startswith("prob_")]
+    return [str(i) for i in range(max(k, len(probs)))]
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def _read_row(run_dir: Path) -> dict:
+    path = run_dir / "metrics.json"
+    return (read_json(path).get("row") or {}) if path.is_file() else {}
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
