@@ -185,6 +185,22 @@ class ResourcesConfig(_Strict):
     gpus: float = Field(0, ge=0)
 
 
+class MlflowTrackingConfig(_Strict):
+    """Where MLflow runs go; a relative SQLite file is taken inside the output folder."""
+
+    uri: str = "sqlite:///mlruns.db"
+    experiment: str | None = Field(None, description="MLflow experiment name; default: the experiment's name")
+    artifact_location: str | None = Field(None, description="default: mlartifacts/ beside the SQLite file")
+    log_checkpoint: bool = True
+
+
+class TrackingConfig(_Strict):
+    """Optional trackers each run is logged to (see :mod:`benchkit.tracking`)."""
+
+    mlflow: MlflowTrackingConfig | None = None
+    tensorboard: Path | None = Field(None, description="TensorBoard log folder (relative: inside the output folder)")
+
+
 class ExperimentConfig(_Strict):
     """A whole experiment file."""
 
@@ -198,7 +214,7 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = TrainConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     resources: ResourcesConfig = ResourcesConfig()
-    tracking: dict[str, Any] = {}
+    tracking: TrackingConfig = TrackingConfig()
     output_dir: Path | None = None
 
     @field_validator("name")
@@ -224,7 +240,7 @@ class RunSpec(_Strict):
     train: TrainConfig
     evaluation: EvaluationConfig
     resources: ResourcesConfig = ResourcesConfig()
-    tracking: dict[str, Any] = {}
+    tracking: TrackingConfig = TrackingConfig()
     plugins: list[str] = []
     base_dir: Path = Path(".")
 
