@@ -1,0 +1,216 @@
+"""Where runs execute: here one after another, in N local processes, or as Ray tasks on a cluster.
+
+An executor takes runs that the experiment has already claimed and prepared (:class:`RunTask`),
+keeps at most ``capacity`` of them in flight, and reports each run's leaderboard row as it finishes.
+Every executor calls the same :func:`benchkit.runner.execute_run`, which writes into the run's
+folder, so results land in the same output folder and leaderboard whatever executed them (for Ray
+on several machines the output folder must be on a filesystem they all share). A task that dies
+without writing its result (an exception outside the run, a killed worker, a lost node) becomes a
+failed row written by the driver; a run that had finished keeps its result.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from benchkit.config import RunSpec
+from benchkit.errors import ConfigError
+from benchkit.io import write_json
+from benchkit.runner import base_row, execute_run, read_run_row, run_dir_of
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class RunTask:
+    """One claimed run to execute: its spec, the (absolute) output folder and whether to resume."""
+
+    spec: RunSpec
+    out_dir: Path
+    resume: bool = False
+    quiet: bool = False
+
+
+def execute_task(task: RunTask) -> dict:
+    """Run one task wherever this is called (this process, a pool worker or a Ray worker)."""
+    return execute_run(task.spec, task.out_dir, quiet=task.quiet, resume=task.resume)
+
+
+def record_lost_run(task: RunTask, error: BaseException | str, executor: str) -> dict:
+    """The row of a task that ended without a result: kept if the run had finished, else failed."""
+    run_dir = run_dir_of(task.out_dir, task.spec.run_id)
+    row = read_run_row(run_dir)
+    if row is not None and row.get("status") == "ok":
+        return row
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    row = base_row(task.spec)
+    row.update(status="failed", error=f"{executor} task lost: {text.strip().splitlines()[0] if text.strip() else text}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    details = text if isinstance(error, str) else "".join(traceback.format_exception(error))
+    (run_dir / "error.log").write_text(details, encoding="utf-8")
+    write_json(run_dir / "metrics.json", {"row": row})
+    return row
+
+
+class Executor:
+    """Runs tasks with at most ``capacity`` in flight; ``on_done(task, row)`` as each one ends."""
+
+    name = "local"
+    capacity = 1
+
+    def submit(self, task: RunTask) -> Any:
+        raise NotImplementedError
+
+    def wait_any(self, handles: list) -> list[tuple[Any, dict | BaseException]]:
+        """At least one finished handle with its row, or with the exception that lost it."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers or the cluster connection this executor started."""
+
+    def run(self, tasks: Iterable[RunTask], on_done: Callable[[RunTask, dict], None]) -> None:
+        """Pull tasks lazily (claiming happens as they are pulled) and execute them."""
+        pending = iter(tasks)
+        in_flight: dict[Any, RunTask] = {}
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(in_flight) < self.capacity:
+                    task = next(pending, None)
+                    if task is None:
+                        exhausted = True
+                    else:
+                        in_flight[self.submit(task)] = task
+                if not in_flight:
+                    return
+                for handle, outcome in self.wait_any(list(in_flight)):
+                    task = in_flight.pop(handle)
+                    if isinstance(outcome, KeyboardInterrupt):
+                        raise outcome
+                    row = outcome if isinstance(outcome, dict) else record_lost_run(task, outcome, self.name)
+                    on_done(task, row)
+        finally:
+            self.close()
+
+
+class LocalExecutor(Executor):
+    """``jobs=1``: in this process, one run after another; ``jobs>1``: that many spawned processes."""
+
+    name = "local"
+
+    def __init__(self, jobs: int = 1):
+        if jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1 (got {jobs})")
+        self.capacity = jobs
+        self._pool: ProcessPoolExecutor | None = None
+
+    def submit(self, task: RunTask) -> Any:
+        if self.capacity == 1:
+            return _Done(task, _run_here(task))
+        if self._pool is None:
+            threads = max(1, (os.cpu_count() or 1) // self.capacity)
+            self._pool = ProcessPoolExecutor(self.capacity, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_limit_threads, initargs=(threads,))
+        return self._pool.submit(execute_task, task)
+
+    def wait_any(self, handles: list) -> list[tuple[Any, dict | BaseException]]:
+        if all(isinstance(h, _Done) for h in handles):
+            return [(h, h.outcome) for h in handles]
+        done, _ = wait([h for h in handles if isinstance(h, Future)], return_when=FIRST_COMPLETED)
+        results = []
+        for future in done:
+            error = future.exception()
+            results.append((future, error if error is not None else future.result()))
+            if isinstance(error, BrokenProcessPool) and self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+        return results
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class RayExecutor(Executor):
+    """Each run is a Ray task asking for the run's ``resources: {cpus, gpus}``.
+
+    Connects to ``address`` (a running cluster, e.g. ``ray://head:10001`` or ``auto``), or starts a
+    local Ray with ``num_cpus`` (default: all cores) and stops it again when done. A Ray already
+    initialised in this process (``ray.init`` called by the user) is used as it is.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--executor ray needs Ray: pip install 'benchkit[ray]'") from None
+        self._ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address)
+            else:
+                ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+            self._started = True
+        self.capacity = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self._remote = ray.remote(max_retries=0)(execute_task)
+
+    def submit(self, task: RunTask) -> Any:
+        resources = task.spec.resources
+        return self._remote.options(num_cpus=resources.cpus, num_gpus=resources.gpus,
+                                     name=f"benchkit:{task.spec.run_id}").remote(task)
+
+    def wait_any(self, handles: list) -> list[tuple[Any, dict | BaseException]]:
+        ready, _ = self._ray.wait(handles, num_returns=1)
+        results = []
+        for ref in ready:
+            try:
+                results.append((ref, self._ray.get(ref)))
+            except self._ray.exceptions.RayError as exc:
+                results.append((ref, exc))
+        return results
+
+    def close(self) -> None:
+        if self._started and self._ray.is_initialized():
+            self._ray.shutdown()
+            self._started = False
+
+
+def make_executor(name: str = "local", jobs: int = 1, ray_address: str | None = None) -> Executor:
+    """The executor the command line asks for (``--executor``, ``--jobs``, ``--ray-address``)."""
+    if name == "local":
+        return LocalExecutor(jobs)
+    if name == "ray":
+        return RayExecutor(ray_address, num_cpus=jobs if jobs > 1 else None)
+    raise ConfigError(f"unknown executor {name!r} (choose from: {', '.join(EXECUTORS)})")
+
+
+class _Done:
+    """A task already executed in this process."""
+
+    def __init__(self, task: RunTask, outcome: dict | BaseException):
+        self.task, self.outcome = task, outcome
+
+
+def _run_here(task: RunTask) -> dict | BaseException:
+    try:
+        return execute_task(task)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return exc
+
+
+def _limit_threads(threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
