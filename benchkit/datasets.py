@@ -51,10 +51,7 @@ class Split:
     def subset(self, indices: Sequence[int], name: str | None = None) -> "Split":
         """A new split made of the given rows (used by grouped splitting)."""
         idx = list(indices)
-        render = None
-        if self.render is not None:
-            parent = self.render
-            render = lambda i, _p=parent, _idx=idx: _p(_idx[i])  # noqa: E731
+        render = _SubsetRender(self.render, idx) if self.render is not None else None
         return Split(
             name=name or self.name,
             ids=[self.ids[i] for i in idx],
@@ -63,6 +60,16 @@ class Split:
             render=render,
             groups=[self.groups[i] for i in idx] if self.groups is not None else None,
         )
+
+
+class _SubsetRender:
+    """Picklable ``render`` of a subset: maps subset positions to the parent's indices."""
+
+    def __init__(self, parent: Callable[[int], Image.Image], indices: list[int]):
+        self.parent, self.indices = parent, indices
+
+    def __call__(self, index: int) -> Image.Image:
+        return self.parent(self.indices[index])
 
 
 @dataclass

@@ -30,7 +30,7 @@ def make_synthetic_dataset(num_classes: int = 6, sizes: dict[str, int] | None = 
         labels = rng.permutation(np.arange(count) % num_classes).astype(np.int64)
         ids = [f"{split_name}/synthetic_{i:05d}_L{labels[i]}.png" for i in range(count)]
         render = _Renderer(labels, num_classes, image_size, split_seed, noise)
-        groups = [f"subject{i // 2}" for i in range(count)]  # two views per synthetic subject
+        groups = [f"{split_name}-subject{i // 2}" for i in range(count)]  # two views per subject
         splits[split_name] = Split(split_name, ids, labels, render=render, groups=groups)
     classes = [f"LEVEL_{k}" for k in range(num_classes)]
     return Dataset("synthetic", classes, splits)
