@@ -52,6 +52,11 @@ def _check_sizes(input_size: int, partition_size: int) -> None:
         f"(backbone.options.partition_size)")
 
 
+def _default_partition(input_size: int) -> int:
+    fitting = [p for p in valid_partition_sizes(input_size) if p <= PRETRAINED_PARTITION]
+    return max(fitting) if fitting else PRETRAINED_PARTITION
+
+
 def resize_relative_position_tables(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict:
     """Fit pretrained relative-position bias tables to the model's partition size (bicubic resize).
 
@@ -73,15 +78,18 @@ def resize_relative_position_tables(state_dict: dict[str, torch.Tensor], model: 
 
 @register_backbone("maxvit_t")
 def maxvit_t(pretrained: bool = False, weights: str | None = None, weights_map: dict[str, str] | None = None,
-             drop_path: float | None = None, input_size: int = 224, partition_size: int = PRETRAINED_PARTITION,
+             drop_path: float | None = None, input_size: int = 224, partition_size: int | None = None,
              **kwargs) -> Backbone:
     """torchvision MaxViT-T whose last Linear is an Identity, so the body ends with pooling, LayerNorm,
     Linear(512, 512) and Tanh (512 features); stem ``stem``, 4 stages ``blocks``.
 
     ``drop_path`` sets ``stochastic_depth_prob`` (default 0.2, rising linearly over the layers);
-    other options go to ``torchvision.models.maxvit.MaxVit``.
+    other options go to ``torchvision.models.maxvit.MaxVit``. Without ``partition_size``, the
+    pretrained 7 is used where the input size allows it, else the largest valid size below 7.
     """
     check_weights_options(pretrained, weights)
+    if partition_size is None:
+        partition_size = _default_partition(input_size)
     _check_sizes(input_size, partition_size)
     pretrained_state = None
     if pretrained and weights is None:

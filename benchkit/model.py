@@ -39,9 +39,15 @@ class GraderModel(nn.Module):
         return self
 
 
-def create_backbone(config) -> Backbone:
-    """Build, freeze and set dropout of a registered backbone from a ``BackboneConfig``."""
+def create_backbone(config, input_size: int | None = None) -> Backbone:
+    """Build, freeze and set dropout of a registered backbone from a ``BackboneConfig``.
+
+    ``input_size`` (the run's ``data.image_size``) reaches factories that take an ``input_size``
+    option (models built for one size, like MaxViT), unless the options already set it.
+    """
     options = dict(config.options)
+    if input_size is not None and "input_size" not in options and _accepts(config.name, "input_size"):
+        options["input_size"] = input_size
     if config.pretrained:
         options["pretrained"] = True
     if config.weights is not None:
@@ -77,9 +83,14 @@ def create_head(name: str, in_features: int, num_classes: int, options: dict) ->
         raise ConfigError(f"head {name!r}: {exc}") from None
 
 
-def build_model(config: ModelConfig, num_classes: int) -> GraderModel:
+def _accepts(backbone_name: str, option: str) -> bool:
+    factory = BACKBONES.get(backbone_name)
+    return option in inspect.signature(factory).parameters
+
+
+def build_model(config: ModelConfig, num_classes: int, input_size: int | None = None) -> GraderModel:
     """The backbone and head of one model entry, ready to train."""
-    backbone = create_backbone(config.backbone)
+    backbone = create_backbone(config.backbone, input_size)
     head = create_head(config.head.name, backbone.num_features, num_classes, config.head.options)
     return GraderModel(backbone, head)
 
