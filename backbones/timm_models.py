@@ -164,6 +164,7 @@ def _register_curated(arch: str, doc: str, **defaults):
 
     factory.__name__ = factory.__qualname__ = arch
     factory.__doc__ = f"{doc} (timm {arch}; mean/std/size from its pretrained_cfg)"
+    factory.weight_sources = "pretrained: timm hub cache; weights: PATH"
     return register_backbone(arch)(factory)
 
 
