@@ -1,30 +1,41 @@
 """An experiment: expand the YAML into runs, run the unfinished ones, write the leaderboard.
 
-Re-running the same command on an existing output folder skips finished runs and continues
-interrupted ones from their last checkpoint. Runs are claimed with a lock file, so several
-processes can share one output folder without running (or listing) a run twice.
+Before any training every pending run's data is read and its model built, so a bad dataset, weights
+file or plugin name stops the experiment with exit status 2 and writes nothing. Re-running the same
+command on an existing output folder skips finished runs and continues interrupted ones from their
+last checkpoint; a run whose config changed since then is said and started fresh (or refused).
+Runs are claimed with a lock, so several processes can share one output folder without running
+(or listing) a run twice.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import socket
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from rich.table import Table
 
 from benchkit.aggregate import aggregated_table, summary_views
 from benchkit.config import ExperimentConfig, RunSpec, dump_yaml, expand_runs, load_experiment
-from benchkit.io import write_text
+from benchkit.errors import BenchkitError, ConfigError
+from benchkit.executors import Executor, LocalExecutor, RunTask
+from benchkit.io import remove_temporary_files, write_text
 from benchkit.leaderboard import build_leaderboard, rich_table, write_leaderboard
 from benchkit.model import build_model, count_parameters
+from benchkit.plots import try_plots, write_experiment_plots
 from benchkit.progress import console, log_console
 from benchkit.registry import import_plugins
-from benchkit.runner import execute_run, read_run_row, run_dir_of
+from benchkit.runner import execute_run, load_dataset, prepare_dataset, read_run_row, run_dir_of
+
+UNCHECKED_CHANGES = ("experiment", "evaluation.sort_by", "evaluation.reference", "resources", "tracking")
+"""Config keys that do not change a run's results: editing them keeps finished and interrupted runs."""
 
 
 def plan(path: str | Path, overrides: list[str] = ()) -> tuple[ExperimentConfig, list[RunSpec]]:
@@ -52,7 +63,7 @@ def dry_run(runs: list[RunSpec], num_classes: int | None = None) -> Table:
             arch.backbone.pretrained, arch.backbone.weights = False, None
             k = num_classes or (spec.data.synthetic.num_classes if spec.data.format == "synthetic"
                                 else len(spec.data.classes or []) or 6)
-            built[key] = count_parameters(build_model(arch, k))
+            built[key] = count_parameters(build_model(arch, k, spec.data.image_size))
         counts = built[key]
         weights = ("local file" if spec.model.backbone.weights else
                    "pretrained" if spec.model.backbone.pretrained else "random init")
@@ -62,31 +73,52 @@ def dry_run(runs: list[RunSpec], num_classes: int | None = None) -> Table:
 
 
 def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path, *,
-                   quiet: bool = False, fresh: bool = False, refuse_changed: bool = False) -> pd.DataFrame:
-    """Run every unfinished run in order and return the leaderboard."""
+                   quiet: bool = False, fresh: bool = False, refuse_changed: bool = False,
+                   executor: Executor | None = None) -> pd.DataFrame:
+    """Check the inputs of the unfinished runs, run them through ``executor`` (default: here, in
+    order) and return the leaderboard. Each run is claimed just before it is handed over."""
     out_dir = Path(out_dir)
+    pending = [spec for spec in runs if fresh or not _finished(spec, run_dir_of(out_dir, spec.run_id))]
+    if refuse_changed and not fresh:
+        _refuse_changed_runs(pending, out_dir)
+    check_inputs(pending)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "experiment.yaml", dump_yaml(config.model_dump(mode="json")))
-    for i, spec in enumerate(runs, start=1):
-        run_dir = run_dir_of(out_dir, spec.run_id)
-        if fresh and run_dir.exists():
-            shutil.rmtree(run_dir)
-        if _finished(run_dir):
-            log_console.print(f"[{i}/{len(runs)}] {spec.run_id}: finished earlier, skipped")
-            continue
-        with claim(run_dir) as claimed:
-            if not claimed:
+    claims: dict[str, ExitStack] = {}
+
+    def claimed_tasks():
+        for i, spec in enumerate(runs, start=1):
+            run_dir = run_dir_of(out_dir, spec.run_id)
+            if fresh and run_dir.exists():
+                shutil.rmtree(run_dir)
+            if _finished(spec, run_dir):
+                log_console.print(f"[{i}/{len(runs)}] {spec.run_id}: finished earlier, skipped")
+                continue
+            held = claims[spec.run_id] = ExitStack()
+            if not held.enter_context(claim(run_dir)):
+                claims.pop(spec.run_id).close()
                 log_console.print(f"[{i}/{len(runs)}] {spec.run_id}: running in another process, skipped")
                 continue
-            if _finished(run_dir):
+            if _finished(spec, run_dir):
+                claims.pop(spec.run_id).close()
                 continue
-            resume = _prepare_resume(spec, run_dir, refuse_changed)
+            resume = _prepare_resume(spec, run_dir)
             log_console.print(f"[{i}/{len(runs)}] {spec.run_id}" + (" (resuming)" if resume else ""))
-            row = execute_run(spec, out_dir, quiet=quiet, resume=resume)
-            if row["status"] != "ok":
-                log_console.print(f"[red]run {spec.run_id} failed:[/] {row['error']}")
+            yield RunTask(spec, out_dir.resolve(), resume=resume, quiet=quiet)
+
+    def finished(task: RunTask, row: dict) -> None:
+        claims.pop(task.spec.run_id).close()
+        if row["status"] != "ok":
+            log_console.print(f"[red]run {task.spec.run_id} failed:[/] {row['error']}")
         refresh_leaderboard(config, out_dir)
+
+    try:
+        (executor or LocalExecutor()).run(claimed_tasks(), finished)
+    finally:
+        for held in claims.values():
+            held.close()
     frame = refresh_leaderboard(config, out_dir)
+    try_plots(write_experiment_plots, out_dir, frame, config.evaluation.sort_by)
     console.print(rich_table(frame, f"{config.name}: leaderboard ({out_dir})"))
     if (out_dir / "leaderboard_aggregated.csv").is_file():
         aggregated = pd.read_csv(out_dir / "leaderboard_aggregated.csv")
@@ -97,6 +129,7 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
 def refresh_leaderboard(config: ExperimentConfig, out_dir: Path) -> pd.DataFrame:
     """Rebuild the leaderboard files from the run folders, under a lock."""
     with _file_lock(out_dir / ".leaderboard.lock"):
+        remove_temporary_files(out_dir, "leaderboard")
         frame = build_leaderboard(out_dir, config.evaluation.sort_by)
         sheets = summary_views(frame, out_dir, config.evaluation)
         write_leaderboard(frame, out_dir, config_text=dump_yaml(config.model_dump(mode="json")),
@@ -104,64 +137,133 @@ def refresh_leaderboard(config: ExperimentConfig, out_dir: Path) -> pd.DataFrame
     return frame
 
 
-def _finished(run_dir: Path) -> bool:
+def check_inputs(runs: list[RunSpec]) -> None:
+    """Read every run's data and build every model (weights included) before any training.
+
+    Bad data, weights files, backbone or head names and options are raised together as one
+    error (exit status 2). Other exceptions are left to the run, which records them as failed.
+    """
+    problems: list[BenchkitError] = []
+    num_classes: dict[str, int | None] = {}
+    built: set[tuple[str, int]] = set()
+    notes: set[str] = set()
+    for spec in runs:
+        data_key = json.dumps([spec.data.model_dump(mode="json"), spec.fold, str(spec.base_dir)])
+        if data_key not in num_classes:
+            num_classes[data_key] = _check_data(spec, problems, notes)
+        classes = num_classes[data_key]
+        if classes is None or (spec.model.model_dump_json(), classes) in built:
+            continue
+        built.add((spec.model.model_dump_json(), classes))
+        try:
+            build_model(spec.model, classes, spec.data.image_size)
+        except BenchkitError as exc:
+            problems.append(type(exc)(f"model {spec.model_name!r}: {exc}"))
+        except Exception:  # a plugin bug: the run itself fails and records the traceback
+            continue
+    if problems:
+        messages = list(dict.fromkeys(str(p) for p in problems))
+        raise type(problems[0])(messages[0] if len(messages) == 1 else
+                                f"{len(messages)} problems found before training:\n"
+                                + "\n".join(f"- {m}" for m in messages))
+
+
+def _check_data(spec: RunSpec, problems: list[BenchkitError], notes: set[str]) -> int | None:
+    try:
+        dataset = prepare_dataset(spec)
+    except BenchkitError as exc:
+        problems.append(exc)
+        return None
+    source = load_dataset(spec.data, spec.base_dir)
+    for split in source.splits.values():
+        for note in split.notes:
+            if note not in notes:
+                notes.add(note)
+                log_console.print(f"[yellow]note:[/] {source.root or source.name}: {note}")
+    return dataset.num_classes
+
+
+def config_changes(spec: RunSpec, run_dir: Path) -> list[str]:
+    """How the config saved in ``run_dir`` differs from ``spec``, as ``key: old -> new`` lines.
+
+    Empty when the folder holds no checkpoint or result to keep, or only keys in
+    :data:`UNCHECKED_CHANGES` differ.
+    """
+    saved = run_dir / "config.yaml"
+    if not saved.is_file() or not any((run_dir / f).is_file() for f in ("last.pt", "metrics.json")):
+        return []
+    old = _flatten(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+    new = _flatten(spec.model_dump(mode="json"))
+    missing = "<absent>"
+    return [f"{key}: {old.get(key, missing)!r} -> {new.get(key, missing)!r}"
+            for key in sorted(old.keys() | new.keys())
+            if old.get(key, missing) != new.get(key, missing)
+            and not any(key == k or key.startswith(k + ".") for k in UNCHECKED_CHANGES)]
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    """Nested mappings as ``{"a.b.c": leaf}``; lists and empty mappings are leaves."""
+    if isinstance(node, dict) and node:
+        flat = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: node}
+
+
+def _finished(spec: RunSpec, run_dir: Path) -> bool:
     row = read_run_row(run_dir)
-    return row is not None and row.get("status") == "ok"
+    return row is not None and row.get("status") == "ok" and not config_changes(spec, run_dir)
 
 
-def _prepare_resume(spec: RunSpec, run_dir: Path, refuse_changed: bool) -> bool:
-    """Whether a checkpoint of the same config exists; a changed config is said and started fresh."""
-    checkpoint, saved = run_dir / "last.pt", run_dir / "config.yaml"
-    if not checkpoint.is_file():
-        return False
-    if saved.is_file() and saved.read_text(encoding="utf-8") != dump_yaml(spec.model_dump(mode="json")):
-        if refuse_changed:
-            from benchkit.errors import ConfigError
-            raise ConfigError(f"{spec.run_id}: its config changed since the checkpoint in {run_dir}; "
-                              f"run with --fresh or restore the old config")
-        log_console.print(f"[yellow]{spec.run_id}: config changed since its checkpoint; starting it fresh[/]")
-        checkpoint.unlink()
-        (run_dir / "metrics.json").unlink(missing_ok=True)
-        return False
-    return True
+def _refuse_changed_runs(runs: list[RunSpec], out_dir: Path) -> None:
+    changed = [(spec.run_id, changes) for spec in runs
+               if (changes := config_changes(spec, run_dir_of(out_dir, spec.run_id)))]
+    if changed:
+        lines = [f"- {run_id}: {'; '.join(changes[:3])}" + (f"; ... {len(changes) - 3} more" if len(changes) > 3
+                                                           else "") for run_id, changes in changed]
+        raise ConfigError(f"{len(changed)} run(s) in {out_dir} were made with another config "
+                          f"(--refuse-changed):\n" + "\n".join(lines)
+                          + "\nrestore the old config, or run with --fresh to start them over")
+
+
+def _prepare_resume(spec: RunSpec, run_dir: Path) -> bool:
+    """Whether to resume from ``last.pt``; a run whose config changed is said and started fresh."""
+    changes = config_changes(spec, run_dir)
+    if changes:
+        log_console.print(f"[yellow]{spec.run_id}: config changed since its earlier checkpoint or results "
+                          f"({'; '.join(changes[:3])}); starting it fresh[/]")
+        for path in run_dir.iterdir():
+            if path.name != _LOCK_NAME:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    remove_temporary_files(run_dir)
+    return (run_dir / "last.pt").is_file()
+
+
+_LOCK_NAME = ".lock"
 
 
 @contextmanager
 def claim(run_dir: Path):
-    """Yield True if this process holds the run's lock file (stale locks of dead processes are taken)."""
+    """Yield True if this process holds the run's lock.
+
+    The lock is an ``flock`` on ``run_dir/.lock``: the kernel releases it when its holder exits or
+    is killed, so a crashed run never blocks its own resumption.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = run_dir / ".lock"
-    me = f"{socket.gethostname()}:{os.getpid()}"
-    for _ in range(2):
+    with open(run_dir / _LOCK_NAME, "a+") as fh:
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if _lock_is_stale(lock):
-                lock.unlink(missing_ok=True)
-                continue
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             yield False
             return
-        with os.fdopen(fd, "w") as fh:
-            fh.write(me)
         try:
+            fh.truncate(0)
+            fh.write(f"{socket.gethostname()}:{os.getpid()}\n")
+            fh.flush()
             yield True
         finally:
-            lock.unlink(missing_ok=True)
-        return
-    yield False
-
-
-def _lock_is_stale(lock: Path) -> bool:
-    try:
-        host, pid = lock.read_text().rsplit(":", 1)
-        if host != socket.gethostname():
-            return False
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (ValueError, OSError):
-        return False
-    return False
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextmanager

@@ -8,8 +8,8 @@ with its error and leaves the other runs alone.
 
 from __future__ import annotations
 
+import gc
 import json
-import os
 import platform
 import time
 import traceback
@@ -28,11 +28,13 @@ from benchkit.errors import BenchkitError, DataError
 from benchkit.featurecache import (FeaturePassThrough, feature_cache_applies, feature_sets, head_only,
                                    with_backbone)
 from benchkit.imagecache import ImageArrayDataset, decode_split
-from benchkit.io import read_json, save_torch, write_json, write_text
+from benchkit.io import atomic_path, read_json, save_torch, write_json, write_text
 from benchkit.metrics import CORE_METRICS, bootstrap_ci, compute_metrics
 from benchkit.model import GraderModel, build_model, count_parameters
+from benchkit.plots import try_plots, write_run_plots
 from benchkit.progress import RunProgress
 from benchkit.registry import import_plugins
+from benchkit.tracking import RunTracker, open_tracker
 from benchkit.transforms import BatchPreprocessor, build_augmentation
 
 EVAL_SPLITS = ("valid", "test")
@@ -41,13 +43,16 @@ EVAL_SPLITS = ("valid", "test")
 # ---------------------------------------------------------------- data
 
 def resolve_data_root(data: DataConfig, base_dir: Path) -> Path | None:
-    """``data.root`` as given if it exists, else relative to the experiment file's folder."""
+    """``data.root`` if absolute, else relative to the experiment file's folder, else to the current one.
+
+    A root found in neither place resolves beside the experiment file, which the error then names.
+    """
     if data.root is None:
         return None
-    if data.root.is_absolute() or data.root.exists():
+    if data.root.is_absolute():
         return data.root
-    candidate = base_dir / data.root
-    return candidate if candidate.exists() else data.root
+    beside = base_dir / data.root
+    return data.root if data.root.exists() and not beside.exists() else beside
 
 
 def load_dataset(data: DataConfig, base_dir: Path = Path(".")) -> Dataset:
@@ -154,17 +159,41 @@ def execute_run(spec: RunSpec, out_dir: Path, quiet: bool = False, resume: bool 
     write_text(run_dir / "config.yaml", dump_yaml(spec.model_dump(mode="json")))
     row = base_row(spec)
     started = time.perf_counter()
+    tracker = None
     try:
-        row.update(_train_and_evaluate(spec, run_dir, quiet, resume))
+        tracker = open_tracker(spec, out_dir)
+        row.update(_train_and_evaluate(spec, run_dir, quiet, resume, tracker))
         row["status"] = "ok"
-    except (Exception, KeyboardInterrupt) as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+        (run_dir / "error.log").unlink(missing_ok=True)
+        try_plots(write_run_plots, run_dir)
+    except Exception as exc:
         row.update(status="failed", error=_describe_error(exc, spec))
-        (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+        write_text(run_dir / "error.log", traceback.format_exc())
+        discard_results(run_dir)
+    if row["status"] != "ok":
+        _release_memory()
     row["wall_seconds"] = round(time.perf_counter() - started, 3)
     write_json(run_dir / "metrics.json", {"row": row})
+    if tracker is not None:
+        tracker.finish(row, run_dir)
     return row
+
+
+RESULT_FILES = ("metrics.json", "best.pt", "history.csv", "details.json", "predictions_*.csv")
+
+
+def discard_results(run_dir: Path) -> None:
+    """Remove a run's result files (not its checkpoint ``last.pt``), so none outlives a failed attempt."""
+    for pattern in RESULT_FILES:
+        for path in Path(run_dir).glob(pattern):
+            path.unlink(missing_ok=True)
+
+
+def _release_memory() -> None:
+    """Free what a failed run held (an out-of-memory run must not starve the next one)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def base_row(spec: RunSpec) -> dict:
@@ -176,6 +205,16 @@ def base_row(spec: RunSpec) -> dict:
     return row
 
 
+def _chain(*callbacks):
+    """One callback calling each of ``callbacks`` that is set, in order."""
+    chosen = [c for c in callbacks if c]
+
+    def call(*args) -> None:
+        for callback in chosen:
+            callback(*args)
+    return call
+
+
 def _describe_error(exc: Exception, spec: RunSpec) -> str:
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
         return (f"out of memory with batch_size {spec.train.batch_size}: try "
@@ -183,12 +222,13 @@ def _describe_error(exc: Exception, spec: RunSpec) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool) -> dict:
+def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool,
+                        tracker: RunTracker | None = None) -> dict:
     import_plugins(spec.plugins, spec.base_dir)
     dataset = prepare_dataset(spec)
     num_classes = dataset.num_classes
     torch.manual_seed(spec.seed)
-    model = build_model(spec.model, num_classes)
+    model = build_model(spec.model, num_classes, spec.data.image_size)
     size = spec.data.image_size or model.backbone.input_size
     counts = count_parameters(model)
     augmentation = build_augmentation(spec.train.augmentation, size)
@@ -206,12 +246,13 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool)
     monitor = spec.train.early_stopping.monitor
     with RunProgress(spec.run_id, spec.train.epochs, monitor, quiet) as progress:
         engine = Engine(trained, engine_prep, spec.train, num_classes, class_weights=class_weights,
-                        on_epoch=progress.epoch, on_step=progress.step)
+                        on_epoch=_chain(progress.epoch, tracker and tracker.epoch),
+                        on_step=progress.step, on_resume=progress.resumed)
         result = engine.fit(sets["train"], sets["valid"], spec.seed,
                             checkpoint_path=run_dir / "last.pt", resume=resume)
         progress.set_total(result.epochs_run)
-    pd.DataFrame(result.history).to_csv(run_dir / "history.csv.tmp", index=False)
-    os.replace(run_dir / "history.csv.tmp", run_dir / "history.csv")
+    with atomic_path(run_dir / "history.csv") as tmp:
+        pd.DataFrame(result.history).to_csv(tmp, index=False)
     engine.load_best()
     eval_model: GraderModel = engine.eval_model
     if use_features:
@@ -268,9 +309,8 @@ def _write_predictions(path: Path, split: Split, pred) -> None:
     if pred.probs is not None:
         for k in range(pred.probs.shape[1]):
             frame[f"prob_{k}"] = pred.probs[:, k].numpy()
-    tmp = path.with_suffix(".csv.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def _class_weights(spec: RunSpec, labels: np.ndarray, num_classes: int) -> torch.Tensor | None:

@@ -1,0 +1,159 @@
+"""Interrupted runs resume to the same results; finished runs are skipped; changed configs are not resumed."""
+
+import random
+import re
+import shutil
+import signal
+import time
+
+import pandas as pd
+import pytest
+
+from benchkit.cli import main
+from benchkit.io import read_json
+from benchkit.progress import RunProgress
+from benchkit_process import assert_same_results, run, run_results, start, wait_for
+from conftest import small_experiment
+
+RUN = "tiny_cnn-regression__s3"
+
+
+def resumable_experiment(tmp_path, epochs: int = 8, train_size: int = 96, **train):
+    """Augmentation (global torch RNG), EMA, a per-step scheduler, dropout and early stopping: every
+    piece of state a resumed run must restore."""
+    recipe = {"epochs": epochs, "batch_size": 8, "device": "cpu", "optimizer": {"lr": 3e-3},
+              "scheduler": {"name": "onecycle"}, "augmentation": "reference",
+              "ema": {"enabled": True, "update_after_step": 5, "update_every": 2, "beta": 0.9},
+              "early_stopping": {"patience": 4, "monitor": "qwk"}, **train}
+    data = {"format": "synthetic", "image_size": 32,
+            "synthetic": {"num_classes": 4, "train": train_size, "valid": 24, "test": 24, "image_size": 32}}
+    return small_experiment(tmp_path, seeds=[3], data=data, train=recipe)
+
+
+def test_run_killed_at_a_random_moment_resumes_to_identical_results(tmp_path):
+    experiment = resumable_experiment(tmp_path)
+    victim_dir = tmp_path / "victim" / "runs" / RUN
+    reference = start(experiment, tmp_path / "reference", tmp_path / "reference.log")
+    victim = start(experiment, tmp_path / "victim", tmp_path / "victim.log")
+    try:
+        checkpoint = victim_dir / "last.pt"
+        wait_for(checkpoint, victim)
+        first_seen, first = time.monotonic(), checkpoint.stat().st_mtime_ns
+        while checkpoint.stat().st_mtime_ns == first:
+            assert victim.poll() is None, (tmp_path / "victim.log").read_text()
+            time.sleep(0.01)
+        delay = random.uniform(0.0, 3 * (time.monotonic() - first_seen))
+        time.sleep(delay)
+        assert victim.poll() is None, f"the run ended within {delay:.2f}s; make it longer"
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+    finally:
+        victim.kill()
+    assert not (victim_dir / "metrics.json").exists(), f"killed {delay:.2f}s after epoch 2, too late"
+
+    resumed = run(experiment, tmp_path / "victim")
+    assert resumed.returncode == 0, resumed.stderr
+    match = re.search(r"resuming from epoch (\d) of 8", resumed.stderr)
+    assert match, resumed.stderr
+    assert reference.wait(timeout=240) == 0, (tmp_path / "reference.log").read_text()
+    assert_same_results(run_results(tmp_path / "reference" / "runs" / RUN), run_results(victim_dir))
+    board = pd.read_csv(tmp_path / "victim" / "leaderboard.csv")
+    assert board.run_id.tolist() == [RUN] and board.status.tolist() == ["ok"]
+
+
+def _interrupt_after_epoch(monkeypatch, epoch: int) -> None:
+    """Raise KeyboardInterrupt (Ctrl-C) once ``epoch`` is reported, before its checkpoint is written."""
+    report = RunProgress.epoch
+
+    def report_then_interrupt(self, row):
+        report(self, row)
+        if row["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunProgress, "epoch", report_then_interrupt)
+
+
+def test_interrupted_run_continues_from_its_checkpoint(tmp_path, monkeypatch, capsys):
+    experiment = resumable_experiment(tmp_path, epochs=4, train_size=64)
+    assert main(["run", str(experiment), "--out", str(tmp_path / "reference"), "--quiet"]) == 0
+    out = tmp_path / "interrupted"
+    with monkeypatch.context() as patch:
+        _interrupt_after_epoch(patch, 3)
+        assert main(["run", str(experiment), "--out", str(out), "--quiet"]) == 130
+    assert (out / "runs" / RUN / "last.pt").is_file() and not (out / "runs" / RUN / "metrics.json").exists()
+    capsys.readouterr()
+    assert main(["run", str(experiment), "--out", str(out), "--resume", "--quiet"]) == 0
+    assert "resuming from epoch 2 of 4" in capsys.readouterr().err
+    assert_same_results(run_results(tmp_path / "reference" / "runs" / RUN), run_results(out / "runs" / RUN))
+
+
+def test_run_killed_after_early_stopping_does_not_train_further(tmp_path, capsys):
+    experiment = resumable_experiment(tmp_path, epochs=5, train_size=32,
+                                      early_stopping={"patience": 1, "min_delta": 100.0})
+    out = tmp_path / "out"
+    assert main(["run", str(experiment), "--out", str(out), "--quiet"]) == 0
+    finished = run_results(out / "runs" / RUN)
+    assert len(finished["history"]) == 2
+    (out / "runs" / RUN / "metrics.json").unlink()
+    capsys.readouterr()
+    assert main(["run", str(experiment), "--out", str(out), "--quiet"]) == 0
+    assert "resuming from epoch 2 of 5" in capsys.readouterr().err
+    assert_same_results(finished, run_results(out / "runs" / RUN))
+
+
+@pytest.fixture(scope="module")
+def finished_small(tmp_path_factory):
+    """A finished two-epoch run to copy: (experiment file, output folder)."""
+    tmp = tmp_path_factory.mktemp("finished")
+    experiment = small_experiment(tmp)
+    assert main(["run", str(experiment), "--out", str(tmp / "out"), "--quiet"]) == 0
+    return experiment, tmp / "out"
+
+
+SMALL_RUN = "tiny_cnn-regression__s0"
+
+
+def _copy(finished_small, tmp_path, interrupted: bool):
+    experiment, out = finished_small
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    if interrupted:
+        (copy / "runs" / SMALL_RUN / "metrics.json").unlink()
+    return experiment, copy, copy / "runs" / SMALL_RUN
+
+
+def test_rerun_skips_finished_runs(finished_small, tmp_path, capsys):
+    experiment, out, run_dir = _copy(finished_small, tmp_path, interrupted=False)
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    assert main(["run", str(experiment), "--out", str(out), "--resume", "--quiet",
+                 "--set", "evaluation.sort_by=test_qwk"]) == 0
+    assert "finished earlier, skipped" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+
+
+def test_changed_config_is_said_and_started_fresh(finished_small, tmp_path, capsys):
+    experiment, out, run_dir = _copy(finished_small, tmp_path, interrupted=True)
+    assert main(["run", str(experiment), "--out", str(out), "--quiet", "--set", "train.optimizer.lr=0.001"]) == 0
+    err = capsys.readouterr().err
+    assert "config changed" in err and "train.optimizer.lr: 0.003 -> 0.001" in err and "starting it fresh" in err
+    assert "resuming" not in err
+    assert "lr: 0.001" in (run_dir / "config.yaml").read_text()
+    assert len(pd.read_csv(run_dir / "history.csv")) == 2
+
+
+def test_finished_run_with_changed_config_is_run_again(finished_small, tmp_path, capsys):
+    experiment, out, run_dir = _copy(finished_small, tmp_path, interrupted=False)
+    assert main(["run", str(experiment), "--out", str(out), "--quiet", "--set", "train.epochs=3"]) == 0
+    assert "train.epochs: 2 -> 3" in capsys.readouterr().err
+    assert read_json(run_dir / "metrics.json")["row"]["epochs"] == 3
+
+
+def test_refuse_changed_exits_2_and_keeps_the_checkpoint(finished_small, tmp_path, capsys):
+    experiment, out, run_dir = _copy(finished_small, tmp_path, interrupted=True)
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    code = main(["run", str(experiment), "--out", str(out), "--quiet", "--refuse-changed",
+                 "--set", "train.optimizer.lr=0.001"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert SMALL_RUN in err and "train.optimizer.lr: 0.003 -> 0.001" in err and "--fresh" in err
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
