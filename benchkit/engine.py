@@ -322,7 +322,7 @@ class Engine:
         np.random.set_state(_restore_numpy_rng(rng["numpy"]))
         torch.set_rng_state(rng["torch"])
         generator.set_state(rng["loader"])
-        if rng["cuda"]:
+        if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(rng["cuda"])
         return self.state.epoch
 

@@ -57,6 +57,7 @@ def test_run_killed_at_a_random_moment_resumes_to_identical_results(tmp_path):
     assert match, resumed.stderr
     assert reference.wait(timeout=240) == 0, (tmp_path / "reference.log").read_text()
     assert_same_results(run_results(tmp_path / "reference" / "runs" / RUN), run_results(victim_dir))
+    assert not list(victim_dir.glob(".*.tmp")), "temporary files of the killed writer were left behind"
     board = pd.read_csv(tmp_path / "victim" / "leaderboard.csv")
     assert board.run_id.tolist() == [RUN] and board.status.tolist() == ["ok"]
 
