@@ -146,7 +146,16 @@ def test_maxvit_input_sizes():
     assert valid_partition_sizes(64) == [1, 2] and valid_partition_sizes(96) == [1, 3]
     assert valid_partition_sizes(448) == [1, 2, 7, 14]
     with pytest.raises(ConfigError, match=r"input_size 64 .*multiple of 224.*\[1, 2\]"):
-        BACKBONES.create("maxvit_t", input_size=64)
+        BACKBONES.create("maxvit_t", input_size=64, partition_size=7)
+
+
+def test_maxvit_picks_the_pretrained_partition_where_the_size_allows_it():
+    def partition(size):
+        with torch.device("meta"):
+            body = BACKBONES.create("maxvit_t", input_size=size).body
+        return body.partition_size
+
+    assert partition(224) == 7 and partition(448) == 7 and partition(64) == 2 and partition(96) == 3
 
 
 def test_relative_position_tables_resize_to_the_partition():
