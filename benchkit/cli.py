@@ -16,6 +16,9 @@ EPILOG = """examples:
       --set train.epochs=2 --set data.image_size=64 --set 'models.*.backbone.pretrained=false'
   benchkit list backbones
   benchkit leaderboard results/quickstart --xlsx /tmp/board.xlsx
+  benchkit run experiments/quickstart.yaml --executor ray --ray-address auto
+  benchkit report results/quickstart
+  benchkit predict --run results/quickstart/runs/<run_id> scalp1.jpg scalp2.jpg --json
 """
 
 
@@ -44,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--fresh", action="store_true", help="delete earlier results of these runs first")
     run.add_argument("--refuse-changed", action="store_true",
                      help="stop instead of restarting a run whose config changed since its checkpoint")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="where runs execute: local (this machine) or ray (one Ray task per run, with the "
+                          "YAML's resources; the output folder must be on a filesystem the workers share)")
+    run.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="local: run N runs at once in separate processes; ray: CPUs of a local Ray")
+    run.add_argument("--ray-address", metavar="ADDRESS",
+                     help="Ray cluster to use (e.g. auto or ray://head:10001); default: start a local Ray")
     run.set_defaults(func=_cmd_run)
 
     lst = sub.add_parser("list", help="list registered backbones or heads")
@@ -57,6 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--xlsx", type=Path, help="also write the workbook here")
     board.add_argument("--sort-by", default=None, help="metric column to sort by (default: the experiment's)")
     board.set_defaults(func=_cmd_leaderboard)
+
+    report = sub.add_parser("report", help="write a self-contained HTML report of a results folder",
+                            description="Write DIR/report.html: leaderboard, plots (inlined), dataset summary, "
+                                        "audit results, each run's config and the environment; readable offline.")
+    report.add_argument("out_dir", type=Path, help="a results folder (with runs/)")
+    report.add_argument("--output", type=Path, help="where to write the HTML (default: DIR/report.html)")
+    report.set_defaults(func=_cmd_report)
+
+    predict = sub.add_parser("predict", help="grade images with a finished run",
+                             description="Load a run folder (config.yaml + best.pt) and print, per image, the "
+                                         "level, the continuous score and, where the head has them, the class "
+                                         "probabilities. The run's own preprocessing is applied.")
+    predict.add_argument("--run", dest="run_dir", type=Path, required=True, help="results/<exp>/runs/<run_id>")
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    predict.add_argument("--device", default=None, help="torch device (default: CUDA when present)")
+    predict.set_defaults(func=_cmd_predict)
 
     _add_optional_commands(sub)
     return parser
@@ -83,14 +110,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_run(args) -> int:
+    from benchkit.executors import make_executor
     from benchkit.experiment import default_out_dir, dry_run, plan, run_experiment
     config, runs = plan(args.experiment, args.overrides)
     if args.dry_run:
         console.print(dry_run(runs))
         return 0
     out_dir = args.out or default_out_dir(config)
+    executor = make_executor(args.executor, args.jobs, args.ray_address)
     frame = run_experiment(config, runs, out_dir, quiet=args.quiet, fresh=args.fresh,
-                           refuse_changed=args.refuse_changed)
+                           refuse_changed=args.refuse_changed, executor=executor)
     console.print(f"leaderboard: {out_dir / 'leaderboard.csv'} and {out_dir / 'leaderboard.xlsx'}")
     failed = int((frame.get("status") != "ok").sum()) if not frame.empty else 0
     return 1 if failed else 0
@@ -141,6 +170,7 @@ def _cmd_leaderboard(args) -> int:
     from benchkit.config import EvaluationConfig
     from benchkit.errors import ConfigError
     from benchkit.leaderboard import build_leaderboard, rich_table, write_leaderboard
+    from benchkit.plots import try_plots, write_experiment_plots
     if not (args.out_dir / "runs").is_dir():
         raise ConfigError(f"{args.out_dir}: no runs/ folder here (is this a benchkit results folder?)")
     config_path = args.out_dir / "experiment.yaml"
@@ -152,9 +182,38 @@ def _cmd_leaderboard(args) -> int:
     frame = build_leaderboard(args.out_dir, sort_by)
     sheets = summary_views(frame, args.out_dir, evaluation)
     write_leaderboard(frame, args.out_dir, xlsx_path=args.xlsx, config_text=config_text, extra_sheets=sheets)
+    try_plots(write_experiment_plots, args.out_dir, frame, sort_by)
     console.print(rich_table(frame, f"leaderboard ({args.out_dir})"))
     if "aggregated" in sheets:
         console.print(aggregated_table(sheets["aggregated"], "across seeds and folds"))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from benchkit.report import write_report
+    path = write_report(args.out_dir, args.output)
+    console.print(f"report: {path}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    import json
+
+    from rich.table import Table
+
+    from benchkit.predict import load_run
+    results = load_run(args.run_dir, device=args.device).predict_files(args.images)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    table = Table(title=f"predictions of {args.run_dir.name}", header_style="bold cyan")
+    for col in ("image", "level", "score", "probabilities"):
+        table.add_column(col, justify="right" if col == "score" else "left")
+    for item in results:
+        probs = item.get("probabilities")
+        table.add_row(item["image"], item["level_name"], f"{item['score']:.3f}",
+                      " ".join(f"{k} {v:.2f}" for k, v in probs.items()) if probs else "-")
+    console.print(table)
     return 0
 
 

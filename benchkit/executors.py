@@ -14,9 +14,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from multiprocessing import connection
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -36,11 +35,24 @@ class RunTask:
     out_dir: Path
     resume: bool = False
     quiet: bool = False
+    threads: int | None = None
 
 
 def execute_task(task: RunTask) -> dict:
-    """Run one task wherever this is called (this process, a pool worker or a Ray worker)."""
+    """Run one task wherever this is called (this process, a pool worker or a Ray worker).
+
+    In a worker, torch uses ``threads`` (the run's ``resources.cpus``): the same thread count gives
+    the same floating-point results, so a run's row does not depend on where it ran.
+    """
+    if task.threads is not None:
+        import torch
+        torch.set_num_threads(task.threads)
     return execute_run(task.spec, task.out_dir, quiet=task.quiet, resume=task.resume)
+
+
+def worker_task(task: RunTask) -> RunTask:
+    """The task as sent to a worker process: torch threads set to the run's ``resources.cpus``."""
+    return replace(task, threads=max(1, int(round(task.spec.resources.cpus))))
 
 
 def record_lost_run(task: RunTask, error: BaseException | str, executor: str) -> dict:
@@ -68,8 +80,8 @@ class Executor:
     def submit(self, task: RunTask) -> Any:
         raise NotImplementedError
 
-    def wait_any(self, handles: list) -> list[tuple[Any, dict | BaseException]]:
-        """At least one finished handle with its row, or with the exception that lost it."""
+    def wait_any(self, handles: list) -> list[tuple[Any, dict | BaseException | str]]:
+        """At least one finished handle with its row, or with the error (exception or text) that lost it."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -101,7 +113,9 @@ class Executor:
 
 
 class LocalExecutor(Executor):
-    """``jobs=1``: in this process, one run after another; ``jobs>1``: that many spawned processes."""
+    """``jobs=1``: in this process, one run after another; ``jobs>1``: ``jobs`` spawned worker
+    processes, one run at a time each. A worker that dies takes only its current run with it and is
+    replaced."""
 
     name = "local"
 
@@ -109,34 +123,40 @@ class LocalExecutor(Executor):
         if jobs < 1:
             raise ConfigError(f"--jobs must be at least 1 (got {jobs})")
         self.capacity = jobs
-        self._pool: ProcessPoolExecutor | None = None
+        self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
 
     def submit(self, task: RunTask) -> Any:
         if self.capacity == 1:
             return _Done(task, _run_here(task))
-        if self._pool is None:
-            threads = max(1, (os.cpu_count() or 1) // self.capacity)
-            self._pool = ProcessPoolExecutor(self.capacity, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_limit_threads, initargs=(threads,))
-        return self._pool.submit(execute_task, task)
+        worker = self._idle.pop() if self._idle else _Worker()
+        worker.conn.send(worker_task(task))
+        self._busy.add(worker)
+        return worker
 
-    def wait_any(self, handles: list) -> list[tuple[Any, dict | BaseException]]:
+    def wait_any(self, handles: list) -> list[tuple[Any, dict | BaseException | str]]:
         if all(isinstance(h, _Done) for h in handles):
             return [(h, h.outcome) for h in handles]
-        done, _ = wait([h for h in handles if isinstance(h, Future)], return_when=FIRST_COMPLETED)
+        ready = set(connection.wait([h.conn for h in handles]))
         results = []
-        for future in done:
-            error = future.exception()
-            results.append((future, error if error is not None else future.result()))
-            if isinstance(error, BrokenProcessPool) and self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+        for worker in [h for h in handles if h.conn in ready]:
+            self._busy.discard(worker)
+            try:
+                outcome = worker.conn.recv()
+                self._idle.append(worker)
+            except EOFError:
+                worker.stop()
+                outcome = f"worker process exited with status {worker.process.exitcode} before reporting"
+            results.append((worker, outcome))
         return results
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for worker in self._idle:
+            worker.stop()
+        for worker in self._busy:
+            worker.process.terminate()
+            worker.stop()
+        self._idle, self._busy = [], set()
 
 
 class RayExecutor(Executor):
@@ -168,7 +188,7 @@ class RayExecutor(Executor):
     def submit(self, task: RunTask) -> Any:
         resources = task.spec.resources
         return self._remote.options(num_cpus=resources.cpus, num_gpus=resources.gpus,
-                                     name=f"benchkit:{task.spec.run_id}").remote(task)
+                                     name=f"benchkit:{task.spec.run_id}").remote(worker_task(task))
 
     def wait_any(self, handles: list) -> list[tuple[Any, dict | BaseException]]:
         ready, _ = self._ray.wait(handles, num_returns=1)
@@ -195,6 +215,43 @@ def make_executor(name: str = "local", jobs: int = 1, ray_address: str | None = 
     raise ConfigError(f"unknown executor {name!r} (choose from: {', '.join(EXECUTORS)})")
 
 
+class _Worker:
+    """A spawned process that executes the tasks sent through ``conn`` and sends back each row."""
+
+    def __init__(self):
+        context = multiprocessing.get_context("spawn")
+        self.conn, child_end = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child_end,), name="benchkit-worker")
+        self.process.start()
+        child_end.close()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.conn.send(None)
+            except OSError:
+                self.process.terminate()
+        self.process.join()
+        self.conn.close()
+
+
+def _worker_main(conn) -> None:
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        try:
+            outcome: Any = execute_task(task)
+        except KeyboardInterrupt:
+            outcome = KeyboardInterrupt()
+        except BaseException:
+            outcome = traceback.format_exc()
+        conn.send(outcome)
+
+
 class _Done:
     """A task already executed in this process."""
 
@@ -209,8 +266,3 @@ def _run_here(task: RunTask) -> dict | BaseException:
         raise
     except Exception as exc:
         return exc
-
-
-def _limit_threads(threads: int) -> None:
-    import torch
-    torch.set_num_threads(threads)

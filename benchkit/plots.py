@@ -89,7 +89,8 @@ def plot_confusion(targets: np.ndarray, preds: np.ndarray, classes: list[str], t
     np.add.at(counts, (np.asarray(targets, dtype=int), np.asarray(preds, dtype=int)), 1)
     totals = counts.sum(axis=1, keepdims=True)
     rates = np.divide(counts, totals, out=np.zeros((k, k)), where=totals > 0)
-    fig = Figure(figsize=(5.2 * 2, 4.6), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(5.2 * 2, 4.6), dpi=_DPI)
+    fig.subplots_adjust(left=0.1, right=0.96, bottom=0.2, top=0.86, wspace=0.4)
     for ax, matrix, label in zip(fig.subplots(1, 2), (counts, rates), ("count", "fraction of true level")):
         image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=matrix.max() if label == "count" else 1)
         fig.colorbar(image, ax=ax, shrink=0.8, label=label)
@@ -109,7 +110,8 @@ def plot_confusion(targets: np.ndarray, preds: np.ndarray, classes: list[str], t
 def plot_learning_curves(history: pd.DataFrame, monitor: str = "loss", best_epoch: int | None = None,
                          title: str = "") -> Figure:
     """Train/valid loss per epoch, and the selection metric (``valid_<monitor>``) per epoch."""
-    fig = Figure(figsize=(10.4, 4.0), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(10.4, 4.0), dpi=_DPI)
+    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.13, top=0.86, wspace=0.25)
     loss_ax, metric_ax = fig.subplots(1, 2)
     epochs = history["epoch"]
     for column, label in (("train_loss", "train loss"), ("valid_loss", "valid loss")):
@@ -141,7 +143,8 @@ def plot_score_distribution(targets: np.ndarray, scores: np.ndarray, classes: li
     """Predicted continuous scores per true level: violins with the points; dashed lines mark level edges."""
     k = len(classes)
     targets, scores = np.asarray(targets, dtype=int), np.asarray(scores, dtype=float)
-    fig = Figure(figsize=(max(5.0, 1.0 * k + 2), 4.2), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(max(5.0, 1.0 * k + 2), 4.2), dpi=_DPI)
+    fig.subplots_adjust(left=0.2, right=0.97, bottom=0.2, top=0.88)
     ax = fig.subplots()
     groups = [scores[targets == level] for level in range(k)]
     present = [level for level in range(k) if len(groups[level]) > 1]

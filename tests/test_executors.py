@@ -1,0 +1,122 @@
+"""Executors: the same 4-run grid run here, in 2 local processes and as Ray tasks gives the same rows;
+runs that raise or whose worker dies become failed rows; finished runs are kept across executors."""
+
+import importlib.util
+import os
+
+import pandas as pd
+import pytest
+import torch
+
+from benchkit.cli import main
+from conftest import REPO, TINY_PLUGIN, small_experiment
+
+DYING_PLUGIN = REPO / "tests" / "plugins" / "dying_head.py"
+GRID = {"backbone.dropout": [0.0, 0.3]}
+COMPARED = ["seed", "dropout", "epochs", "best_epoch", "status"]
+HAS_RAY = importlib.util.find_spec("ray") is not None
+
+
+def _board(out) -> pd.DataFrame:
+    return pd.read_csv(out / "leaderboard.csv").set_index("run_id").sort_index()
+
+
+def _assert_same_rows(board: pd.DataFrame, reference: pd.DataFrame) -> None:
+    assert list(board.index) == list(reference.index)
+    metrics = [c for c in reference if c.startswith(("valid_", "test_"))]
+    assert len(metrics) > 20
+    pd.testing.assert_frame_equal(board[COMPARED], reference[COMPARED])
+    pd.testing.assert_frame_equal(board[metrics], reference[metrics], check_exact=False, rtol=1e-9, atol=1e-12)
+
+
+def _failing_experiment(tmp_path):
+    return small_experiment(tmp_path, plugins=[str(TINY_PLUGIN), str(DYING_PLUGIN)], models=[
+        {"backbone": "tiny_cnn", "head": "regression"},
+        {"name": "raises", "backbone": {"name": "tiny_cnn", "options": {"width": -1}}, "head": "regression"},
+        {"name": "dies", "backbone": "tiny_cnn", "head": "dies_in_training"},
+    ])
+
+
+def _assert_failed_rows(out) -> None:
+    board = _board(out)
+    assert board.loc["tiny_cnn-regression__s0", "status"] == "ok"
+    assert board.loc["raises__s0", "status"] == "failed"
+    assert "RuntimeError" in board.loc["raises__s0", "error"]
+    assert board.loc["dies__s0", "status"] == "failed"
+    assert "task lost" in board.loc["dies__s0", "error"]
+    assert (out / "runs" / "dies__s0" / "error.log").is_file()
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grid")
+    # workers use resources.cpus torch threads; the same count as this process gives identical numbers
+    return small_experiment(tmp, grid=GRID, seeds=[0, 1], resources={"cpus": torch.get_num_threads()})
+
+
+@pytest.fixture(scope="module")
+def local_out(grid, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "out"
+    assert main(["run", str(grid), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    if not HAS_RAY:
+        pytest.skip("ray is not installed (pip install 'benchkit[ray]')")
+    import ray
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_local_grid_has_four_finished_runs(local_out):
+    board = _board(local_out)
+    assert len(board) == 4 and (board.status == "ok").all()
+    assert sorted(board.seed.unique()) == [0, 1] and sorted(board.dropout.unique()) == [0.0, 0.3]
+
+
+def test_two_local_processes_give_the_same_rows(grid, local_out, tmp_path):
+    out = tmp_path / "jobs"
+    assert main(["run", str(grid), "--out", str(out), "--quiet", "--jobs", "2"]) == 0
+    _assert_same_rows(_board(out), _board(local_out))
+
+
+def test_local_processes_turn_raising_and_dying_runs_into_failed_rows(tmp_path):
+    out = tmp_path / "out"
+    assert main(["run", str(_failing_experiment(tmp_path)), "--out", str(out), "--quiet", "--jobs", "2"]) == 1
+    _assert_failed_rows(out)
+
+
+def test_ray_gives_the_same_rows_as_local(local_ray, grid, local_out, tmp_path):
+    out = tmp_path / "ray"
+    assert main(["run", str(grid), "--out", str(out), "--quiet", "--executor", "ray"]) == 0
+    _assert_same_rows(_board(out), _board(local_out))
+    assert local_ray.is_initialized()  # a Ray the caller started is left running
+
+
+def test_ray_turns_raising_and_dying_runs_into_failed_rows(local_ray, tmp_path):
+    out = tmp_path / "out"
+    code = main(["run", str(_failing_experiment(tmp_path)), "--out", str(out), "--quiet", "--executor", "ray"])
+    assert code == 1
+    _assert_failed_rows(out)
+
+
+def test_ray_resumes_a_local_output_folder_and_keeps_finished_runs(local_ray, grid, local_out, tmp_path):
+    import shutil
+    out = tmp_path / "mixed"
+    shutil.copytree(local_out, out)
+    redo = "tiny_cnn-regression__dropout=0.3__s1"
+    (out / "runs" / redo / "metrics.json").unlink()
+    stamps = {p.parent.name: os.stat(p).st_mtime_ns for p in (out / "runs").glob("*/metrics.json")}
+    assert main(["run", str(grid), "--out", str(out), "--quiet", "--executor", "ray"]) == 0
+    after = {p.parent.name: os.stat(p).st_mtime_ns for p in (out / "runs").glob("*/metrics.json")}
+    assert {k: after[k] for k in stamps} == stamps and redo in after
+    _assert_same_rows(_board(out), _board(local_out))
+
+
+def test_unknown_executor_and_bad_jobs_are_usage_errors(grid, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["run", str(grid), "--executor", "slurm"])
+    assert main(["run", str(grid), "--out", str(tmp_path / "o"), "--jobs", "0"]) == 2

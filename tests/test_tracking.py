@@ -1,0 +1,142 @@
+"""Tracking: a run logged to MLflow (SQLite store in a temp dir) and TensorBoard, read back with their own
+readers; the tracking section is validated; a resumed run's earlier epochs are sent at the end."""
+
+import importlib.util
+
+import pandas as pd
+import pytest
+
+from benchkit.cli import main
+from benchkit.config import validate_experiment
+from benchkit.errors import ConfigError
+from benchkit.tracking import RunTracker, _Backend, flatten, resolve_mlflow_uri
+from conftest import small_experiment
+
+RUN_ID = "tiny_cnn-regression__s0"
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    if importlib.util.find_spec("mlflow") is None:
+        pytest.skip("mlflow is not installed (pip install 'benchkit[mlflow]')")
+    tmp = tmp_path_factory.mktemp("tracked")
+    tracking = {"mlflow": {"uri": "sqlite:///mlruns.db", "experiment": "benchkit-test"}}
+    if importlib.util.find_spec("tensorboard") is not None:
+        tracking["tensorboard"] = "tb"
+    path = small_experiment(tmp, tracking=tracking, train={
+        "epochs": EPOCHS, "batch_size": 16, "optimizer": {"lr": 3e-3}, "augmentation": "none",
+        "ema": {"enabled": False}, "early_stopping": {"patience": 10}})
+    out = tmp / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("benchkit-test")
+    runs = client.search_runs([experiment.experiment_id])
+    return out, client, runs
+
+
+def test_one_finished_mlflow_run_named_after_the_run(tracked):
+    _, _, runs = tracked
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == RUN_ID and run.data.tags["benchkit.status"] == "ok"
+
+
+def test_params_are_the_flattened_resolved_config(tracked):
+    _, _, runs = tracked
+    params = runs[0].data.params
+    assert params["model.backbone.name"] == "tiny_cnn"
+    assert params["model.head.name"] == "regression"
+    assert params["train.epochs"] == str(EPOCHS) and params["seed"] == "0"
+    assert params["train.optimizer.lr"] == "0.003"
+
+
+def test_per_epoch_metrics_match_history(tracked):
+    out, client, runs = tracked
+    history = pd.read_csv(out / "runs" / RUN_ID / "history.csv")
+    for name in ("train_loss", "valid_loss", "valid_qwk"):
+        logged = sorted(client.get_metric_history(runs[0].info.run_id, f"epoch/{name}"), key=lambda m: m.step)
+        assert len(logged) == EPOCHS
+        assert [m.step for m in logged] == [1, 2, 3]
+        assert [m.value for m in logged] == pytest.approx(history[name].tolist())
+
+
+def test_final_metrics_with_intervals_match_leaderboard(tracked):
+    out, _, runs = tracked
+    row = pd.read_csv(out / "leaderboard.csv").iloc[0]
+    metrics = runs[0].data.metrics
+    for column in ("test_mae", "test_mae_lo", "test_mae_hi", "test_qwk", "valid_acc", "params_total"):
+        assert metrics[column] == pytest.approx(row[column]), column
+
+
+def test_artifacts_hold_config_results_plots_and_checkpoint(tracked):
+    _, client, runs = tracked
+    run_id = runs[0].info.run_id
+    top = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config.yaml", "metrics.json", "history.csv", "predictions_test.csv", "plots", "checkpoint"} <= top
+    assert "plots/confusion_test.png" in {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert [a.path for a in client.list_artifacts(run_id, "checkpoint")] == ["checkpoint/best.pt"]
+
+
+def test_tensorboard_has_one_scalar_per_epoch(tracked):
+    out, _, _ = tracked
+    if not (out / "tb").is_dir():
+        pytest.skip("tensorboard is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(out / "tb" / RUN_ID))
+    events.Reload()
+    assert [e.step for e in events.Scalars("epoch/train_loss")] == [1, 2, 3]
+    assert "final/test_mae" in events.Tags()["scalars"]
+
+
+def test_tracking_typos_are_config_errors_naming_the_key():
+    base = {"name": "x", "data": {"format": "synthetic"}, "models": [{"backbone": "a", "head": "b"}]}
+    with pytest.raises(ConfigError, match=r"tracking\.mlfow.*did you mean 'mlflow'"):
+        validate_experiment({**base, "tracking": {"mlfow": {}}})
+    with pytest.raises(ConfigError, match=r"tracking\.mlflow\.url.*did you mean 'uri'"):
+        validate_experiment({**base, "tracking": {"mlflow": {"url": "sqlite:///a.db"}}})
+    config = validate_experiment({**base, "tracking": {"mlflow": {}}})
+    assert config.tracking.mlflow.uri == "sqlite:///mlruns.db" and config.tracking.tensorboard is None
+
+
+def test_relative_locations_go_inside_the_output_folder(tmp_path):
+    assert resolve_mlflow_uri("sqlite:///m.db", tmp_path) == f"sqlite:///{tmp_path.resolve() / 'm.db'}"
+    assert resolve_mlflow_uri("sqlite:////abs/m.db", tmp_path) == "sqlite:////abs/m.db"
+    assert resolve_mlflow_uri("http://tracker:5000", tmp_path) == "http://tracker:5000"
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": "1", "a.c": "[1, 2]", "d": ""}
+
+
+class _Recorder(_Backend):
+    name = "recorder"
+
+    def __init__(self):
+        self.epochs, self.finished = [], None
+
+    def log_epoch(self, epoch, metrics):
+        self.epochs.append((epoch, metrics["train_loss"]))
+
+    def finish(self, row, run_dir):
+        self.finished = row["status"]
+
+
+def test_epochs_of_an_earlier_attempt_are_sent_at_the_end(tmp_path):
+    pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.5, 0.4, 0.3]}).to_csv(tmp_path / "history.csv", index=False)
+    recorder = _Recorder()
+    tracker = RunTracker([recorder], "r")
+    tracker.epoch({"epoch": 3, "train_loss": 0.3, "note": "text is skipped"})  # the live, resumed epoch
+    tracker.finish({"status": "ok"}, tmp_path)
+    assert sorted(recorder.epochs) == [(1, 0.5), (2, 0.4), (3, 0.3)] and recorder.finished == "ok"
+
+
+def test_a_failing_tracker_is_dropped_without_failing_the_run(tmp_path):
+    class Broken(_Recorder):
+        def log_epoch(self, epoch, metrics):
+            raise OSError("database is locked")
+
+    broken, healthy = Broken(), _Recorder()
+    tracker = RunTracker([broken, healthy], "r")
+    tracker.epoch({"epoch": 1, "train_loss": 0.5})
+    tracker.finish({"status": "ok"}, tmp_path)
+    assert broken.finished is None and healthy.finished == "ok" and healthy.epochs == [(1, 0.5)]
