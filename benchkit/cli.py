@@ -145,21 +145,26 @@ def _cmd_list(args) -> int:
 
 
 def _backbone_table(pattern: str):
+    import torch
     from rich.table import Table
 
     from benchkit.registry import BACKBONES
     table = Table(title="backbones", header_style="bold cyan")
-    for col in ("name", "input size", "stages", "features", "weights", "defined in"):
+    for col in ("name", "input size", "stages", "features", "weight sources", "defined in"):
         table.add_column(col)
     for name in BACKBONES.names(pattern):
         factory = BACKBONES.get(name)
-        info = getattr(factory, "info", None)
-        info = info() if callable(info) else (info or {})
-        table.add_row(name, str(info.get("input_size", "?")), str(info.get("stages", "?")),
-                      str(info.get("num_features", "?")), str(info.get("weights", "?")),
-                      factory.__module__)
+        try:
+            with torch.device("meta"):  # architecture only: no memory, no weights
+                backbone = BACKBONES.create(name)
+            facts = [str(backbone.input_size), str(len(backbone.stages)), str(backbone.num_features)]
+        except Exception as exc:  # a broken plugin is listed, not fatal
+            facts = ["?", "?", f"cannot build: {exc}"]
+        sources = getattr(factory, "weight_sources", "weights: PATH")
+        table.add_row(name, *facts, sources, factory.__module__)
     for prefix in BACKBONES.prefixes():
-        table.add_row(f"{prefix}:<name>", "from model", "from model", "", "library cache", "generic adapter")
+        table.add_row(f"{prefix}:<name>", "from model", "from model", "", f"{prefix} cache; weights: PATH",
+                      "generic adapter")
     return table
 
 
