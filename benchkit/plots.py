@@ -229,7 +229,7 @@ def plot_leaderboard(frame: pd.DataFrame, metric: str, grid_columns: list[str] =
     """Each configuration's ``metric`` with its 95% interval, best at the top."""
     summary = configuration_summary(frame, metric, list(grid_columns))
     n = len(summary)
-    fig = Figure(figsize=(9.0, 1.2 + 0.42 * max(n, 1)), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(9.0, max(2.4, 1.2 + 0.42 * n)), dpi=_DPI, layout="constrained")
     ax = fig.subplots()
     y = np.arange(n)[::-1]
     value = summary["value"].to_numpy() if n else np.array([])
