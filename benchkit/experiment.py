@@ -32,7 +32,7 @@ from benchkit.model import build_model, count_parameters
 from benchkit.plots import try_plots, write_experiment_plots
 from benchkit.progress import console, log_console
 from benchkit.registry import import_plugins
-from benchkit.runner import execute_run, load_dataset, prepare_dataset, read_run_row, run_dir_of
+from benchkit.runner import load_dataset, prepare_dataset, read_run_row, run_dir_of
 
 UNCHECKED_CHANGES = ("experiment", "evaluation.sort_by", "evaluation.reference", "resources", "tracking")
 """Config keys that do not change a run's results: editing them keeps finished and interrupted runs."""
