@@ -1,0 +1,149 @@
+"""benchkit speed figures, each measured against its baseline side by side in this process.
+
+    python benchmarks/run.py            # the full run (several minutes on 2 CPU cores)
+    python benchmarks/run.py --quick    # shrunken sizes, under two minutes, for a check
+
+Prints one line per figure as ``name: value (target ...)`` ([MISSED] where a target is not met)
+and writes ``benchmarks/results.json`` with every figure's details and the sizes used. Figures on
+the real data (``../shared/data/hair-loss`` or ``$BENCHKIT_HAIR_LOSS``) are skipped, with the
+reason, where it is absent. The image and feature caches go to a fresh temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _bench import Figure, hair_loss_root, load_average, skipped  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+FULL = {"train_images": None, "pipeline_images": 256, "pipeline_repeats": 3,
+        "heads": 4, "heads_per_split": 96, "heads_epochs": 2, "heads_size": 224,
+        "bootstrap_resamples": 10_000, "engine_steps": 6, "engine_size": 112, "engine_repeats": 3,
+        "scaling_counts": [300, 600, 1294]}
+QUICK = {"train_images": 256, "pipeline_images": 64, "pipeline_repeats": 2,
+         "heads": 2, "heads_per_split": 6, "heads_epochs": 1, "heads_size": 96,
+         "bootstrap_resamples": 1_000, "engine_steps": 3, "engine_size": 48, "engine_repeats": 2,
+         "scaling_counts": [32, 64, 128]}
+FIGURES = ("inputs", "heads", "bootstrap", "engine", "scaling")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a check in under two minutes")
+    parser.add_argument("--only", default=",".join(FIGURES), help=f"comma list of {', '.join(FIGURES)}")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON results")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    unknown = only - set(FIGURES)
+    if unknown:
+        parser.error(f"unknown figure group(s) {sorted(unknown)}; choose from {', '.join(FIGURES)}")
+    print(f"benchkit benchmarks ({'quick' if args.quick else 'full'}): torch {torch.__version__}, "
+          f"{os.cpu_count()} CPU(s), {'CUDA' if torch.cuda.is_available() else 'no GPU'}, "
+          f"load average {load_average():.1f}", flush=True)
+    cache_dir = Path(tempfile.mkdtemp(prefix="benchkit-bench-cache-"))
+    os.environ["BENCHKIT_CACHE_DIR"] = str(cache_dir)
+    figures: list[Figure] = []
+    started = time.perf_counter()
+    try:
+        for group in FIGURES:
+            if group in only:
+                group_start, load = time.perf_counter(), load_average()
+                for figure in _GROUPS[group](sizes, cache_dir):
+                    print(figure.line(), flush=True)
+                    figures.append(figure)
+                for figure in figures:
+                    figure.details.setdefault("group_seconds", round(time.perf_counter() - group_start, 1))
+                    figure.details.setdefault("load_average_before", load)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    total = time.perf_counter() - started
+    print(f"total: {total:.0f} s; details in {args.results}")
+    args.results.write_text(json.dumps({
+        "mode": "quick" if args.quick else "full", "sizes": sizes, "seconds": total,
+        "command": " ".join(["python", "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": {"cpus": os.cpu_count(), "cuda": torch.cuda.is_available(), "torch": torch.__version__,
+                    "python": platform.python_version(), "load_average_end": load_average()},
+        "figures": [f.as_dict() for f in figures]}, indent=2, default=str) + "\n")
+    return 0
+
+
+def _real_data(targets: dict[str, str]):
+    root = hair_loss_root()
+    if root is None:
+        reason = "real data not found at ../shared/data/hair-loss (set BENCHKIT_HAIR_LOSS)"
+        return None, [skipped(name, target, reason) for name, target in targets.items()]
+    from benchkit.datasets import read_roboflow_csv
+    return read_roboflow_csv(root), []
+
+
+def _inputs(sizes: dict, cache_dir: Path) -> list[Figure]:
+    dataset, skips = _real_data({"cache_build_seconds": "one-off",
+                                 "memory_cached_train_split_vs_float32": "<= 0.3x",
+                                 "input_pipeline_cached_vs_decode_with_augmentation": ">= 5x"})
+    if dataset is None:
+        return skips
+    from bench_inputs import cache_build, memory, pipeline
+    train = dataset.splits["train"]
+    if sizes["train_images"]:
+        train = train.subset(range(min(sizes["train_images"], len(train))))
+    build, cache = cache_build(train, cache_dir)
+    _BUILD["seconds"], _BUILD["cache"] = build.value, cache
+    return [build, memory(train, cache), *pipeline(train, cache, sizes["pipeline_images"],
+                                                   sizes["pipeline_repeats"])]
+
+
+def _heads(sizes: dict, cache_dir: Path) -> list[Figure]:
+    root = hair_loss_root()
+    name, target = "heads_comparison_feature_cache_vs_uncached_time", "<= 0.35x, identical metrics"
+    if root is None:
+        return [skipped(name, target, "real data not found at ../shared/data/hair-loss")]
+    from bench_heads import heads_comparison
+    return [heads_comparison(root, cache_dir, sizes["heads_per_split"], sizes["heads_epochs"],
+                             sizes["heads_size"], sizes["heads"])]
+
+
+def _bootstrap(sizes: dict, cache_dir: Path) -> list[Figure]:
+    from bench_bootstrap import bootstrap_speed
+    return [bootstrap_speed(133, sizes["bootstrap_resamples"])]
+
+
+def _engine(sizes: dict, cache_dir: Path) -> list[Figure]:
+    from bench_engine import engine_overhead
+    return [engine_overhead(sizes["engine_steps"], 32, sizes["engine_size"], sizes["engine_repeats"])]
+
+
+def _scaling(sizes: dict, cache_dir: Path) -> list[Figure]:
+    dataset, skips = _real_data({"scaling_epoch_seconds_per_image_slope": "linear"})
+    if dataset is None:
+        return skips
+    from bench_inputs import cache_build
+    from bench_scaling import scaling
+    train = dataset.splits["train"]
+    if sizes["train_images"]:
+        train = train.subset(range(min(sizes["train_images"], len(train))))
+    if "cache" not in _BUILD:
+        _BUILD["seconds"], _BUILD["cache"] = (lambda f, c: (f.value, c))(*cache_build(train, cache_dir))
+    return [scaling(train, dataset.splits["valid"], _BUILD["cache"], sizes["scaling_counts"],
+                    _BUILD["seconds"])]
+
+
+_BUILD: dict = {}
+_GROUPS = {"inputs": _inputs, "heads": _heads, "bootstrap": _bootstrap, "engine": _engine,
+           "scaling": _scaling}
+
+if __name__ == "__main__":
+    sys.exit(main())
