@@ -28,6 +28,7 @@ from benchkit.plots import PLOT_DIR, try_plots, write_experiment_plots, write_ru
 AUDIT_FILES = ("data_check.json", "audit.json")
 REPORT_METRICS = ("mae", "acc", "qwk", "off1", "f1", "mape")
 _LIST_LIMIT = 25
+_OPEN_KEYS = ("problems", "findings", "notes")
 
 _CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px auto;max-width:1320px;
@@ -43,7 +44,7 @@ img{max-width:100%;border:1px solid #d9e0e7;margin:6px 0;display:block}
 .plots{display:flex;flex-wrap:wrap;gap:10px}.plots img{max-width:640px}.wide img{width:auto;max-width:100%}
 pre{background:#f5f8fb;border:1px solid #d9e0e7;padding:8px;font-size:12px;overflow-x:auto;max-height:420px}
 details{border:1px solid #d9e0e7;border-radius:4px;margin:6px 0;padding:4px 10px}
-summary{cursor:pointer;font-weight:600;padding:3px 0}.scroll{overflow-x:auto}
+summary{cursor:pointer;font-weight:600;padding:3px 0}li{font-size:13px}.scroll{overflow-x:auto}
 """
 
 
@@ -254,10 +255,11 @@ def _render_json(value: Any, depth: int = 0) -> str:
     if isinstance(value, dict):
         scalars = {k: v for k, v in value.items() if not isinstance(v, (dict, list))}
         nested = {k: v for k, v in value.items() if isinstance(v, (dict, list))}
+        first = [k for k in _OPEN_KEYS if k in nested and depth == 0]
         out = _key_values(scalars) if scalars else ""
-        for key, child in nested.items():
-            inner = _render_json(child, depth + 1)
-            out += (f"<details{' open' if depth == 0 else ''}><summary>{_e(key)}</summary>{inner}</details>")
+        for key in first + [k for k in nested if k not in first]:
+            inner = _render_json(nested[key], depth + 1)
+            out += f"<details{' open' if key in first else ''}><summary>{_e(key)}</summary>{inner}</details>"
         return out or "<p class='muted'>(empty)</p>"
     if isinstance(value, list):
         more = f"<p class='muted'>... {len(value) - _LIST_LIMIT} more</p>" if len(value) > _LIST_LIMIT else ""
