@@ -128,7 +128,7 @@ def _cmd_run(args) -> int:
 def _cmd_list(args) -> int:
     from rich.table import Table
 
-    from benchkit.registry import BACKBONES, HEADS, import_plugins
+    from benchkit.registry import HEADS, import_plugins
     import_plugins(args.plugins, Path.cwd())
     if args.what == "heads":
         table = Table(title="heads", header_style="bold cyan")
@@ -171,10 +171,11 @@ def _backbone_table(pattern: str):
 def _cmd_leaderboard(args) -> int:
     import yaml
 
-    from benchkit.aggregate import aggregated_table, summary_views
+    from benchkit.aggregate import aggregated_table
     from benchkit.config import EvaluationConfig
     from benchkit.errors import ConfigError
-    from benchkit.leaderboard import build_leaderboard, rich_table, write_leaderboard
+    from benchkit.experiment import rebuild_leaderboard
+    from benchkit.leaderboard import rich_table
     from benchkit.plots import try_plots, write_experiment_plots
     if not (args.out_dir / "runs").is_dir():
         raise ConfigError(f"{args.out_dir}: no runs/ folder here (is this a benchkit results folder?)")
@@ -184,9 +185,7 @@ def _cmd_leaderboard(args) -> int:
                                if config_text else None) or "test_mae"
     evaluation = EvaluationConfig.model_validate(
         {**((yaml.safe_load(config_text) or {}).get("evaluation", {}) if config_text else {}), "sort_by": sort_by})
-    frame = build_leaderboard(args.out_dir, sort_by)
-    sheets = summary_views(frame, args.out_dir, evaluation)
-    write_leaderboard(frame, args.out_dir, xlsx_path=args.xlsx, config_text=config_text, extra_sheets=sheets)
+    frame, sheets = rebuild_leaderboard(args.out_dir, evaluation, config_text, args.xlsx)
     try_plots(write_experiment_plots, args.out_dir, frame, sort_by)
     console.print(rich_table(frame, f"leaderboard ({args.out_dir})"))
     if "aggregated" in sheets:

@@ -10,16 +10,14 @@ never see a half-written row.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -27,7 +25,7 @@ from PIL import Image
 from benchkit.datasets import Split
 from benchkit.errors import DataError
 from benchkit.imagecache import decode_image
-from benchkit.io import write_json
+from benchkit.io import file_lock, write_json
 
 CACHE_ENV = "BENCHKIT_CACHE_DIR"
 RESIZE_SETTINGS = "pil-rgb-bilinear-v1"
@@ -36,25 +34,13 @@ INDEX_FORMAT = 1
 
 
 def resolve_cache_dir(configured: str | Path | None = None, base_dir: Path | None = None) -> Path:
-    """``data.cache_dir`` (relative to ``base_dir``), else ``$BENCHKIT_CACHE_DIR``, else ``~/.cache/benchkit``."""
+    """``data.cache_dir`` (relative to ``base_dir``), else ``$BENCHKIT_CACHE_DIR``, else ~/.cache/benchkit."""
     if configured is not None:
         path = Path(configured).expanduser()
         return path if path.is_absolute() or base_dir is None else Path(base_dir) / path
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
     return Path.home() / ".cache" / "benchkit"
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the ``with`` block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 _HASHES: dict[tuple, str] = {}
@@ -242,5 +228,5 @@ class _Progress:
 
 def cached_split(split: Split, size: int, cache_dir: str | Path | None = None,
                  progress: bool = True) -> MappedRows:
-    """The split's images at ``size`` from the disk cache under ``cache_dir`` (see :func:`resolve_cache_dir`)."""
+    """The split's images at ``size`` from the disk cache in ``cache_dir`` (see :func:`resolve_cache_dir`)."""
     return ImageCache(resolve_cache_dir(cache_dir), size).split_array(split, progress)

@@ -8,7 +8,6 @@ syncs with the host inside a step except where logging or ``nan_policy: skip`` a
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time

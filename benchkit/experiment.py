@@ -26,7 +26,7 @@ from benchkit.aggregate import aggregated_table, summary_views
 from benchkit.config import ExperimentConfig, RunSpec, dump_yaml, expand_runs, load_experiment
 from benchkit.errors import BenchkitError, ConfigError
 from benchkit.executors import Executor, LocalExecutor, RunTask
-from benchkit.io import remove_temporary_files, write_text
+from benchkit.io import file_lock, remove_temporary_files, write_text
 from benchkit.leaderboard import build_leaderboard, rich_table, write_leaderboard
 from benchkit.model import build_model, count_parameters
 from benchkit.plots import try_plots, write_experiment_plots
@@ -128,13 +128,19 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
 
 def refresh_leaderboard(config: ExperimentConfig, out_dir: Path) -> pd.DataFrame:
     """Rebuild the leaderboard files from the run folders, under a lock."""
-    with _file_lock(out_dir / ".leaderboard.lock"):
-        remove_temporary_files(out_dir, "leaderboard")
-        frame = build_leaderboard(out_dir, config.evaluation.sort_by)
-        sheets = summary_views(frame, out_dir, config.evaluation)
-        write_leaderboard(frame, out_dir, config_text=dump_yaml(config.model_dump(mode="json")),
-                          extra_sheets=sheets)
+    frame, _ = rebuild_leaderboard(out_dir, config.evaluation, dump_yaml(config.model_dump(mode="json")))
     return frame
+
+
+def rebuild_leaderboard(out_dir: Path, evaluation, config_text: str | None,
+                        xlsx_path: Path | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Leaderboard, aggregated view and pivot from the run folders, written under the leaderboard lock."""
+    with file_lock(Path(out_dir) / ".leaderboard.lock"):
+        remove_temporary_files(out_dir, "leaderboard")
+        frame = build_leaderboard(out_dir, evaluation.sort_by)
+        sheets = summary_views(frame, out_dir, evaluation)
+        write_leaderboard(frame, out_dir, xlsx_path=xlsx_path, config_text=config_text, extra_sheets=sheets)
+    return frame, sheets
 
 
 def check_inputs(runs: list[RunSpec]) -> None:
@@ -266,12 +272,3 @@ def claim(run_dir: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-@contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -29,7 +29,7 @@ from benchkit.featurecache import (FeaturePassThrough, feature_cache_applies, fe
                                    with_backbone)
 from benchkit.imagecache import ImageArrayDataset, decode_split
 from benchkit.io import atomic_path, read_json, save_torch, write_json, write_text
-from benchkit.metrics import CORE_METRICS, bootstrap_ci, compute_metrics
+from benchkit.metrics import bootstrap_ci, compute_metrics
 from benchkit.model import GraderModel, build_model, count_parameters
 from benchkit.plots import try_plots, write_run_plots
 from benchkit.progress import RunProgress

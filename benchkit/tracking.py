@@ -12,11 +12,10 @@ same place. SQLite writes are serialised with a lock file, as several runs may l
 
 from __future__ import annotations
 
-import fcntl
 import math
 import numbers
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import pandas as pd
 
 from benchkit.config import MlflowTrackingConfig, RunSpec, TrackingConfig, dump_yaml
 from benchkit.errors import ConfigError
+from benchkit.io import file_lock
 from benchkit.progress import log_console
 
 RUN_FILES = ("config.yaml", "metrics.json", "details.json", "history.csv", "predictions_valid.csv",
@@ -175,7 +175,7 @@ class _MlflowBackend(_Backend):
             self.client.log_batch(self.run_id, metrics=metric_items[i:i + 100], params=param_items[i:i + 100])
 
     def _locked(self):
-        return _file_lock(self.db_path.with_name(self.db_path.name + ".lock")) if self.db_path else nullcontext()
+        return file_lock(self.db_path.with_name(self.db_path.name + ".lock")) if self.db_path else nullcontext()
 
 
 class _TensorBoardBackend(_Backend):
@@ -217,11 +217,3 @@ def _inside(path: Path, out_dir: Path) -> Path:
     return (path if path.is_absolute() else Path(out_dir) / path).resolve()
 
 
-@contextmanager
-def _file_lock(path: Path):
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,7 +1,6 @@
 """The command line: help, listing, exit statuses."""
 
 import subprocess
-import sys
 
 import pytest
 
