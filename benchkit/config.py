@@ -160,6 +160,7 @@ class EvaluationConfig(_Strict):
     bootstrap: BootstrapConfig = BootstrapConfig()
     sort_by: str = "test_mae"
     reference: str | None = Field(None, description="run name the significance tests compare against")
+    plots: bool = Field(True, description="write PNG plots per run and per experiment")
 
 
 class ModelConfig(_Strict):

@@ -118,7 +118,8 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
         for held in claims.values():
             held.close()
     frame = refresh_leaderboard(config, out_dir)
-    try_plots(write_experiment_plots, out_dir, frame, config.evaluation.sort_by)
+    if config.evaluation.plots:
+        try_plots(write_experiment_plots, out_dir, frame, config.evaluation.sort_by)
     console.print(rich_table(frame, f"{config.name}: leaderboard ({out_dir})"))
     if (out_dir / "leaderboard_aggregated.csv").is_file():
         aggregated = pd.read_csv(out_dir / "leaderboard_aggregated.csv")

@@ -165,7 +165,8 @@ def execute_run(spec: RunSpec, out_dir: Path, quiet: bool = False, resume: bool 
         row.update(_train_and_evaluate(spec, run_dir, quiet, resume, tracker))
         row["status"] = "ok"
         (run_dir / "error.log").unlink(missing_ok=True)
-        try_plots(write_run_plots, run_dir)
+        if spec.evaluation.plots:
+            try_plots(write_run_plots, run_dir)
     except Exception as exc:
         row.update(status="failed", error=_describe_error(exc, spec))
         write_text(run_dir / "error.log", traceback.format_exc())

@@ -45,7 +45,7 @@ def small_experiment(tmp_path: Path, **changes) -> Path:
         "seeds": [0],
         "train": {"epochs": 2, "batch_size": 16, "optimizer": {"lr": 3e-3}, "augmentation": "none",
                   "ema": {"enabled": False}, "early_stopping": {"patience": 5}},
-        "evaluation": {"bootstrap": {"n_resamples": 200, "seed": 0}},
+        "evaluation": {"bootstrap": {"n_resamples": 200, "seed": 0}, "plots": False},
     }
     raw.update(changes)
     path = tmp_path / "experiment.yaml"

@@ -23,7 +23,7 @@ RUN_PLOTS = ["confusion_test.png", "confusion_valid.png", "learning_curves.png",
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("plots")
-    path = small_experiment(tmp)
+    path = small_experiment(tmp, evaluation={"bootstrap": {"n_resamples": 200, "seed": 0}, "plots": True})
     out = tmp / "out"
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
     return out

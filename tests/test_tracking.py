@@ -24,7 +24,7 @@ def tracked(tmp_path_factory):
     tracking = {"mlflow": {"uri": "sqlite:///mlruns.db", "experiment": "benchkit-test"}}
     if importlib.util.find_spec("tensorboard") is not None:
         tracking["tensorboard"] = "tb"
-    path = small_experiment(tmp, tracking=tracking, train={
+    path = small_experiment(tmp, tracking=tracking, evaluation={"bootstrap": {"n_resamples": 200}, "plots": True}, train={
         "epochs": EPOCHS, "batch_size": 16, "optimizer": {"lr": 3e-3}, "augmentation": "none",
         "ema": {"enabled": False}, "early_stopping": {"patience": 10}})
     out = tmp / "out"
