@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from ema_pytorch import EMA
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from benchkit.config import TrainConfig
 from benchkit.errors import BenchkitError
@@ -272,10 +272,8 @@ class Engine:
     def _loader(self, dataset: Dataset, shuffle: bool, generator: torch.Generator | None = None):
         batch = self.config.batch_size if shuffle else (self.config.eval_batch_size or
                                                           2 * self.config.batch_size)
-        workers = self.config.num_workers
-        return DataLoader(dataset, batch_size=batch, shuffle=shuffle, generator=generator,
-                          num_workers=workers, pin_memory=self.device.type == "cuda",
-                          persistent_workers=workers > 0)
+        return batch_loader(dataset, batch, shuffle=shuffle, generator=generator,
+                            num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda")
 
     def _make_scheduler(self, steps_per_epoch: int):
         sch, epochs = self.config.scheduler, self.config.epochs
@@ -324,6 +322,35 @@ class Engine:
         if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(rng["cuda"])
         return self.state.epoch
+
+
+def batch_loader(dataset: Dataset, batch_size: int, *, shuffle: bool,
+                 generator: torch.Generator | None = None, num_workers: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
+    """The engine's DataLoader; a dataset with ``gather(indices)`` is read a whole batch at a time."""
+    options = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                   generator=generator)
+    if hasattr(dataset, "gather"):
+        order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+        return DataLoader(_Gathered(dataset), sampler=BatchSampler(order, batch_size, drop_last=False),
+                          batch_size=None, **options)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, **options)
+
+
+class _Gathered(Dataset):
+    """Indexed by whole batches: ``dataset.gather(indices)`` copies a batch at once.
+
+    Batches come in the same order, from the same generator draws, as a shuffling DataLoader's.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: list[int]):
+        return self.dataset.gather(indices)
 
 
 def _targets(dataset: Dataset) -> torch.Tensor:

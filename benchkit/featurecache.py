@@ -54,6 +54,11 @@ class FeatureDataset(Dataset):
     def __getitem__(self, index: int):
         return self.features[index], int(self.labels[index])
 
+    def gather(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole batch in one copy, as :meth:`benchkit.imagecache.ImageArrayDataset.gather`."""
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return self.features[idx], torch.from_numpy(self.labels[idx.numpy()])
+
 
 class FeaturePassThrough(nn.Module):
     """The preprocessor of a head-only engine: features are already model inputs."""

@@ -45,3 +45,8 @@ class ImageArrayDataset(Dataset):
 
     def __getitem__(self, index: int):
         return torch.from_numpy(np.array(self.images[index])), int(self.labels[index])
+
+    def gather(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole batch in one copy: ``(uint8 (B, 3, S, S), levels (B,))``, no per-image tensors."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return torch.from_numpy(np.asarray(self.images[idx])), torch.from_numpy(self.labels[idx])

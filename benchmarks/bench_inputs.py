@@ -1,7 +1,8 @@
 """Input figures on the real data at 224: the one-off cache build, resident memory, loader throughput.
 
 The cached loader is what the engine uses: ``ImageArrayDataset`` over the memory-mapped disk cache,
-a shuffling DataLoader, then kornia's reference augmentation on the batch. The baseline decodes
+read a shuffled batch at a time by ``benchkit.engine.batch_loader``, then kornia's reference
+augmentation on the batch. The baseline decodes
 every 640x640 JPEG with PIL each epoch and resizes it with torchvision, then applies the very same
 batch augmentation, so the two differ only in where the pixels come from.
 """
@@ -17,6 +18,7 @@ from torchvision.transforms import v2
 from benchkit.backbone import IMAGENET_MEAN, IMAGENET_STD
 from benchkit.datasets import Split
 from benchkit.diskcache import ImageCache
+from benchkit.engine import batch_loader
 from benchkit.imagecache import ImageArrayDataset
 from benchkit.transforms import BatchPreprocessor, reference_augmentation
 
@@ -63,8 +65,8 @@ def memory(split: Split, cache: ImageCache) -> Figure:
     rows = cache.split_array(split, progress=False)
     checksum = sum(int(rows[i].sum(dtype=np.uint64)) for i in range(len(rows)))
     mapped = resident_bytes()
-    loader = DataLoader(ImageArrayDataset(rows, split.labels), batch_size=BATCH, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
+    loader = batch_loader(ImageArrayDataset(rows, split.labels), BATCH, shuffle=True,
+                          generator=torch.Generator().manual_seed(0))
     seen = sum(len(y) for _, y in loader)
     after = resident_bytes()
     float32 = len(split) * 3 * SIZE * SIZE * 4
@@ -103,8 +105,8 @@ def pipeline(split: Split, cache: ImageCache, images: int, repeats: int = 1) -> 
     rows = cache.split_array(sub, progress=False)
     prep = BatchPreprocessor(reference_augmentation(SIZE), IMAGENET_MEAN, IMAGENET_STD)
     loaders = {
-        "cached": DataLoader(ImageArrayDataset(rows, sub.labels), batch_size=BATCH, shuffle=True,
-                             generator=torch.Generator().manual_seed(0)),
+        "cached": batch_loader(ImageArrayDataset(rows, sub.labels), BATCH, shuffle=True,
+                               generator=torch.Generator().manual_seed(0)),
         "decode": DataLoader(DecodeEveryEpoch(sub, SIZE), batch_size=BATCH, shuffle=True,
                              generator=torch.Generator().manual_seed(0)),
     }

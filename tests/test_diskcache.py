@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -182,3 +183,19 @@ def test_a_run_on_image_files_feeds_training_from_the_disk_cache(dataset, tmp_pa
     index = ImageCache(tmp_path / "cache", 16).read_index()
     assert index["rows"] == len(dataset.splits["train"]) + len(dataset.splits["valid"])
     assert not (tmp_path / "unused").exists()
+
+
+def test_the_engine_reads_cached_rows_a_batch_at_a_time_in_shuffled_order(dataset, tmp_path):
+    from torch.utils.data import DataLoader
+
+    from benchkit.engine import batch_loader
+    from benchkit.imagecache import ImageArrayDataset
+
+    split = dataset.splits["train"]
+    data = ImageArrayDataset(cached_split(split, 16, tmp_path / "cache", progress=False), split.labels)
+    gathered = list(batch_loader(data, 4, shuffle=True, generator=torch.Generator().manual_seed(5)))
+    per_item = list(DataLoader(data, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(5)))
+    assert len(gathered) == len(per_item) == 3
+    for (images, levels), (expected_images, expected_levels) in zip(gathered, per_item):
+        assert images.dtype == torch.uint8 and levels.dtype == torch.int64
+        assert torch.equal(images, expected_images) and torch.equal(levels, expected_levels)
