@@ -1,0 +1,23 @@
+"""A plain (non-editable) install carries the first-party plugins under ``benchkit.``, never top-level."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(not (REPO / "pyproject.toml").is_file(), reason="needs the source tree")
+def test_wheel_maps_plugins_under_benchkit(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("benchkit-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "benchkit/backbones/maxvit.py" in names and "benchkit/heads/coral.py" in names
+    top_level = {n.split("/")[0] for n in names if not n.startswith("benchkit-")}
+    assert top_level == {"benchkit"}
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "benchkit = benchkit.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
