@@ -31,7 +31,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 
 FULL = {"train_images": None, "pipeline_images": 256, "pipeline_repeats": 3,
         "heads": 4, "heads_per_split": 96, "heads_epochs": 2, "heads_size": 224,
-        "bootstrap_resamples": 10_000, "engine_steps": 6, "engine_size": 112, "engine_repeats": 3,
+        "bootstrap_resamples": 10_000, "engine_steps": 5, "engine_size": 112, "engine_repeats": 5,
         "scaling_counts": [300, 600, 1294]}
 QUICK = {"train_images": 256, "pipeline_images": 64, "pipeline_repeats": 2,
          "heads": 2, "heads_per_split": 6, "heads_epochs": 1, "heads_size": 96,
