@@ -35,7 +35,7 @@ FULL = {"train_images": None, "pipeline_images": 256, "pipeline_repeats": 3,
         "scaling_counts": [300, 600, 1294]}
 QUICK = {"train_images": 256, "pipeline_images": 64, "pipeline_repeats": 2,
          "heads": 2, "heads_per_split": 6, "heads_epochs": 1, "heads_size": 96,
-         "bootstrap_resamples": 1_000, "engine_steps": 3, "engine_size": 48, "engine_repeats": 2,
+         "bootstrap_resamples": 1_000, "engine_steps": 6, "engine_size": 48, "engine_repeats": 3,
          "scaling_counts": [32, 64, 128]}
 FIGURES = ("inputs", "heads", "bootstrap", "engine", "scaling")
 
