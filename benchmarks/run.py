@@ -1,7 +1,8 @@
 """benchkit speed figures, each measured against its baseline side by side in this process.
 
     python benchmarks/run.py            # the full run (several minutes on 2 CPU cores)
-    python benchmarks/run.py --quick    # shrunken sizes, under two minutes, for a check
+    python benchmarks/run.py --quick    # shrunken sizes, under two minutes: checks that it runs;
+                                        # its ratios are too small to hold the targets
 
 Prints one line per figure as ``name: value (target ...)`` ([MISSED] where a target is not met)
 and writes ``benchmarks/results.json`` with every figure's details and the sizes used. Figures on
@@ -33,9 +34,9 @@ FULL = {"train_images": None, "pipeline_images": 256, "pipeline_repeats": 3,
         "heads": 4, "heads_per_split": 96, "heads_epochs": 2, "heads_size": 224,
         "bootstrap_resamples": 10_000, "engine_steps": 5, "engine_size": 112, "engine_repeats": 5,
         "scaling_counts": [300, 600, 1294]}
-QUICK = {"train_images": 256, "pipeline_images": 64, "pipeline_repeats": 2,
+QUICK = {"train_images": 256, "pipeline_images": 32, "pipeline_repeats": 2,
          "heads": 2, "heads_per_split": 6, "heads_epochs": 1, "heads_size": 96,
-         "bootstrap_resamples": 1_000, "engine_steps": 6, "engine_size": 48, "engine_repeats": 3,
+         "bootstrap_resamples": 1_000, "engine_steps": 4, "engine_size": 32, "engine_repeats": 2,
          "scaling_counts": [32, 64, 128]}
 FIGURES = ("inputs", "heads", "bootstrap", "engine", "scaling")
 
