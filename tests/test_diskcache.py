@@ -176,7 +176,7 @@ def test_a_run_on_image_files_feeds_training_from_the_disk_cache(dataset, tmp_pa
                     "image_size": 16, "cache_dir": str(tmp_path / "cache")},
            "models": [{"backbone": "tiny_cnn", "head": "regression"}],
            "train": {"epochs": 1, "batch_size": 4, "augmentation": "none", "ema": {"enabled": False}},
-           "evaluation": {"bootstrap": {"n_resamples": 0}}}
+           "evaluation": {"bootstrap": {"n_resamples": 0}, "plots": False}}
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(raw))
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
