@@ -56,8 +56,9 @@ class RunProgress:
             self._progress.update(self._task, completed=row["epoch"], loss=f"{row['train_loss']:.4f}",
                                   metric=text)
         else:
+            extra = "" if self.monitor == "loss" else f" {text}"
             print(f"{self.run_id} epoch {row['epoch']}/{self.epochs} train_loss {row['train_loss']:.4f} "
-                  f"valid_loss {row['valid_loss']:.4f} {text} ({row['seconds']:.1f}s)",
+                  f"valid_loss {row['valid_loss']:.4f}{extra} ({row['seconds']:.1f}s)",
                   file=sys.stderr, flush=True)
 
     def set_total(self, epochs_run: int) -> None:
