@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from benchkit.head import Prediction
-from ._common import probs_from_cumulative
+from ._common import check_choice, check_number, probs_from_cumulative
 
 CALIBRATE_METRICS = ("qwk", "mae")
 _MAX_CANDIDATES = 256
@@ -125,10 +125,15 @@ class CutPointDecoder(nn.Module):
 
 
 class ThresholdDecoder(nn.Module):
-    """Maps exceedance probabilities ``P(y > k)`` to ``#{k : P(y > k) > threshold}``."""
+    """Maps exceedance probabilities ``P(y > k)`` to ``#{k : P(y > k) > threshold}``.
+
+    Validates the threshold-head options ``threshold`` (in (0, 1)) and ``calibrate_metric``.
+    """
 
     def __init__(self, num_classes: int, threshold: float = 0.5, metric: str = "qwk"):
         super().__init__()
+        threshold = check_number("threshold", threshold, low=0.0, high=1.0, low_open=True, high_open=True)
+        metric = check_choice("calibrate_metric", metric, CALIBRATE_METRICS)
         self.num_classes = num_classes
         self.default_threshold = threshold
         self.metric = metric

@@ -14,8 +14,8 @@ from torch import nn
 
 from benchkit.head import Head, Prediction
 from benchkit.registry import register_head
-from ._calibration import CALIBRATE_METRICS, ThresholdDecoder, threshold_decodings
-from ._common import (check_choice, check_dropout, check_number, check_targets,
+from ._calibration import ThresholdDecoder, threshold_decodings
+from ._common import (check_choice, check_dropout, check_targets,
                            inverse_softplus, weighted_mean)
 
 
@@ -37,15 +37,13 @@ class CoralHead(Head):
     def __init__(self, in_features: int, num_classes: int, threshold: float = 0.5,
                  decode: str = "threshold", calibrate_metric: str = "qwk", dropout: float = 0.0):
         super().__init__(in_features, num_classes)
-        threshold = check_number("threshold", threshold, low=0.0, high=1.0, low_open=True, high_open=True)
         self.decode = check_choice("decode", decode, self.decodings)
         self.dropout = nn.Dropout(check_dropout(dropout))
         self.linear = nn.Linear(in_features, 1, bias=False)
         gap = 1.0 / (num_classes - 1)
         self.first_bias = nn.Parameter(torch.tensor(1.0))
         self.bias_gaps = nn.Parameter(torch.full((num_classes - 2,), inverse_softplus(gap)))
-        self.decoder = ThresholdDecoder(num_classes, threshold, check_choice(
-            "calibrate_metric", calibrate_metric, CALIBRATE_METRICS))
+        self.decoder = ThresholdDecoder(num_classes, threshold, calibrate_metric)
 
     def biases(self) -> torch.Tensor:
         """The K-1 strictly decreasing biases ``b_k``."""
