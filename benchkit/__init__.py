@@ -1,5 +1,6 @@
 """benchkit: benchmark deep models against each other on ordinal image-grading tasks."""
 
+from benchkit import _checkout  # noqa: F401  (first: lets a source checkout import benchkit.heads/backbones)
 from benchkit.registry import register_backbone, register_head
 
 __version__ = "0.1.0"
@@ -12,3 +13,4 @@ def __getattr__(name: str):
         from benchkit.predict import load_run
         return load_run
     raise AttributeError(f"module 'benchkit' has no attribute {name!r}")
+

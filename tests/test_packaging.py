@@ -21,3 +21,16 @@ def test_wheel_maps_plugins_under_benchkit(tmp_path):
     assert top_level == {"benchkit"}
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "benchkit = benchkit.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+@pytest.mark.skipif(not (REPO / "pyproject.toml").is_file(), reason="needs the source tree")
+def test_python_started_in_the_checkout_imports_the_checkout_plugins():
+    """``python -m benchkit`` / subprocesses / Ray workers started in the repo root import benchkit from source."""
+    code = "import benchkit, benchkit.heads.coral, benchkit.backbones.maxvit as m; print(benchkit.__file__); print(m.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True)
+    package, plugin = out.stdout.split()
+    assert Path(package) == REPO / "benchkit" / "__init__.py"
+    assert Path(plugin) == REPO / "backbones" / "maxvit.py"
+    listed = subprocess.run([sys.executable, "-m", "benchkit", "list", "heads"], cwd=REPO, check=True,
+                            capture_output=True, text=True)
+    assert "coral" in listed.stdout
