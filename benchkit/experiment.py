@@ -26,7 +26,7 @@ from benchkit.aggregate import aggregated_table, summary_views
 from benchkit.config import ExperimentConfig, RunSpec, dump_yaml, expand_runs, load_experiment
 from benchkit.errors import BenchkitError, ConfigError
 from benchkit.executors import Executor, LocalExecutor, RunTask
-from benchkit.io import file_lock, remove_temporary_files, write_text
+from benchkit.io import file_lock, load_torch, remove_temporary_files, write_text
 from benchkit.leaderboard import build_leaderboard, rich_table, write_leaderboard
 from benchkit.model import build_model, count_parameters
 from benchkit.plots import try_plots, write_experiment_plots
@@ -244,7 +244,18 @@ def _prepare_resume(spec: RunSpec, run_dir: Path) -> bool:
             if path.name != _LOCK_NAME:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
     remove_temporary_files(run_dir)
-    return (run_dir / "last.pt").is_file()
+    checkpoint = run_dir / "last.pt"
+    if not checkpoint.is_file():
+        return False
+    try:
+        load_torch(checkpoint, mmap=True)
+    except Exception as exc:  # truncated/corrupted by the disk or a copy: nothing in it can be trusted
+        log_console.print(f"[yellow]{spec.run_id}: its checkpoint {checkpoint} cannot be read "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                          f"starting it fresh[/]")
+        checkpoint.unlink()
+        return False
+    return True
 
 
 _LOCK_NAME = ".lock"

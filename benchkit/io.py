@@ -60,9 +60,12 @@ def save_torch(path: str | Path, obj: Any) -> None:
         torch.save(obj, tmp)
 
 
-def load_torch(path: str | Path) -> Any:
-    """Load a checkpoint safely (``weights_only=True``: tensors and plain containers only)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load_torch(path: str | Path, mmap: bool = False) -> Any:
+    """Load a checkpoint safely (``weights_only=True``: tensors and plain containers only).
+
+    ``mmap=True`` maps the tensors instead of reading them: a cheap check that the file opens.
+    """
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def _json_default(value: Any):

@@ -158,3 +158,15 @@ def test_refuse_changed_exits_2_and_keeps_the_checkpoint(finished_small, tmp_pat
     assert code == 2
     assert SMALL_RUN in err and "train.optimizer.lr: 0.003 -> 0.001" in err and "--fresh" in err
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+
+
+def test_unreadable_checkpoint_is_said_and_the_run_started_fresh(finished_small, tmp_path, capsys):
+    experiment, out, run_dir = _copy(finished_small, tmp_path, interrupted=True)
+    checkpoint = run_dir / "last.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])  # truncated by a bad copy
+    assert main(["run", str(experiment), "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"{SMALL_RUN}: its checkpoint" in err and "cannot be read" in err and "starting it fresh" in err
+    assert "resuming" not in err
+    assert len(pd.read_csv(run_dir / "history.csv")) == 2
+    assert_same_results(run_results(finished_small[1] / "runs" / SMALL_RUN), run_results(run_dir))
