@@ -19,6 +19,7 @@ EPILOG = """examples:
   benchkit run experiments/quickstart.yaml --executor ray --ray-address auto
   benchkit report results/quickstart
   benchkit predict --run results/quickstart/runs/<run_id> scalp1.jpg scalp2.jpg --json
+  benchkit cache info
 """
 
 
@@ -85,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default=None, help="torch device (default: CUDA when present)")
     predict.set_defaults(func=_cmd_predict)
 
+    cache = sub.add_parser("cache", help="show or clear the decoded-image and feature caches",
+                           description="The caches only grow (a changed image or a new backbone adds entries). "
+                                       "'info' lists what they hold; 'clear' deletes it, under the writers' locks.")
+    cache.add_argument("action", choices=["info", "clear"])
+    cache.add_argument("--cache-dir", type=Path, default=None,
+                       help="cache folder (default: $BENCHKIT_CACHE_DIR, else ~/.cache/benchkit)")
+    cache.add_argument("--only", choices=["images", "features"], default=None,
+                       help="clear: only this cache (default: both)")
+    cache.add_argument("--json", action="store_true", help="info: print one JSON document")
+    cache.set_defaults(func=_cmd_cache)
+
     _add_optional_commands(sub)
     return parser
 
@@ -123,6 +135,35 @@ def _cmd_run(args) -> int:
     console.print(f"leaderboard: {out_dir / 'leaderboard.csv'} and {out_dir / 'leaderboard.xlsx'}")
     failed = int((frame.get("status") != "ok").sum()) if not frame.empty else 0
     return 1 if failed else 0
+
+
+def _cmd_cache(args) -> int:
+    import json
+
+    from rich.table import Table
+
+    from benchkit.cachedir import cache_usage, clear_cache
+    from benchkit.diskcache import resolve_cache_dir
+    root = resolve_cache_dir(args.cache_dir)
+    if args.action == "clear":
+        freed = clear_cache(root, images=args.only in (None, "images"), features=args.only in (None, "features"))
+        console.print(f"cleared {args.only or 'images and features'} in {root}: {freed / 1e6:.1f} MB freed")
+        return 0
+    usage = cache_usage(root)
+    if args.json:
+        print(json.dumps(usage, indent=2))
+        return 0
+    table = Table(title=f"cache {root}", header_style="bold cyan")
+    for col in ("cache", "entry", "images", "MB"):
+        table.add_column(col, justify="right" if col in ("images", "MB") else "left")
+    for item in usage["images"]:
+        table.add_row("images", item["folder"], str(item["images"]), f"{item['bytes'] / 1e6:.1f}")
+    for item in usage["features"]:
+        entry = f"{item.get('backbone', '?')} {item.get('size', '?')}px {item.get('split', '?')} ({item['key'][:8]})"
+        table.add_row("features", entry, str(item.get("images", "")), f"{item['bytes'] / 1e6:.1f}")
+    console.print(table)
+    console.print(f"total: {usage['total_bytes'] / 1e6:.1f} MB")
+    return 0
 
 
 def _cmd_list(args) -> int:

@@ -28,6 +28,7 @@ from benchkit.imagecache import decode_image
 from benchkit.io import file_lock, write_json
 
 CACHE_ENV = "BENCHKIT_CACHE_DIR"
+IMAGES_FOLDER = "images"
 RESIZE_SETTINGS = "pil-rgb-bilinear-v1"
 """Names the decode of :func:`benchkit.imagecache.decode_image`; change it when that decode changes."""
 INDEX_FORMAT = 1
@@ -102,7 +103,7 @@ class ImageCache:
 
     def __init__(self, root: str | Path, size: int, workers: int | None = None):
         self.size = int(size)
-        self.folder = Path(root) / "images" / f"{self.size}px-{RESIZE_SETTINGS}"
+        self.folder = Path(root) / IMAGES_FOLDER / f"{self.size}px-{RESIZE_SETTINGS}"
         self.workers = workers or min(8, os.cpu_count() or 1)
         self.row_bytes = 3 * self.size * self.size
         self.decoded = 0

@@ -28,6 +28,7 @@ from benchkit.model import GraderModel
 from benchkit.transforms import BatchPreprocessor
 
 FEATURE_FORMAT = "features-v1"
+FEATURES_FOLDER = "features"
 MEMORY_ENTRIES = 32
 
 _MEMORY: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -184,7 +185,7 @@ def _lookup(key: str, compute, cache_dir: Path | None, description: dict) -> tor
     if cache_dir is None:
         features = compute()
     else:
-        folder = Path(cache_dir) / "features"
+        folder = Path(cache_dir) / FEATURES_FOLDER
         path = folder / f"{key}.npy"
         with file_lock(folder / f"{key}.lock"):
             if path.is_file():

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PLUGIN = REPO / "tests" / "plugins" / "tiny_backbone.py"
@@ -51,3 +53,21 @@ def small_experiment(tmp_path: Path, **changes) -> Path:
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+IMAGEFOLDER_CLASSES = ["low", "mid", "high"]
+
+
+def write_imagefolder(root: Path, per_class: int = 3, seed: int = 0) -> None:
+    """A small imagefolder with odd sizes and modes (RGB, grayscale, RGBA, palette)."""
+    rng = np.random.default_rng(seed)
+    modes = ["RGB", "L", "RGBA", "P"]
+    for split in ("train", "valid"):
+        for level, name in enumerate(IMAGEFOLDER_CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                h, w = int(rng.integers(20, 50)), int(rng.integers(20, 50))
+                pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                image = Image.fromarray(pixels, "RGB")
+                mode = modes[(level + i) % len(modes)]
+                image = image.convert(mode) if mode != "P" else image.quantize(16)
+                image.save(folder / f"{split}{level}{i}.png")

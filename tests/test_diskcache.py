@@ -15,31 +15,11 @@ from benchkit.cli import main
 from benchkit.datasets import read_imagefolder
 from benchkit.diskcache import ImageCache, MappedRows, cached_split, resolve_cache_dir
 from benchkit.imagecache import decode_image, decode_split
-from conftest import TINY_PLUGIN
-
-CLASSES = ["low", "mid", "high"]
-
-
-def _write_images(root: Path, per_class: int = 3, seed: int = 0) -> None:
-    """A small imagefolder with odd sizes and modes (RGB, grayscale, RGBA, palette)."""
-    rng = np.random.default_rng(seed)
-    modes = ["RGB", "L", "RGBA", "P"]
-    for split in ("train", "valid"):
-        for level, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                h, w = int(rng.integers(20, 50)), int(rng.integers(20, 50))
-                pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-                image = Image.fromarray(pixels, "RGB")
-                mode = modes[(level + i) % len(modes)]
-                image = image.convert(mode) if mode != "P" else image.quantize(16)
-                image.save(folder / f"{split}{level}{i}.png")
-
+from conftest import IMAGEFOLDER_CLASSES as CLASSES, TINY_PLUGIN, write_imagefolder
 
 @pytest.fixture
 def dataset(tmp_path):
-    _write_images(tmp_path / "data")
+    write_imagefolder(tmp_path / "data")
     return read_imagefolder(tmp_path / "data", CLASSES)
 
 
