@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from benchkit.errors import BenchkitError
@@ -45,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
                       help="skip finished runs and continue interrupted ones (the default)")
-    mode.add_argument("--fresh", action="store_true", help="delete earlier results of these runs first")
+    mode.add_argument("--fresh", action="store_true",
+                      help="train these runs again, deleting their earlier results (what a concurrent command "
+                           "finishes after this one started is kept)")
     run.add_argument("--refuse-changed", action="store_true",
                      help="stop instead of restarting a run whose config changed since its checkpoint")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -111,6 +114,7 @@ def _add_optional_commands(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.started = time.time()  # `run --fresh` keeps what concurrent commands finish after this
     try:
         return int(args.func(args) or 0)
     except BenchkitError as exc:
@@ -131,7 +135,7 @@ def _cmd_run(args) -> int:
     out_dir = args.out or default_out_dir(config)
     executor = make_executor(args.executor, args.jobs, args.ray_address)
     frame = run_experiment(config, runs, out_dir, quiet=args.quiet, fresh=args.fresh,
-                           refuse_changed=args.refuse_changed, executor=executor)
+                           refuse_changed=args.refuse_changed, executor=executor, started=args.started)
     console.print(f"leaderboard: {out_dir / 'leaderboard.csv'} and {out_dir / 'leaderboard.xlsx'}")
     failed = int((frame.get("status") != "ok").sum()) if not frame.empty else 0
     return 1 if failed else 0

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import socket
+import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -74,9 +75,13 @@ def dry_run(runs: list[RunSpec], num_classes: int | None = None) -> Table:
 
 def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path, *,
                    quiet: bool = False, fresh: bool = False, refuse_changed: bool = False,
-                   executor: Executor | None = None) -> pd.DataFrame:
+                   executor: Executor | None = None, started: float | None = None) -> pd.DataFrame:
     """Check the inputs of the unfinished runs, run them through ``executor`` (default: here, in
-    order) and return the leaderboard. Each run is claimed just before it is handed over."""
+    order) and return the leaderboard. Each run is claimed just before it is handed over.
+
+    ``fresh`` redoes the runs whose results were written before ``started`` (``time.time()`` when
+    the command began; default: now); results a concurrent command wrote since then are kept.
+    """
     out_dir = Path(out_dir)
     pending = [spec for spec in runs if fresh or not _finished(spec, run_dir_of(out_dir, spec.run_id))]
     if refuse_changed and not fresh:
@@ -85,13 +90,12 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "experiment.yaml", dump_yaml(config.model_dump(mode="json")))
     claims: dict[str, ExitStack] = {}
+    started = time.time() if started is None else started
 
     def claimed_tasks():
         for i, spec in enumerate(runs, start=1):
             run_dir = run_dir_of(out_dir, spec.run_id)
-            if fresh and run_dir.exists():
-                shutil.rmtree(run_dir)
-            if _finished(spec, run_dir):
+            if not fresh and _finished(spec, run_dir):
                 log_console.print(f"[{i}/{len(runs)}] {spec.run_id}: finished earlier, skipped")
                 continue
             held = claims[spec.run_id] = ExitStack()
@@ -99,8 +103,11 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
                 claims.pop(spec.run_id).close()
                 log_console.print(f"[{i}/{len(runs)}] {spec.run_id}: running in another process, skipped")
                 continue
-            if _finished(spec, run_dir):
+            if fresh and not _finished_since(spec, run_dir, started):
+                _empty_run_dir(run_dir)
+            elif _finished(spec, run_dir):  # by another process since this one looked
                 claims.pop(spec.run_id).close()
+                log_console.print(f"[{i}/{len(runs)}] {spec.run_id}: finished by another process, skipped")
                 continue
             resume = _prepare_resume(spec, run_dir)
             log_console.print(f"[{i}/{len(runs)}] {spec.run_id}" + (" (resuming)" if resume else ""))
@@ -223,6 +230,19 @@ def _finished(spec: RunSpec, run_dir: Path) -> bool:
     return row is not None and row.get("status") == "ok" and not config_changes(spec, run_dir)
 
 
+def _finished_since(spec: RunSpec, run_dir: Path, since: float) -> bool:
+    """Finished (``--fresh``: by a concurrent process) after ``since``, a ``time.time()`` value."""
+    metrics = run_dir / "metrics.json"
+    return _finished(spec, run_dir) and metrics.stat().st_mtime >= since
+
+
+def _empty_run_dir(run_dir: Path) -> None:
+    """Delete everything a run wrote, keeping the lock file its claim holds."""
+    for path in run_dir.iterdir():
+        if path.name != _LOCK_NAME:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def _refuse_changed_runs(runs: list[RunSpec], out_dir: Path) -> None:
     changed = [(spec.run_id, changes) for spec in runs
                if (changes := config_changes(spec, run_dir_of(out_dir, spec.run_id)))]
@@ -240,9 +260,7 @@ def _prepare_resume(spec: RunSpec, run_dir: Path) -> bool:
     if changes:
         log_console.print(f"[yellow]{spec.run_id}: config changed since its earlier checkpoint or results "
                           f"({'; '.join(changes[:3])}); starting it fresh[/]")
-        for path in run_dir.iterdir():
-            if path.name != _LOCK_NAME:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        _empty_run_dir(run_dir)
     remove_temporary_files(run_dir)
     checkpoint = run_dir / "last.pt"
     if not checkpoint.is_file():

@@ -39,3 +39,22 @@ def test_a_claimed_run_is_refused_to_others_until_released(tmp_path):
             assert first and not second
     with claim(run_dir) as again:
         assert again
+
+
+def test_two_fresh_processes_over_a_finished_grid_train_every_run_once_more(tmp_path):
+    experiment = small_experiment(tmp_path, seeds=SEEDS[:2])
+    out = tmp_path / "out"
+    assert start(experiment, out, tmp_path / "first.log").wait(timeout=300) == 0
+    logs = [tmp_path / f"fresh{i}.log" for i in range(2)]
+    processes = [start(experiment, out, log, "--fresh") for log in logs]
+    try:
+        codes = [p.wait(timeout=300) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    texts = [log.read_text() for log in logs]
+    assert codes == [0, 0], texts
+    expected = [f"tiny_cnn-regression__s{seed}" for seed in SEEDS[:2]]
+    trained = [run_id for text in texts for run_id in re.findall(r"^(\S+): training up to", text, re.M)]
+    assert sorted(trained) == expected, texts
+    assert sorted(pd.read_csv(out / "leaderboard.csv").run_id) == expected

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from benchkit.cli import main
+from benchkit.experiment import claim
 from benchkit.io import read_json
 from benchkit.progress import RunProgress
 from benchkit_process import assert_same_results, run, run_results, start, wait_for
@@ -170,3 +171,25 @@ def test_unreadable_checkpoint_is_said_and_the_run_started_fresh(finished_small,
     assert "resuming" not in err
     assert len(pd.read_csv(run_dir / "history.csv")) == 2
     assert_same_results(run_results(finished_small[1] / "runs" / SMALL_RUN), run_results(run_dir))
+
+
+def test_fresh_trains_a_finished_run_again(finished_small, tmp_path, capsys):
+    experiment, out, run_dir = _copy(finished_small, tmp_path, interrupted=False)
+    (run_dir / "stale.txt").write_text("from an earlier attempt")
+    before = (run_dir / "metrics.json").stat().st_mtime_ns
+    assert main(["run", str(experiment), "--out", str(out), "--fresh", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"{SMALL_RUN}: training up to" in err and "skipped" not in err
+    assert (run_dir / "metrics.json").stat().st_mtime_ns > before and not (run_dir / "stale.txt").exists()
+    assert_same_results(run_results(finished_small[1] / "runs" / SMALL_RUN), run_results(run_dir))
+
+
+def test_fresh_leaves_a_run_that_another_process_holds_alone(finished_small, tmp_path, capsys):
+    experiment, out, run_dir = _copy(finished_small, tmp_path, interrupted=True)
+    files = lambda: {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.name != ".lock"}  # noqa: E731
+    before = files()
+    with claim(run_dir) as held:
+        assert held
+        main(["run", str(experiment), "--out", str(out), "--fresh", "--quiet"])
+    assert f"{SMALL_RUN}: running in another process, skipped" in capsys.readouterr().err
+    assert files() == before
