@@ -13,4 +13,3 @@ def __getattr__(name: str):
         from benchkit.predict import load_run
         return load_run
     raise AttributeError(f"module 'benchkit' has no attribute {name!r}")
-
