@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from benchkit.backbone import Backbone
+from benchkit.models.backbone import Backbone
 from benchkit.errors import WeightsError
 from benchkit.registry import register_backbone
-from benchkit.weights import check_weights_options, load_into, rename_by_order
+from benchkit.models.weights import check_weights_options, load_into, rename_by_order
 
 from .timm_models import timm_backbone
 

@@ -14,10 +14,10 @@ from torch import nn
 from torchvision.models import MaxVit_T_Weights
 from torchvision.models.maxvit import MaxVit
 
-from benchkit.backbone import Backbone
+from benchkit.models.backbone import Backbone
 from benchkit.errors import ConfigError
 from benchkit.registry import register_backbone
-from benchkit.weights import check_weights_options, download_state_dict, load_into, load_weights_file
+from benchkit.models.weights import check_weights_options, download_state_dict, load_into, load_weights_file
 
 from .torchvision_models import preprocessing
 

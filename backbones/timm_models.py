@@ -12,10 +12,10 @@ import difflib
 import timm
 from torch import nn
 
-from benchkit.backbone import Backbone
+from benchkit.models.backbone import Backbone
 from benchkit.errors import ConfigError, WeightsError
 from benchkit.registry import register_backbone
-from benchkit.weights import check_weights_options, hub_cache_file, load_weights_file
+from benchkit.models.weights import check_weights_options, hub_cache_file, load_weights_file
 
 from ._parts import children_before, group, own_parameters
 

@@ -12,10 +12,10 @@ import difflib
 import torchvision
 from torch import nn
 
-from benchkit.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from benchkit.models.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone
 from benchkit.errors import ConfigError
 from benchkit.registry import register_backbone
-from benchkit.weights import check_weights_options, download_state_dict, load_into, load_weights_file
+from benchkit.models.weights import check_weights_options, download_state_dict, load_into, load_weights_file
 
 from ._parts import children_before, own_parameters, replace_module
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchkit.diskcache import IMAGES_FOLDER, ImageCache
-from benchkit.featurecache import FEATURES_FOLDER
+from benchkit.data.image_cache import IMAGES_FOLDER, ImageCache
+from benchkit.training.feature_cache import FEATURES_FOLDER
 from benchkit.io import file_lock
 
 

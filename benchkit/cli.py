@@ -147,7 +147,7 @@ def _cmd_cache(args) -> int:
     from rich.table import Table
 
     from benchkit.cachedir import cache_usage, clear_cache
-    from benchkit.diskcache import resolve_cache_dir
+    from benchkit.data.image_cache import resolve_cache_dir
     root = resolve_cache_dir(args.cache_dir)
     if args.action == "clear":
         freed = clear_cache(root, images=args.only in (None, "images"), features=args.only in (None, "features"))
@@ -216,12 +216,12 @@ def _backbone_table(pattern: str):
 def _cmd_leaderboard(args) -> int:
     import yaml
 
-    from benchkit.aggregate import aggregated_table
+    from benchkit.results.aggregate import aggregated_table
     from benchkit.config import EvaluationConfig
     from benchkit.errors import ConfigError
     from benchkit.experiment import rebuild_leaderboard
-    from benchkit.leaderboard import rich_table
-    from benchkit.plots import try_plots, write_experiment_plots
+    from benchkit.results.leaderboard import rich_table
+    from benchkit.results.plots import try_plots, write_experiment_plots
     if not (args.out_dir / "runs").is_dir():
         raise ConfigError(f"{args.out_dir}: no runs/ folder here (is this a benchkit results folder?)")
     config_path = args.out_dir / "experiment.yaml"
@@ -239,7 +239,7 @@ def _cmd_leaderboard(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from benchkit.report import write_report
+    from benchkit.results.report import write_report
     path = write_report(args.out_dir, args.output)
     console.print(f"report: {path}")
     return 0

@@ -16,8 +16,8 @@ from benchkit.errors import BenchkitError
 
 def add_data_commands(subparsers) -> argparse.ArgumentParser:
     """Add ``data check`` and ``data fetch`` to an argparse subparsers object; returns the ``data`` parser."""
-    from benchkit.audit import PHASH_THRESHOLD
-    from benchkit.fetch import KNOWN_DATASETS
+    from benchkit.data.audit import PHASH_THRESHOLD
+    from benchkit.data.fetch import KNOWN_DATASETS
 
     data = subparsers.add_parser("data", help="check or fetch datasets",
                                  description="Check a dataset for leaks and broken files, or fetch one.")
@@ -61,7 +61,7 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
 
 def run_check(args: argparse.Namespace) -> int:
     """Audit the dataset the arguments name; 0 when clean, 1 when problems were found."""
-    from benchkit.audit import audit_dataset, print_report, resolve_target
+    from benchkit.data.audit import audit_dataset, print_report, resolve_target
 
     classes = [c.strip() for item in args.classes or [] for c in item.split(",") if c.strip()] or None
     target = resolve_target(args.dataset, layout=args.layout, classes=classes,
@@ -83,7 +83,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_fetch(args: argparse.Namespace) -> int:
     """Fetch the named dataset; 0 on success (errors raise and map to their exit status)."""
-    from benchkit.fetch import fetch_dataset
+    from benchkit.data.fetch import fetch_dataset
 
     dest = args.dest if args.dest is not None else Path("data") / args.name
     fetch_dataset(args.name, dest, url=args.url, sha256=args.sha256, timeout=args.timeout, force=args.force)

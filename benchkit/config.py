@@ -196,7 +196,7 @@ class MlflowTrackingConfig(_Strict):
 
 
 class TrackingConfig(_Strict):
-    """Optional trackers each run is logged to (see :mod:`benchkit.tracking`)."""
+    """Optional trackers each run is logged to (see :mod:`benchkit.results.tracking`)."""
 
     mlflow: MlflowTrackingConfig | None = None
     tensorboard: Path | None = Field(None, description="TensorBoard log folder (relative: inside the output folder)")

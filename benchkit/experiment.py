@@ -23,14 +23,14 @@ import pandas as pd
 import yaml
 from rich.table import Table
 
-from benchkit.aggregate import aggregated_table, summary_views
+from benchkit.results.aggregate import aggregated_table, summary_views
 from benchkit.config import ExperimentConfig, RunSpec, dump_yaml, expand_runs, load_experiment
 from benchkit.errors import BenchkitError, ConfigError
 from benchkit.executors import Executor, LocalExecutor, RunTask
 from benchkit.io import file_lock, load_torch, remove_temporary_files, write_text
-from benchkit.leaderboard import build_leaderboard, rich_table, write_leaderboard
-from benchkit.model import build_model, count_parameters
-from benchkit.plots import try_plots, write_experiment_plots
+from benchkit.results.leaderboard import build_leaderboard, rich_table, write_leaderboard
+from benchkit.models.grader import build_model, count_parameters
+from benchkit.results.plots import try_plots, write_experiment_plots
 from benchkit.progress import console, log_console
 from benchkit.registry import import_plugins
 from benchkit.runner import load_dataset, prepare_dataset, read_run_row, run_dir_of

@@ -3,7 +3,7 @@
 ``load_run(RUN_DIR)`` reads ``config.yaml`` (imports the plugins it names, builds the model without
 downloading anything) and ``best.pt`` (``weights_only=True``), and returns a :class:`LoadedRun`
 whose ``predict(images)`` resizes each PIL image to the run's input size exactly as training did
-(:func:`benchkit.imagecache.decode_image`), normalises with the backbone's mean/std, applies no
+(:func:`benchkit.data.decode.decode_image`), normalises with the backbone's mean/std, applies no
 augmentation, and decodes the head's outputs into level, continuous score and, for heads that have
 them, class probabilities.
 """
@@ -19,13 +19,13 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from benchkit.config import RunSpec
-from benchkit.engine import autocast_dtype, resolve_device
+from benchkit.training.engine import autocast_dtype, resolve_device
 from benchkit.errors import BenchkitError, ConfigError, DataError
-from benchkit.imagecache import decode_image
+from benchkit.data.decode import decode_image
 from benchkit.io import load_torch
-from benchkit.model import GraderModel, build_model
+from benchkit.models.grader import GraderModel, build_model
 from benchkit.registry import import_plugins
-from benchkit.transforms import BatchPreprocessor
+from benchkit.training.transforms import BatchPreprocessor
 
 
 class LoadedRun:

@@ -115,12 +115,12 @@ HEADS = Registry("head", "benchkit.heads", "benchkit.heads")
 
 
 def register_backbone(name: str | None = None, *, force: bool = False, prefix: bool = False):
-    """Register a backbone factory ``f(**options) -> benchkit.backbone.Backbone``."""
+    """Register a backbone factory ``f(**options) -> benchkit.models.backbone.Backbone``."""
     return BACKBONES.register(name, force=force, prefix=prefix)
 
 
 def register_head(name: str | None = None, *, force: bool = False):
-    """Register a head class (a ``benchkit.head.Head`` subclass) under ``name``."""
+    """Register a head class (a ``benchkit.models.head.Head`` subclass) under ``name``."""
     return HEADS.register(name, force=force)
 
 

@@ -21,21 +21,21 @@ import pandas as pd
 import torch
 
 from benchkit.config import DataConfig, RunSpec, dump_yaml
-from benchkit.datasets import Dataset, Split, read_imagefolder, read_roboflow_csv
-from benchkit.diskcache import cached_split, resolve_cache_dir
-from benchkit.engine import Engine, resolve_device
+from benchkit.data.datasets import Dataset, Split, read_imagefolder, read_roboflow_csv
+from benchkit.data.image_cache import cached_split, resolve_cache_dir
+from benchkit.training.engine import Engine, resolve_device
 from benchkit.errors import BenchkitError, DataError
-from benchkit.featurecache import (FeaturePassThrough, feature_cache_applies, feature_sets, head_only,
+from benchkit.training.feature_cache import (FeaturePassThrough, feature_cache_applies, feature_sets, head_only,
                                    with_backbone)
-from benchkit.imagecache import ImageArrayDataset, decode_split
+from benchkit.data.decode import ImageArrayDataset, decode_split
 from benchkit.io import atomic_path, read_json, save_torch, write_json, write_text
-from benchkit.metrics import bootstrap_ci, compute_metrics
-from benchkit.model import GraderModel, build_model, count_parameters
-from benchkit.plots import try_plots, write_run_plots
+from benchkit.evaluation.metrics import bootstrap_ci, compute_metrics
+from benchkit.models.grader import GraderModel, build_model, count_parameters
+from benchkit.results.plots import try_plots, write_run_plots
 from benchkit.progress import RunProgress
 from benchkit.registry import import_plugins
-from benchkit.tracking import RunTracker, open_tracker
-from benchkit.transforms import BatchPreprocessor, build_augmentation
+from benchkit.results.tracking import RunTracker, open_tracker
+from benchkit.training.transforms import BatchPreprocessor, build_augmentation
 
 EVAL_SPLITS = ("valid", "test")
 
@@ -65,7 +65,7 @@ def load_dataset(data: DataConfig, base_dir: Path = Path(".")) -> Dataset:
 def _load_dataset_cached(data_json: str, root: str | None) -> Dataset:
     data = DataConfig.model_validate_json(data_json)
     if data.format == "synthetic":
-        from benchkit.synthetic import make_synthetic_dataset
+        from benchkit.data.synthetic import make_synthetic_dataset
         syn = data.synthetic
         return make_synthetic_dataset(syn.num_classes, {"train": syn.train, "valid": syn.valid,
                                                         "test": syn.test}, syn.image_size, syn.seed)
@@ -78,7 +78,7 @@ def prepare_dataset(spec: RunSpec) -> Dataset:
     """The run's train/valid/test: official or subject-disjoint split, then the optional slice."""
     dataset = load_dataset(spec.data, spec.base_dir)
     if spec.data.split != "official":
-        from benchkit.splits import make_splits
+        from benchkit.data.splits import make_splits
         chosen = make_splits(dataset, spec.data.split, k=spec.data.folds, fold=spec.fold,
                              fractions=spec.data.holdout_fractions, seed=spec.data.split_seed,
                              subject_regex=spec.data.subject_regex,

@@ -1,4 +1,4 @@
-"""Bootstrap: ``benchkit.metrics.bootstrap_ci`` against the reference study's per-resample scikit-learn loop.
+"""Bootstrap: ``benchkit.evaluation.metrics.bootstrap_ci`` against the reference study's per-resample scikit-learn loop.
 
 Both use the same resample index matrix (n=133 like the valid split, 10,000 resamples) and the same
 four metrics (accuracy, MAE, MAPE on the 1..K scale, quadratic kappa); the figure is the speed-up,
@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.metrics import (accuracy_score, cohen_kappa_score, mean_absolute_error,
                              mean_absolute_percentage_error)
 
-from benchkit.metrics import bootstrap_ci, bootstrap_indices, summarize_resamples
+from benchkit.evaluation.metrics import bootstrap_ci, bootstrap_indices, summarize_resamples
 
 from _bench import Figure, timed
 

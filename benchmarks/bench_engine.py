@@ -1,4 +1,4 @@
-"""Engine overhead: training-step throughput of ``benchkit.engine.Engine`` over a minimal PyTorch loop.
+"""Engine overhead: training-step throughput of ``benchkit.training.engine.Engine`` over a minimal PyTorch loop.
 
 Same model (resnet18 + regression head, random init), batch, precision (the engine's autocast
 choice for the device) and in-memory uint8 images; EMA, scheduler and augmentation are off on both
@@ -19,10 +19,10 @@ import torch
 
 import benchkit.backbones  # noqa: F401
 from benchkit.config import ModelConfig, TrainConfig
-from benchkit.engine import Engine, autocast_dtype, resolve_device
-from benchkit.imagecache import ImageArrayDataset
-from benchkit.model import build_model
-from benchkit.transforms import BatchPreprocessor
+from benchkit.training.engine import Engine, autocast_dtype, resolve_device
+from benchkit.data.decode import ImageArrayDataset
+from benchkit.models.grader import build_model
+from benchkit.training.transforms import BatchPreprocessor
 
 from _bench import Figure
 

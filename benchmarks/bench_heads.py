@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 import benchkit.backbones  # noqa: F401  (registers the first-party backbones)
-from benchkit import featurecache, runner
+from benchkit import runner
+from benchkit.training import feature_cache
 from benchkit.config import expand_runs, validate_experiment
 from benchkit.runner import execute_run, prepare_dataset
 
@@ -61,7 +62,7 @@ def heads_comparison(root: Path, cache_dir: Path, per_split: int, epochs: int, s
             runner.decoded_split(spec, dataset, name, size)
         uncached_s, uncached = _runs(uncached_raw, work / "uncached")
         shutil.rmtree(cache_dir / "features", ignore_errors=True)
-        featurecache.clear_memory()
+        feature_cache.clear_memory()
         cached_raw = _experiment(root, cache_dir, True, per_split, epochs, size, heads)
         cached_s, cached = _runs(cached_raw, work / "cached")
     finally:

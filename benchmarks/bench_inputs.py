@@ -1,7 +1,7 @@
 """Input figures on the real data at 224: the one-off cache build, resident memory, loader throughput.
 
 The cached loader is what the engine uses: ``ImageArrayDataset`` over the memory-mapped disk cache,
-read a shuffled batch at a time by ``benchkit.engine.batch_loader``, then kornia's reference
+read a shuffled batch at a time by ``benchkit.training.engine.batch_loader``, then kornia's reference
 augmentation on the batch. The baseline decodes
 every 640x640 JPEG with PIL each epoch and resizes it with torchvision, then applies the very same
 batch augmentation, so the two differ only in where the pixels come from.
@@ -15,12 +15,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from benchkit.backbone import IMAGENET_MEAN, IMAGENET_STD
-from benchkit.datasets import Split
-from benchkit.diskcache import ImageCache
-from benchkit.engine import batch_loader
-from benchkit.imagecache import ImageArrayDataset
-from benchkit.transforms import BatchPreprocessor, reference_augmentation
+from benchkit.models.backbone import IMAGENET_MEAN, IMAGENET_STD
+from benchkit.data.datasets import Split
+from benchkit.data.image_cache import ImageCache
+from benchkit.training.engine import batch_loader
+from benchkit.data.decode import ImageArrayDataset
+from benchkit.training.transforms import BatchPreprocessor, reference_augmentation
 
 from _bench import FLOAT32_TRAIN_BYTES, Figure, resident_bytes, timed
 

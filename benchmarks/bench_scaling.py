@@ -12,14 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchkit.backbone import Backbone
+from benchkit.models.backbone import Backbone
 from benchkit.config import TrainConfig
-from benchkit.datasets import Split
-from benchkit.diskcache import ImageCache
-from benchkit.engine import Engine
-from benchkit.imagecache import ImageArrayDataset
-from benchkit.model import GraderModel, create_head
-from benchkit.transforms import BatchPreprocessor
+from benchkit.data.datasets import Split
+from benchkit.data.image_cache import ImageCache
+from benchkit.training.engine import Engine
+from benchkit.data.decode import ImageArrayDataset
+from benchkit.models.grader import GraderModel, create_head
+from benchkit.training.transforms import BatchPreprocessor
 
 from _bench import Figure
 

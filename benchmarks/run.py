@@ -87,7 +87,7 @@ def _real_data(targets: dict[str, str]):
     if root is None:
         reason = "real data not found at ../shared/data/hair-loss (set BENCHKIT_HAIR_LOSS)"
         return None, [skipped(name, target, reason) for name, target in targets.items()]
-    from benchkit.datasets import read_roboflow_csv
+    from benchkit.data.datasets import read_roboflow_csv
     return read_roboflow_csv(root), []
 
 

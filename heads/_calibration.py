@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchkit.head import Prediction
+from benchkit.models.head import Prediction
 from ._common import check_choice, check_number, probs_from_cumulative
 
 CALIBRATE_METRICS = ("qwk", "mae")

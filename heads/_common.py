@@ -1,7 +1,7 @@
 """Shared pieces of the heads: option checks, class-weighted averaging and probability decoding.
 
 Heads are built from YAML options, so every check raises ``ValueError`` with the option's name,
-what it accepts and what it got; ``benchkit.model.create_head`` prefixes the head's name.
+what it accepts and what it got; ``benchkit.models.grader.create_head`` prefixes the head's name.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from benchkit.head import Prediction
+from benchkit.models.head import Prediction
 
 
 def check_choice(option: str, value, choices: tuple[str, ...]) -> str:

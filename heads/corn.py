@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchkit.head import Head, Prediction
+from benchkit.models.head import Head, Prediction
 from benchkit.registry import register_head
 from ._calibration import ThresholdDecoder, threshold_decodings
 from ._common import check_choice, check_dropout, check_targets, sample_weights

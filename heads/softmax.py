@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchkit.head import Head, Prediction
+from benchkit.models.head import Head, Prediction
 from benchkit.registry import register_head
 from ._common import (categorical_decodings, check_choice, check_dropout, check_number,
                            check_targets, weighted_mean)

@@ -14,7 +14,7 @@ import torch
 from openpyxl import load_workbook
 
 from benchkit.io import atomic_path, load_torch, remove_temporary_files, save_torch, write_json, write_text
-from benchkit.leaderboard import write_leaderboard
+from benchkit.results.leaderboard import write_leaderboard
 from benchkit_process import ENV
 
 
@@ -86,7 +86,7 @@ def test_written_files_follow_the_umask(tmp_path):
 WRITER = """
 import sys, torch, pandas as pd
 from benchkit.io import save_torch
-from benchkit.leaderboard import write_leaderboard
+from benchkit.results.leaderboard import write_leaderboard
 out = sys.argv[1]
 frames = [pd.DataFrame({"run_id": [f"run{i}" for i in range(400)], "test_mae": [v + i / 400 for i in range(400)],
                         "status": ["ok"] * 400}) for v in (1, 2)]

@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 
 from benchkit import cli_data
-from benchkit.audit import (audit_dataset, dihedral_phash, hash_thumbnail, near_duplicate_pairs,
+from benchkit.data.audit import (audit_dataset, dihedral_phash, hash_thumbnail, near_duplicate_pairs,
                             resolve_target)
 
 CLASSES = ["LEVEL_2", "LEVEL_3", "LEVEL_4"]

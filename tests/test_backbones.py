@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from benchkit.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from benchkit.models.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone
 from benchkit.backbones.efficientnet_lite import WEIGHTS_SOURCE, lite0_imagenet_state_dict
 from benchkit.backbones.maxvit import feature_sizes, resize_relative_position_tables, valid_partition_sizes
 from benchkit.errors import ConfigError
-from benchkit.freezing import apply_freeze, dropout_rates, parameter_counts, set_dropout
+from benchkit.models.freezing import apply_freeze, dropout_rates, parameter_counts, set_dropout
 from benchkit.registry import BACKBONES
-from benchkit.weights import load_into
+from benchkit.models.weights import load_into
 
 CURATED = {"maxvit_t", "resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "tf_efficientnet_lite0",
            "mobilenetv3_large_100", "vit_small_patch16_224"}

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from benchkit.cli import main
-from benchkit.datasets import Split, read_imagefolder
-from benchkit.diskcache import ImageCache
-from benchkit.featurecache import _lookup, clear_memory
+from benchkit.data.datasets import Split, read_imagefolder
+from benchkit.data.image_cache import ImageCache
+from benchkit.training.feature_cache import _lookup, clear_memory
 from conftest import IMAGEFOLDER_CLASSES, write_imagefolder
 
 

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchkit.datasets import read_imagefolder, read_roboflow_csv
+from benchkit.data.datasets import read_imagefolder, read_roboflow_csv
 from benchkit.errors import DataError
-from benchkit.synthetic import make_synthetic_dataset
+from benchkit.data.synthetic import make_synthetic_dataset
 
 
 def _write_export(root, rows, header="filename, A, B, C", split="train"):

@@ -10,11 +10,11 @@ import torch
 import yaml
 from PIL import Image
 
-import benchkit.diskcache as diskcache
+import benchkit.data.image_cache as diskcache
 from benchkit.cli import main
-from benchkit.datasets import read_imagefolder
-from benchkit.diskcache import ImageCache, MappedRows, cached_split, resolve_cache_dir
-from benchkit.imagecache import decode_image, decode_split
+from benchkit.data.datasets import read_imagefolder
+from benchkit.data.image_cache import ImageCache, MappedRows, cached_split, resolve_cache_dir
+from benchkit.data.decode import decode_image, decode_split
 from conftest import IMAGEFOLDER_CLASSES as CLASSES, TINY_PLUGIN, write_imagefolder
 
 @pytest.fixture
@@ -168,8 +168,8 @@ def test_a_run_on_image_files_feeds_training_from_the_disk_cache(dataset, tmp_pa
 def test_the_engine_reads_cached_rows_a_batch_at_a_time_in_shuffled_order(dataset, tmp_path):
     from torch.utils.data import DataLoader
 
-    from benchkit.engine import batch_loader
-    from benchkit.imagecache import ImageArrayDataset
+    from benchkit.training.engine import batch_loader
+    from benchkit.data.decode import ImageArrayDataset
 
     split = dataset.splits["train"]
     data = ImageArrayDataset(cached_split(split, 16, tmp_path / "cache", progress=False), split.labels)

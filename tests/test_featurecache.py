@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-import benchkit.featurecache as featurecache
+import benchkit.training.feature_cache as featurecache
 from benchkit.cli import main
 from benchkit.config import RunSpec, expand_runs, load_experiment
-from benchkit.featurecache import (FeatureDataset, compute_features, feature_cache_applies, feature_key,
+from benchkit.training.feature_cache import (FeatureDataset, compute_features, feature_cache_applies, feature_key,
                                    split_fingerprint, weights_hash)
-from benchkit.model import build_model
+from benchkit.models.grader import build_model
 from benchkit.registry import import_plugins
-from benchkit.transforms import BatchPreprocessor, build_augmentation
+from benchkit.training.transforms import BatchPreprocessor, build_augmentation
 from conftest import TINY_PLUGIN, small_experiment
 
 HEADS = ("regression", "coral")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchkit import cli_data
-from benchkit.fetch import FetchError, dataset_complete, fetch_dataset
+from benchkit.data.fetch import FetchError, dataset_complete, fetch_dataset
 
 FILES = {
     "train/_classes.csv": b"filename, LEVEL_2, LEVEL_3\n1-Front.jpg,1,0\n2-Back.jpg,0,1\n",

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from benchkit.backbone import Backbone
-from benchkit.freezing import (apply_freeze, dropout_rates, frozen_modules, keep_frozen_in_eval,
+from benchkit.models.backbone import Backbone
+from benchkit.models.freezing import (apply_freeze, dropout_rates, frozen_modules, keep_frozen_in_eval,
                                parameter_counts, set_dropout)
 from benchkit.registry import BACKBONES
 

@@ -12,8 +12,8 @@ from scipy.stats import norm
 from sklearn.metrics import cohen_kappa_score
 
 from benchkit.errors import ConfigError
-from benchkit.head import Head, Prediction
-from benchkit.model import create_head
+from benchkit.models.head import Head, Prediction
+from benchkit.models.grader import create_head
 from benchkit.registry import HEADS
 from benchkit.heads._calibration import fit_cut_points, quadratic_weighted_kappa
 from benchkit.heads._common import inverse_softplus

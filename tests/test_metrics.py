@@ -1,4 +1,4 @@
-"""benchkit.metrics against scikit-learn and hand-computed values."""
+"""benchkit.evaluation.metrics against scikit-learn and hand-computed values."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (accuracy_score, cohen_kappa_score, f1_score, mean_absolute_error,
                              mean_absolute_percentage_error)
 
-from benchkit import metrics as M
-from benchkit.metrics import (CORE_METRICS, EXTRA_METRICS, HIGHER_IS_BETTER, bootstrap_ci, bootstrap_indices,
+from benchkit.evaluation import metrics as M
+from benchkit.evaluation.metrics import (CORE_METRICS, EXTRA_METRICS, HIGHER_IS_BETTER, bootstrap_ci, bootstrap_indices,
                               compute_metrics, expected_calibration_error, negative_log_likelihood,
                               ranked_probability_score, rank_violation_rate)
 

@@ -12,7 +12,7 @@ from scipy import stats
 from sklearn.metrics import confusion_matrix
 
 from benchkit.cli import main
-from benchkit.plots import (configuration_summary, plot_confusion, plot_grid_heatmap, write_experiment_plots,
+from benchkit.results.plots import (configuration_summary, plot_confusion, plot_grid_heatmap, write_experiment_plots,
                             write_run_plots)
 from conftest import small_experiment
 

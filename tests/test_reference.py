@@ -7,7 +7,7 @@ import pytest
 
 from benchkit.cli import main
 from benchkit.experiment import plan
-from benchkit.model import build_model
+from benchkit.models.grader import build_model
 
 REFERENCE = Path(__file__).resolve().parents[1] / "experiments" / "maxvit_regression.yaml"
 

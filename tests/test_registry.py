@@ -71,7 +71,7 @@ def test_entry_point_plugin_registers_through_installed_metadata(tmp_path):
     (pkg / "bk_ep_demo" / "__init__.py").write_text(textwrap.dedent("""
         from torch import nn
         from benchkit import register_backbone
-        from benchkit.backbone import Backbone
+        from benchkit.models.backbone import Backbone
 
         @register_backbone("ep_linear")
         def ep_linear():

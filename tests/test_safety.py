@@ -11,7 +11,7 @@ from benchkit.cli import main
 from benchkit.config import load_experiment
 from benchkit.errors import ConfigError, WeightsError
 from benchkit.io import load_torch
-from benchkit.weights import load_state_dict_file
+from benchkit.models.weights import load_state_dict_file
 from conftest import REPO, small_experiment
 
 SOURCE_FOLDERS = ["benchkit", "backbones", "heads"]

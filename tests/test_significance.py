@@ -1,4 +1,4 @@
-"""benchkit.significance: paired bootstrap over images, Wilcoxon over seeds, markers."""
+"""benchkit.evaluation.significance: paired bootstrap over images, Wilcoxon over seeds, markers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from benchkit.metrics import compute_metrics
-from benchkit.significance import paired_bootstrap_test, significance_marker, wilcoxon_seeds
+from benchkit.evaluation.metrics import compute_metrics
+from benchkit.evaluation.significance import paired_bootstrap_test, significance_marker, wilcoxon_seeds
 
 K = 6
 

@@ -8,10 +8,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from benchkit.datasets import read_roboflow_csv
+from benchkit.data.datasets import read_roboflow_csv
 from benchkit.errors import ConfigError, DataError
-from benchkit.splits import group_holdout, group_kfold, make_splits, subject_groups
-from benchkit.synthetic import make_synthetic_dataset
+from benchkit.data.splits import group_holdout, group_kfold, make_splits, subject_groups
+from benchkit.data.synthetic import make_synthetic_dataset
 
 
 def _grouped_labels(n_groups: int = 60, seed: int = 0):

@@ -9,7 +9,7 @@ import pytest
 from benchkit.cli import main
 from benchkit.config import validate_experiment
 from benchkit.errors import ConfigError
-from benchkit.tracking import RunTracker, _Backend, flatten, resolve_mlflow_uri
+from benchkit.results.tracking import RunTracker, _Backend, flatten, resolve_mlflow_uri
 from conftest import small_experiment
 
 RUN_ID = "tiny_cnn-regression__s0"

@@ -14,7 +14,7 @@ from torchvision.models import MaxVit_T_Weights
 
 from benchkit.errors import ConfigError, WeightsError
 from benchkit.registry import BACKBONES
-from benchkit.weights import (hub_cache_file, load_into, load_state_dict_file, load_weights_file,
+from benchkit.models.weights import (hub_cache_file, load_into, load_state_dict_file, load_weights_file,
                               rename_by_order)
 
 MAXVIT_FILE = "maxvit_t-bc5ab103.pth"

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from benchkit import register_backbone, register_head
-from benchkit.backbone import Backbone
+from benchkit.models.backbone import Backbone
 from benchkit.heads.regression import RegressionHead
 
 

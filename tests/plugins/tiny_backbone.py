@@ -2,7 +2,7 @@
 from torch import nn
 
 from benchkit import register_backbone
-from benchkit.backbone import Backbone
+from benchkit.models.backbone import Backbone
 
 
 @register_backbone("tiny_cnn")

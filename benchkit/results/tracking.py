@@ -132,7 +132,7 @@ class _MlflowBackend(_Backend):
             experiment_id = self._experiment_id(config.experiment or spec.experiment)
             run = self.client.create_run(experiment_id, run_name=spec.run_id, tags={
                 "benchkit.run_id": spec.run_id, "benchkit.experiment": spec.experiment,
-                "benchkit.model": spec.model_name, "benchkit.seed": str(spec.seed)})
+                "benchkit.models.grader": spec.model_name, "benchkit.seed": str(spec.seed)})
             self.run_id = run.info.run_id
             self._log(params=flatten(spec.model_dump(mode="json")))
 

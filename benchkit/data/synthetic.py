@@ -16,7 +16,7 @@ import zlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from benchkit.datasets import Dataset, Split
+from benchkit.data.datasets import Dataset, Split
 
 
 def make_synthetic_dataset(num_classes: int = 6, sizes: dict[str, int] | None = None,

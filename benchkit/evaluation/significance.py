@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import wilcoxon
 
-from benchkit.metrics import bootstrap_indices, resample_metrics, summarize_resamples, validate_predictions
+from benchkit.evaluation.metrics import bootstrap_indices, resample_metrics, summarize_resamples, validate_predictions
 
 
 def paired_bootstrap_test(y_true, pred_a, score_a, pred_b, score_b, metric: str, num_classes: int,

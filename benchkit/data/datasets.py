@@ -5,7 +5,7 @@ Supported layouts:
 - ``roboflow_csv``: ``<root>/<split>/_classes.csv`` with header ``filename, LEVEL_2, ...`` (spaces after
   the commas are tolerated) and one one-hot row per image, images beside the CSV.
 - ``imagefolder``: ``<root>/<split>/<class name>/<image>``; the class order is given by ``classes``.
-- ``synthetic``: procedurally drawn images, see :mod:`benchkit.synthetic`.
+- ``synthetic``: procedurally drawn images, see :mod:`benchkit.data.synthetic`.
 
 Problems are collected and raised together (first 10 and a count), never silently dropped.
 """

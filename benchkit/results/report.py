@@ -21,9 +21,9 @@ import yaml
 
 from benchkit.errors import ConfigError
 from benchkit.io import read_json, write_text
-from benchkit.leaderboard import ID_COLUMNS, TAIL_COLUMNS, build_leaderboard, metric_of
-from benchkit.metrics import HIGHER_IS_BETTER
-from benchkit.plots import PLOT_DIR, try_plots, write_experiment_plots, write_run_plots
+from benchkit.results.leaderboard import ID_COLUMNS, TAIL_COLUMNS, build_leaderboard, metric_of
+from benchkit.evaluation.metrics import HIGHER_IS_BETTER
+from benchkit.results.plots import PLOT_DIR, try_plots, write_experiment_plots, write_run_plots
 
 AUDIT_FILES = ("data_check.json", "audit.json")
 REPORT_METRICS = ("mae", "acc", "qwk", "off1", "f1", "mape")
@@ -153,7 +153,7 @@ def _dataset_section(out_dir: Path, experiment: dict, frame: pd.DataFrame) -> st
     finished = [r for r, s in zip(frame.get("run_id", []), frame.get("status", [])) if s == "ok"]
     if finished:
         run_dir = out_dir / "runs" / str(finished[0])
-        from benchkit.plots import run_classes
+        from benchkit.results.plots import run_classes
         classes = run_classes(run_dir)
         counts = {}
         for split in ("valid", "test"):

@@ -1,6 +1,6 @@
 """Stage-aware freezing and dropout for backbones.
 
-``freeze`` in an experiment says which part of a :class:`~benchkit.backbone.Backbone` keeps its
+``freeze`` in an experiment says which part of a :class:`~benchkit.models.backbone.Backbone` keeps its
 weights: ``0`` (train all), ``N`` (stem + first N stages), ``"all"`` (linear probe) or
 ``{"stages": N|"all", "modules": ["blocks.0"], "stem": bool}``. Frozen parts are remembered on the
 backbone so that their normalisation statistics stay fixed in training and dropout settings only
@@ -14,7 +14,7 @@ import difflib
 from torch import nn
 from torch.nn.modules.dropout import _DropoutNd
 
-from benchkit.backbone import Backbone
+from benchkit.models.backbone import Backbone
 
 _FROZEN_ATTR = "_benchkit_frozen"
 _FREEZE_KEYS = ("stages", "modules", "stem")

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchkit.datasets import Dataset, Split
+from benchkit.data.datasets import Dataset, Split
 from benchkit.errors import ConfigError, DataError, format_listing
 
 DEFAULT_SUBJECT_REGEX = r"^(?P<subject>\d+)"

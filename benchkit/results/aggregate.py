@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from benchkit.leaderboard import ID_COLUMNS, TAIL_COLUMNS, metric_of
-from benchkit.metrics import CORE_METRICS, HIGHER_IS_BETTER
-from benchkit.significance import paired_bootstrap_replicates, significance_marker, wilcoxon_seeds
+from benchkit.results.leaderboard import ID_COLUMNS, TAIL_COLUMNS, metric_of
+from benchkit.evaluation.metrics import CORE_METRICS, HIGHER_IS_BETTER
+from benchkit.evaluation.significance import paired_bootstrap_replicates, significance_marker, wilcoxon_seeds
 
 REPLICATE_COLUMNS = ["seed", "fold"]
 

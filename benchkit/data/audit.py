@@ -1,6 +1,6 @@
 """``benchkit data check``: an audit of a dataset folder that reports every finding instead of stopping.
 
-Labels are read tolerantly here (the strict readers in :mod:`benchkit.datasets` raise on the first bad
+Labels are read tolerantly here (the strict readers in :mod:`benchkit.data.datasets` raise on the first bad
 CSV), every image is decoded in full with truncation treated as an error, and the images are compared
 by content (sha256) and by a perceptual hash that ignores 90-degree rotations and flips.
 
@@ -42,9 +42,9 @@ from scipy.fft import dctn
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from benchkit.datasets import IMAGE_SUFFIXES, SPLITS
+from benchkit.data.datasets import IMAGE_SUFFIXES, SPLITS
 from benchkit.errors import ConfigError, DataError
-from benchkit.splits import DEFAULT_SUBJECT_REGEX, compile_subject_regex, subject_key
+from benchkit.data.splits import DEFAULT_SUBJECT_REGEX, compile_subject_regex, subject_key
 
 LAYOUTS = ("roboflow_csv", "imagefolder")
 PHASH_THRESHOLD = 6

@@ -7,11 +7,11 @@ import inspect
 import torch
 from torch import nn
 
-from benchkit.backbone import Backbone
+from benchkit.models.backbone import Backbone
 from benchkit.config import ModelConfig
 from benchkit.errors import ConfigError
-from benchkit.freezing import apply_freeze, keep_frozen_in_eval, parameter_counts, set_dropout
-from benchkit.head import Head
+from benchkit.models.freezing import apply_freeze, keep_frozen_in_eval, parameter_counts, set_dropout
+from benchkit.models.head import Head
 from benchkit.registry import BACKBONES, HEADS
 
 

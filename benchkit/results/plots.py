@@ -22,8 +22,8 @@ from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
 from benchkit.io import atomic_path, read_json
-from benchkit.leaderboard import ID_COLUMNS, TAIL_COLUMNS, metric_of
-from benchkit.metrics import HIGHER_IS_BETTER
+from benchkit.results.leaderboard import ID_COLUMNS, TAIL_COLUMNS, metric_of
+from benchkit.evaluation.metrics import HIGHER_IS_BETTER
 
 PLOT_DIR = "plots"
 _DPI = 100

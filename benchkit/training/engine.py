@@ -24,8 +24,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from benchkit.config import TrainConfig
 from benchkit.errors import BenchkitError
 from benchkit.io import load_torch, save_torch
-from benchkit.metrics import HIGHER_IS_BETTER, compute_metrics
-from benchkit.transforms import BatchPreprocessor
+from benchkit.evaluation.metrics import HIGHER_IS_BETTER, compute_metrics
+from benchkit.training.transforms import BatchPreprocessor
 
 
 class NonFiniteLossError(BenchkitError):

@@ -1,7 +1,7 @@
 """Decode-once image arrays: every image of a split, resized to the input size, as uint8.
 
 Training reads batches from these arrays and augments them on the device (see
-:mod:`benchkit.transforms`), so JPEG decoding happens once per (image, size), not once per epoch.
+:mod:`benchkit.training.transforms`), so JPEG decoding happens once per (image, size), not once per epoch.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from benchkit.datasets import Split
+from benchkit.data.datasets import Split
 
 
 def decode_image(image: Image.Image, size: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from openpyxl.utils import get_column_letter
 from rich.table import Table
 
 from benchkit.io import atomic_path, read_json
-from benchkit.metrics import HIGHER_IS_BETTER
+from benchkit.evaluation.metrics import HIGHER_IS_BETTER
 
 ID_COLUMNS = ["run_id", "model", "backbone", "head", "seed", "split", "fold"]
 TAIL_COLUMNS = ["params_total", "params_trainable", "params_frozen", "epochs", "best_epoch",

@@ -2,7 +2,7 @@
 
 When a run's backbone is fully frozen and its training inputs are not augmented, the backbone maps
 each image to the same pooled feature vector in every epoch of every run (a frozen backbone runs in
-eval mode, see :class:`benchkit.model.GraderModel`). The features are then computed once per
+eval mode, see :class:`benchkit.models.grader.GraderModel`). The features are then computed once per
 (backbone name and options, weights, input size, preprocessing, precision, split content), kept in
 process memory and on disk under ``<cache dir>/features/``, and the engine trains only the head:
 its model is ``GraderModel(Identity, head)`` and its preprocessor passes features through.
@@ -21,11 +21,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from benchkit.config import RunSpec
-from benchkit.diskcache import file_lock
-from benchkit.engine import autocast_dtype, resolve_device
+from benchkit.data.image_cache import file_lock
+from benchkit.training.engine import autocast_dtype, resolve_device
 from benchkit.io import atomic_path, write_json
-from benchkit.model import GraderModel
-from benchkit.transforms import BatchPreprocessor
+from benchkit.models.grader import GraderModel
+from benchkit.training.transforms import BatchPreprocessor
 
 FEATURE_FORMAT = "features-v1"
 FEATURES_FOLDER = "features"
@@ -56,7 +56,7 @@ class FeatureDataset(Dataset):
         return self.features[index], int(self.labels[index])
 
     def gather(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
-        """A whole batch in one copy, as :meth:`benchkit.imagecache.ImageArrayDataset.gather`."""
+        """A whole batch in one copy, as :meth:`benchkit.data.decode.ImageArrayDataset.gather`."""
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         return self.features[idx], torch.from_numpy(self.labels[idx.numpy()])
 

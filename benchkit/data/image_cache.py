@@ -22,15 +22,15 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from benchkit.datasets import Split
+from benchkit.data.datasets import Split
 from benchkit.errors import DataError
-from benchkit.imagecache import decode_image
+from benchkit.data.decode import decode_image
 from benchkit.io import file_lock, write_json
 
 CACHE_ENV = "BENCHKIT_CACHE_DIR"
 IMAGES_FOLDER = "images"
 RESIZE_SETTINGS = "pil-rgb-bilinear-v1"
-"""Names the decode of :func:`benchkit.imagecache.decode_image`; change it when that decode changes."""
+"""Names the decode of :func:`benchkit.data.decode.decode_image`; change it when that decode changes."""
 INDEX_FORMAT = 1
 
 

@@ -26,7 +26,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from benchkit.datasets import SPLITS
+from benchkit.data.datasets import SPLITS
 from benchkit.errors import DataError
 
 ROBOFLOW_API = "https://api.roboflow.com"

@@ -1,0 +1,1 @@
+"""Datasets: readers, synthetic data, splits, the audit, fetching, decoding and the image cache."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics with bootstrap intervals, and significance tests between runs."""

@@ -1,0 +1,1 @@
+"""Models: the backbone and head contracts, weights, freezing, and their assembly into a grader."""
