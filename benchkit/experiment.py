@@ -10,13 +10,10 @@ Runs are claimed with a lock, so several processes can share one output folder w
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
-import socket
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
@@ -279,26 +276,12 @@ def _prepare_resume(spec: RunSpec, run_dir: Path) -> bool:
 _LOCK_NAME = ".lock"
 
 
-@contextmanager
 def claim(run_dir: Path):
-    """Yield True if this process holds the run's lock.
+    """A context manager yielding True if this process now holds the run's lock (``run_dir/.lock``).
 
-    The lock is an ``flock`` on ``run_dir/.lock``: the kernel releases it when its holder exits or
-    is killed, so a crashed run never blocks its own resumption.
+    The operating system releases the lock when its holder exits or is killed
+    (:func:`benchkit.io.file_lock`), so a crashed run never blocks its own resumption.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / _LOCK_NAME, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            fh.truncate(0)
-            fh.write(f"{socket.gethostname()}:{os.getpid()}\n")
-            fh.flush()
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
+    return file_lock(run_dir / _LOCK_NAME, wait=False)
 

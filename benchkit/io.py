@@ -1,8 +1,8 @@
-"""Atomic file writes: a kill at any instant leaves the old file or the new one, never half of one."""
+"""Atomic file writes (a kill at any instant leaves the old file or the new one, never half of one) and
+the one cross-process file lock every writer shares."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from filelock import FileLock, Timeout
 
 _TEMP_SUFFIX = ".tmp"
 
@@ -77,16 +78,23 @@ def _json_default(value: Any):
 
 
 @contextmanager
-def file_lock(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the ``with`` block.
+def file_lock(path: str | Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on ``path`` (created if needed) for the ``with`` block; yield whether it is held.
 
-    The kernel releases it when the holder dies, so a killed process never leaves a stale lock.
+    ``wait=False`` tries once and yields False when another holder has it. The lock is the operating
+    system's (``flock`` on POSIX, ``LockFileEx`` on Windows, through :mod:`filelock`): it is released
+    when its holder dies, so a killed process never leaves a stale lock. Two locks on one path
+    exclude each other within one process too.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=-1 if wait else 0)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
