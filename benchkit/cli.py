@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchkit.errors import BenchkitError
+from benchkit.errors import user_error_message
 from benchkit.progress import console
 
 EPILOG = """examples:
@@ -115,14 +115,22 @@ def _add_optional_commands(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.started = time.time()  # `run --fresh` keeps what concurrent commands finish after this
+    return guarded(args.func, args)
+
+
+def guarded(command, args) -> int:
+    """Run a command: a user's mistake becomes one line and exit 2; a bug in benchkit keeps its traceback."""
     try:
-        return int(args.func(args) or 0)
-    except BenchkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return int(command(args) or 0)
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
 
 
 def _cmd_run(args) -> int:

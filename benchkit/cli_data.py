@@ -11,7 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-from benchkit.errors import BenchkitError
 
 
 def add_data_commands(subparsers) -> argparse.ArgumentParser:
@@ -95,11 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchkit")
     add_data_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except BenchkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    from benchkit.cli import guarded
+    return guarded(args.func, args)
 
 
 if __name__ == "__main__":

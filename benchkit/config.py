@@ -252,11 +252,14 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
     """Read, override (``a.b=c``), check for unknown keys and validate an experiment file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"experiment file not found: {path}")
+        raise ConfigError(f"experiment file {path} is a folder" if path.is_dir()
+                          else f"experiment file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys (name, data, models, ...)")
     for item in overrides:
@@ -270,6 +273,8 @@ def validate_experiment(raw: dict, source: str = "<experiment>") -> ExperimentCo
     for i, model in enumerate(raw.get("models") or []):
         if isinstance(model, dict) and isinstance(model.get("train"), dict):
             problems += _unknown_keys(model["train"], TrainConfig, ("models", i, "train"))
+    if isinstance(raw.get("grid"), dict):
+        problems += _grid_problems(raw["grid"])
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     try:
@@ -279,6 +284,32 @@ def validate_experiment(raw: dict, source: str = "<experiment>") -> ExperimentCo
     except ValidationError as exc:
         raise ConfigError(f"{source}: " + _format_validation_error(exc)) from None
     return config
+
+
+class _GridPaths(_Strict):
+    """What a grid key may point into: a model entry's keys, its ``train`` recipe, or ``data``."""
+
+    name: str | None = None
+    backbone: BackboneConfig
+    head: HeadConfig
+    train: TrainConfig
+    data: DataConfig
+
+
+def _grid_problems(grid: dict) -> list[str]:
+    """Empty value lists and misspelled grid keys, worded as for the same key under ``models:``."""
+    problems = []
+    for key, values in grid.items():
+        if isinstance(values, list) and not values:
+            problems.append(f"grid key {key!r} has an empty list of values (give at least one value, "
+                            f"or remove the key)")
+        for value in values if isinstance(values, list) and values else [None]:
+            nested: Any = value
+            for part in reversed(str(key).split(".")):
+                nested = {part: nested}
+            problems += [f"grid key {key!r}: {p}" for p in _unknown_keys(nested, _GridPaths, ("grid",))
+                         if f"grid key {key!r}: {p}" not in problems]
+    return problems
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -391,7 +422,11 @@ def expand_runs(config: ExperimentConfig, base_dir: Path = Path(".")) -> list[Ru
     one leaderboard.
     """
     grid_keys = list(config.grid)
-    cells = list(itertools.product(*(config.grid[k] for k in grid_keys))) or [()]
+    empty = [key for key in grid_keys if not config.grid[key]]
+    if empty:
+        raise ConfigError(f"grid key(s) {empty} have an empty list of values (give at least one value, "
+                          f"or remove the key)")
+    cells = list(itertools.product(*(config.grid[k] for k in grid_keys)))
     runs, seen = [], set()
     for model in config.models:
         for cell in cells:

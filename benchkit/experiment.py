@@ -41,7 +41,10 @@ def plan(path: str | Path, overrides: list[str] = ()) -> tuple[ExperimentConfig,
     path = Path(path)
     config = load_experiment(path, overrides)
     import_plugins(config.plugins, path.parent)
-    return config, expand_runs(config, base_dir=path.parent.resolve())
+    try:
+        return config, expand_runs(config, base_dir=path.parent.resolve())
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def default_out_dir(config: ExperimentConfig) -> Path:

@@ -16,6 +16,7 @@ import fnmatch
 import importlib
 import importlib.util
 import sys
+import traceback
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable, Iterable
@@ -141,11 +142,28 @@ def import_plugins(specs: Iterable[str], base_dir: Path | None = None) -> None:
             sys.modules[module_name] = module
             try:
                 spec_obj.loader.exec_module(module)
-            except Exception:
+            except Exception as exc:
                 del sys.modules[module_name]
-                raise
+                raise plugin_import_error(exc, f"plugin file {path}", path) from None
         else:
             try:
                 importlib.import_module(spec)
             except ModuleNotFoundError as exc:
                 raise ConfigError(f"plugin module {spec!r} cannot be imported: {exc}") from exc
+            except Exception as exc:
+                found = importlib.util.find_spec(spec)
+                origin = Path(found.origin) if found is not None and found.origin else None
+                raise plugin_import_error(exc, f"plugin module {spec!r}", origin) from None
+
+
+def plugin_import_error(exc: Exception, what: str, path: Path | None) -> ConfigError:
+    """A ConfigError naming the plugin, the line of its file where importing it failed, and why."""
+    if isinstance(exc, SyntaxError):
+        return ConfigError(f"{what}: syntax error at {exc.filename}, line {exc.lineno}: {exc.msg}")
+    where = ""
+    if path is not None:
+        lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__)
+                 if Path(frame.filename).resolve() == path.resolve()]
+        where = f", line {lines[-1]}" if lines else ""
+    reason = " ".join(str(exc).split()) or "(no message)"
+    return ConfigError(f"{what} failed to import{where}: {type(exc).__name__}: {reason}")

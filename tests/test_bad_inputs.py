@@ -140,6 +140,26 @@ def nan_loss(raw, data):
                              "head": {"name": "nan_regression", "nan_steps": [5]}})
 
 
+def plugin_raising_at_import(raw, data):
+    plugin = data.parent / "broken_plugin.py"
+    plugin.write_text("import os\n\nLIMIT = 3\nraise RuntimeError('no GPU driver found')\n")
+    raw["plugins"].append(str(plugin))
+
+
+def plugin_with_a_syntax_error(raw, data):
+    plugin = data.parent / "typo_plugin.py"
+    plugin.write_text("from benchkit import register_head\n\ndef head(:\n    pass\n")
+    raw["plugins"].append(str(plugin))
+
+
+def empty_list_in_grid(raw, data):
+    raw["grid"] = {"backbone.dropout": [0.0, 0.2, 0.5], "backbone.freeze": []}
+
+
+def misspelled_grid_key(raw, data):
+    raw["grid"] = {"backbone.dropuot": [0.0, 0.2]}
+
+
 REJECTED = [  # (case, words the message must hold)
     (misspelled_key, ["train.epoch", "did you mean 'epochs'"]),
     (unknown_nested_key, ["models.0.backbone.pretrianed", "did you mean 'pretrained'"]),
@@ -154,6 +174,10 @@ REJECTED = [  # (case, words the message must hold)
     (unknown_backbone, ["unknown backbone 'tiny_cn'", "did you mean 'tiny_cnn'"]),
     (unknown_head, ["unknown head 'regresion'", "did you mean 'regression'"]),
     (weights_of_another_architecture, ["tiny_cnn.pt", "another architecture"]),
+    (plugin_raising_at_import, ["plugin file", "broken_plugin.py", "line 4", "RuntimeError: no GPU driver found"]),
+    (plugin_with_a_syntax_error, ["plugin file", "typo_plugin.py", "line 3", "syntax error"]),
+    (empty_list_in_grid, ["experiment.yaml", "grid key 'backbone.freeze' has an empty list"]),
+    (misspelled_grid_key, ["experiment.yaml", "unknown key 'grid.backbone.dropuot'", "did you mean 'dropout'"]),
 ]
 
 FAILED_RUN = [  # (case, failed run, words its error must hold)

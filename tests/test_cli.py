@@ -53,3 +53,63 @@ def test_missing_experiment_file_exits_2(capsys, tmp_path):
 def test_leaderboard_on_a_folder_without_runs_exits_2(tmp_path, capsys):
     assert main(["leaderboard", str(tmp_path)]) == 2
     assert "no runs/ folder" in capsys.readouterr().err
+
+
+BUG_IN_BENCHKIT = """
+import sys
+import benchkit.experiment
+
+def plan(path, overrides=()):
+    return {}["no such key"]  # stands for a bug in benchkit's own code
+
+benchkit.experiment.plan = plan
+from benchkit.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _cli(*args: str, code: str | None = None) -> subprocess.CompletedProcess:
+    import sys
+
+    from benchkit_process import ENV
+    command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "benchkit.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=120)
+
+
+def test_a_users_mistake_is_one_line_and_exit_2_a_bug_keeps_its_traceback(tmp_path):
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text("name: x\ndata: {format: synthetic\n")  # unclosed mapping
+    mistake = _cli("run", str(experiment), "--out", str(tmp_path / "out"))
+    assert mistake.returncode == 2, mistake.stderr
+    assert mistake.stderr.startswith(f"error: {experiment}: not valid YAML")
+    assert "Traceback" not in mistake.stderr and not (tmp_path / "out").exists()
+    experiment.write_text("name: x\ndata: {format: synthetic}\nmodels: [{backbone: tiny_cnn, head: regression}]\n")
+    bug = _cli("run", str(experiment), code=BUG_IN_BENCHKIT)
+    assert bug.returncode == 1, bug.stderr
+    assert "Traceback" in bug.stderr and "KeyError: 'no such key'" in bug.stderr
+
+
+def test_a_bug_raised_in_process_propagates(tmp_path, monkeypatch):
+    import benchkit.experiment
+
+    def plan(path, overrides=()):
+        raise ZeroDivisionError("a bug")
+    monkeypatch.setattr(benchkit.experiment, "plan", plan)
+    with pytest.raises(ZeroDivisionError):
+        main(["run", str(tmp_path / "x.yaml")])
+
+
+@pytest.mark.parametrize("content, words", [(None, "is a folder"), (b"name: caf\xe9\n", "not UTF-8 text")])
+def test_an_unreadable_experiment_file_is_one_line(tmp_path, capsys, content, words):
+    path = tmp_path / "experiment.yaml"
+    path.mkdir() if content is None else path.write_bytes(content)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and words in err
+
+
+def test_os_errors_are_users_mistakes_other_exceptions_are_bugs():
+    from benchkit.errors import ConfigError, user_error_message
+    assert user_error_message(PermissionError(13, "Permission denied", "/r/o")) == "/r/o: Permission denied"
+    assert user_error_message(ConfigError("bad key")) == "bad key"
+    assert user_error_message(KeyError("x")) is None and user_error_message(TypeError("y")) is None

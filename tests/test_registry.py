@@ -56,8 +56,8 @@ def test_plugin_file_is_imported_once_and_missing_file_is_config_error(tmp_path)
         from benchkit import register_head
         from heads_for_test_only import nothing  # noqa
     """))
-    with pytest.raises(ModuleNotFoundError):
-        import_plugins([str(plugin)])
+    with pytest.raises(ConfigError, match=r"my_head\.py failed to import, line 3: ModuleNotFoundError"):
+        import_plugins([str(plugin)])  # the plugin's own import error, named with its file and line
     with pytest.raises(ConfigError, match="plugin file not found"):
         import_plugins(["missing_plugin.py"], tmp_path)
     with pytest.raises(ConfigError, match="cannot be imported"):
