@@ -182,8 +182,17 @@ class ModelConfig(_Strict):
 
 
 class ResourcesConfig(_Strict):
+    """What one run asks of a Ray cluster; ``gpus`` below 1 packs several runs on one GPU."""
+
     cpus: float = Field(1, gt=0)
     gpus: float = Field(0, ge=0)
+
+    @field_validator("gpus")
+    @classmethod
+    def _whole_above_one(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError(f"a fraction of a GPU is allowed only below 1 (got {value}; use 0.5, 1, 2, ...)")
+        return value
 
 
 class MlflowTrackingConfig(_Strict):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from multiprocessing import connection
 from pathlib import Path
@@ -112,27 +113,59 @@ class Executor:
             self.close()
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` entries ([] without CUDA)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    import torch
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def place_workers(jobs: int, gpus: list[str]) -> list[dict[str, str]]:
+    """Environment of each of ``jobs`` workers: round robin over ``gpus``, so several share a GPU.
+
+    >>> place_workers(3, ["0", "1"])  # doctest: +NORMALIZE_WHITESPACE
+    [{'CUDA_VISIBLE_DEVICES': '0', 'BENCHKIT_RUNS_PER_DEVICE': '2'},
+     {'CUDA_VISIBLE_DEVICES': '1', 'BENCHKIT_RUNS_PER_DEVICE': '1'},
+     {'CUDA_VISIBLE_DEVICES': '0', 'BENCHKIT_RUNS_PER_DEVICE': '2'}]
+    """
+    if not gpus:
+        return [{} for _ in range(jobs)]
+    chosen = [gpus[slot % len(gpus)] for slot in range(jobs)]
+    return [{"CUDA_VISIBLE_DEVICES": gpu, "BENCHKIT_RUNS_PER_DEVICE": str(chosen.count(gpu))} for gpu in chosen]
+
+
 class LocalExecutor(Executor):
     """``jobs=1``: in this process, one run after another; ``jobs>1``: ``jobs`` spawned worker
-    processes, one run at a time each. A worker that dies takes only its current run with it and is
-    replaced."""
+    processes, one run at a time each, placed round robin over the visible GPUs (each worker sees
+    one GPU through ``CUDA_VISIBLE_DEVICES``; with more workers than GPUs, runs share a GPU). A
+    worker that dies takes only its current run with it and is replaced on the same GPU."""
 
     name = "local"
 
-    def __init__(self, jobs: int = 1):
+    def __init__(self, jobs: int = 1, gpus: list[str] | None = None):
         if jobs < 1:
             raise ConfigError(f"--jobs must be at least 1 (got {jobs})")
         self.capacity = jobs
+        self._places = place_workers(jobs, visible_gpus() if gpus is None else gpus) if jobs > 1 else []
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
 
     def submit(self, task: RunTask) -> Any:
         if self.capacity == 1:
             return _Done(task, _run_here(task))
-        worker = self._idle.pop() if self._idle else _Worker()
+        worker = self._idle.pop() if self._idle else self._spawn(self._free_slot())
         worker.conn.send(worker_task(task))
         self._busy.add(worker)
         return worker
+
+    def _free_slot(self) -> int:
+        taken = {w.slot for w in self._idle} | {w.slot for w in self._busy}
+        return min(set(range(self.capacity)) - taken)
+
+    def _spawn(self, slot: int) -> "_Worker":
+        return _Worker(slot, self._places[slot])
 
     def wait_any(self, handles: list) -> list[tuple[Any, dict | BaseException | str]]:
         if all(isinstance(h, _Done) for h in handles):
@@ -216,13 +249,19 @@ def make_executor(name: str = "local", jobs: int = 1, ray_address: str | None = 
 
 
 class _Worker:
-    """A spawned process that executes the tasks sent through ``conn`` and sends back each row."""
+    """A spawned process that executes the tasks sent through ``conn`` and sends back each row.
 
-    def __init__(self):
+    ``env`` (its GPU placement) is the child's environment from its first instruction, before any
+    import could initialise CUDA.
+    """
+
+    def __init__(self, slot: int = 0, env: dict[str, str] | None = None):
+        self.slot = slot
         context = multiprocessing.get_context("spawn")
         self.conn, child_end = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child_end,), name="benchkit-worker")
-        self.process.start()
+        self.process = context.Process(target=_worker_main, args=(child_end,), name=f"benchkit-worker-{slot}")
+        with _environment(env or {}):
+            self.process.start()
         child_end.close()
 
     def stop(self) -> None:
@@ -233,6 +272,21 @@ class _Worker:
                 self.process.terminate()
         self.process.join()
         self.conn.close()
+
+
+@contextmanager
+def _environment(env: dict[str, str]):
+    """``os.environ`` with ``env`` set, for a child process started inside; restored afterwards."""
+    before = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _worker_main(conn) -> None:

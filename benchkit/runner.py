@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import platform
 import time
 import traceback
@@ -24,6 +25,7 @@ from benchkit.config import DataConfig, RunSpec, dump_yaml
 from benchkit.data.datasets import Dataset, Split, read_imagefolder, read_roboflow_csv
 from benchkit.data.image_cache import cached_split, resolve_cache_dir
 from benchkit.training.engine import Engine, resolve_device
+from benchkit.training.memory import PeakMemory, describe_out_of_memory, is_out_of_memory
 from benchkit.errors import BenchkitError, DataError
 from benchkit.training.feature_cache import (FeaturePassThrough, feature_cache_applies, feature_sets, head_only,
                                    with_backbone)
@@ -160,17 +162,19 @@ def execute_run(spec: RunSpec, out_dir: Path, quiet: bool = False, resume: bool 
     row = base_row(spec)
     started = time.perf_counter()
     tracker = None
-    try:
-        tracker = open_tracker(spec, out_dir)
-        row.update(_train_and_evaluate(spec, run_dir, quiet, resume, tracker))
-        row["status"] = "ok"
-        (run_dir / "error.log").unlink(missing_ok=True)
-        if spec.evaluation.plots:
-            try_plots(write_run_plots, run_dir)
-    except Exception as exc:
-        row.update(status="failed", error=_describe_error(exc, spec))
-        write_text(run_dir / "error.log", traceback.format_exc())
-        discard_results(run_dir)
+    with PeakMemory(resolve_device(spec.train.device)) as peak:
+        try:
+            tracker = open_tracker(spec, out_dir)
+            row.update(_train_and_evaluate(spec, run_dir, quiet, resume, tracker))
+            row["status"] = "ok"
+            (run_dir / "error.log").unlink(missing_ok=True)
+            if spec.evaluation.plots:
+                try_plots(write_run_plots, run_dir)
+        except Exception as exc:
+            row.update(status="failed", error=_describe_error(exc, spec))
+            write_text(run_dir / "error.log", traceback.format_exc())
+            discard_results(run_dir)
+    row.update(peak.row())
     if row["status"] != "ok":
         _release_memory()
     row["wall_seconds"] = round(time.perf_counter() - started, 3)
@@ -217,9 +221,8 @@ def _chain(*callbacks):
 
 
 def _describe_error(exc: Exception, spec: RunSpec) -> str:
-    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        return (f"out of memory with batch_size {spec.train.batch_size}: try "
-                f"--set train.batch_size={max(1, spec.train.batch_size // 2)}")
+    if is_out_of_memory(exc):
+        return describe_out_of_memory(spec.train.batch_size, resolve_device(spec.train.device))
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -336,6 +339,7 @@ def environment() -> dict:
             "torchvision": torchvision.__version__, "timm": timm.__version__,
             "kornia": kornia.__version__, "device": str(resolve_device()),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "platform": platform.platform()}
 
 

@@ -1,5 +1,6 @@
 """Executors: the same 4-run grid run here, in 2 local processes and as Ray tasks gives the same rows;
-runs that raise or whose worker dies become failed rows; finished runs are kept across executors."""
+runs that raise, run out of memory or whose worker dies become failed rows; finished runs are kept
+across executors; local workers are placed round robin over the GPUs, Ray packs fractional GPUs."""
 
 import importlib.util
 import os
@@ -9,9 +10,12 @@ import pytest
 import torch
 
 from benchkit.cli import main
+from benchkit.executors import visible_gpus
+from benchkit.io import read_json
 from conftest import REPO, TINY_PLUGIN, small_experiment
 
 DYING_PLUGIN = REPO / "tests" / "plugins" / "dying_head.py"
+FAULTY_PLUGIN = REPO / "tests" / "plugins" / "faulty.py"
 GRID = {"backbone.dropout": [0.0, 0.3]}
 COMPARED = ["seed", "dropout", "epochs", "best_epoch", "status"]
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -66,7 +70,8 @@ def local_ray():
     if not HAS_RAY:
         pytest.skip("ray is not installed (pip install 'benchkit[ray]')")
     import ray
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # one GPU declared (a real one where present): runs asking for a fraction of it are packed on it
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -77,10 +82,43 @@ def test_local_grid_has_four_finished_runs(local_out):
     assert sorted(board.seed.unique()) == [0, 1] and sorted(board.dropout.unique()) == [0.0, 0.3]
 
 
-def test_two_local_processes_give_the_same_rows(grid, local_out, tmp_path):
+def _visible_devices(out) -> list:
+    return [read_json(p)["environment"]["cuda_visible_devices"] for p in sorted((out / "runs").glob("*/details.json"))]
+
+
+def test_two_local_processes_give_the_same_rows_placed_round_robin_over_gpus(grid, local_out, tmp_path,
+                                                                              monkeypatch):
+    gpus = visible_gpus() or ["3", "5"]  # without CUDA the placement is still made, and harmless
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", ",".join(gpus))
     out = tmp_path / "jobs"
     assert main(["run", str(grid), "--out", str(out), "--quiet", "--jobs", "2"]) == 0
     _assert_same_rows(_board(out), _board(local_out))
+    # the first two runs go to the two workers at once, so both placements are used
+    assert set(_visible_devices(out)) == set(gpus[:2])
+
+
+def test_every_run_reports_its_peak_memory(local_out):
+    board = _board(local_out)
+    assert (board.peak_rss_mb > 10).all()  # a process holding torch is far above 10 MB
+    if not torch.cuda.is_available():
+        assert board.peak_gpu_mb.isna().all()
+
+
+def test_a_packed_run_that_runs_out_of_memory_is_a_failed_row_and_the_others_finish(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", (visible_gpus() or ["0"])[0])  # both workers share one GPU
+    experiment = small_experiment(tmp_path, plugins=[str(TINY_PLUGIN), str(FAULTY_PLUGIN)], models=[
+        {"backbone": "tiny_cnn", "head": "regression"},
+        {"name": "hungry", "backbone": {"name": "oom_cnn", "options": {"max_batch": 4}}, "head": "regression"},
+        {"backbone": "tiny_cnn", "head": "softmax"},
+    ])
+    out = tmp_path / "out"
+    assert main(["run", str(experiment), "--out", str(out), "--quiet", "--jobs", "2"]) == 1
+    board = _board(out)
+    assert board.loc["hungry__s0", "status"] == "failed"
+    error = board.loc["hungry__s0", "error"]
+    assert error.startswith("out of memory with batch_size 16") and "train.batch_size=8" in error
+    assert "fewer runs per GPU (--jobs; 2 share this one)" in error
+    assert (board.drop(index="hungry__s0").status == "ok").all() and len(board) == 3
 
 
 def test_local_processes_turn_raising_and_dying_runs_into_failed_rows(tmp_path):
@@ -101,6 +139,15 @@ def test_ray_turns_raising_and_dying_runs_into_failed_rows(local_ray, tmp_path):
     code = main(["run", str(_failing_experiment(tmp_path)), "--out", str(out), "--quiet", "--executor", "ray"])
     assert code == 1
     _assert_failed_rows(out)
+
+
+def test_ray_packs_runs_asking_for_a_fraction_of_a_gpu_on_the_same_gpu(local_ray, tmp_path):
+    experiment = small_experiment(tmp_path, grid={"backbone.dropout": [0.0, 0.3]},
+                                  resources={"cpus": 1, "gpus": 0.5})
+    out = tmp_path / "out"
+    assert main(["run", str(experiment), "--out", str(out), "--quiet", "--executor", "ray"]) == 0
+    assert (_board(out).status == "ok").all()
+    assert _visible_devices(out) == ["0", "0"]  # Ray gave both halves of GPU 0
 
 
 def test_ray_resumes_a_local_output_folder_and_keeps_finished_runs(local_ray, grid, local_out, tmp_path):
