@@ -7,12 +7,14 @@ import sys
 import time
 from pathlib import Path
 
+from benchkit import __version__
 from benchkit.errors import user_error_message
 from benchkit.progress import console
 
 EPILOG = """examples:
   benchkit run experiments/quickstart.yaml --out /tmp/q
   benchkit run experiments/maxvit_regression.yaml --dry-run
+  benchkit run experiments/quickstart.yaml --print-config train.epochs=2
   benchkit run experiments/maxvit_regression.yaml --set data.root=../shared/data/hair-loss \\
       --set train.epochs=2 --set data.image_size=64 --set 'models.*.backbone.pretrained=false'
   benchkit list backbones
@@ -21,6 +23,7 @@ EPILOG = """examples:
   benchkit report results/quickstart
   benchkit predict --run results/quickstart/runs/<run_id> scalp1.jpg scalp2.jpg --json
   benchkit cache info
+  benchkit schema > experiment.schema.json
 """
 
 
@@ -28,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="benchkit", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Benchmark deep models against each other on ordinal image-grading tasks.")
+    parser.add_argument("--version", action="version", version=f"benchkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run an experiment YAML and write its leaderboard",
@@ -35,13 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      "train and evaluate each, and write the leaderboard. Re-running on "
                                      "the same output folder skips finished runs and resumes "
                                      "interrupted ones.")
-    run.add_argument("experiment", type=Path, help="experiment YAML file")
+    run.add_argument("experiment", type=Path, help="experiment YAML file (KEY=VALUE arguments after it: as --set)")
     run.add_argument("--out", type=Path, help="output folder (default: results/<experiment name>)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a YAML key, e.g. train.epochs=2 or 'models.*.backbone.pretrained=false' "
                           "(repeatable; the value is parsed as YAML)")
     run.add_argument("--dry-run", action="store_true",
                      help="validate, build every model and list the runs with parameter counts; no training")
+    run.add_argument("--print-config", action="store_true",
+                     help="print the resolved experiment (bases merged, overrides applied, defaults filled) as "
+                          "YAML and exit")
     run.add_argument("--quiet", action="store_true", help="plain log lines instead of progress bars")
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
@@ -100,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--json", action="store_true", help="info: print one JSON document")
     cache.set_defaults(func=_cmd_cache)
 
+    schema = sub.add_parser("schema", help="print the JSON schema of experiment files (for editors)",
+                            description="The JSON schema (draft 2020-12) of an experiment YAML, from the same model "
+                                        "that validates it; point an editor's YAML language server at it.")
+    schema.add_argument("--output", type=Path, help="write it to this file instead of standard output")
+    schema.set_defaults(func=_cmd_schema)
+
     _add_optional_commands(sub)
     return parser
 
@@ -113,7 +126,12 @@ def _add_optional_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # Hydra-style KEY=VALUE after the experiment: the same as --set KEY=VALUE
+        if args.command != "run" or any(item.startswith("-") or "=" not in item for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     args.started = time.time()  # `run --fresh` keeps what concurrent commands finish after this
     return guarded(args.func, args)
 
@@ -137,6 +155,10 @@ def _cmd_run(args) -> int:
     from benchkit.executors import make_executor
     from benchkit.experiment import default_out_dir, dry_run, plan, run_experiment
     config, runs = plan(args.experiment, args.overrides)
+    if args.print_config:
+        from benchkit.config import dump_yaml
+        print(dump_yaml(config.model_dump(mode="json")), end="")
+        return 0
     if args.dry_run:
         console.print(dry_run(runs))
         return 0
@@ -147,6 +169,19 @@ def _cmd_run(args) -> int:
     console.print(f"leaderboard: {out_dir / 'leaderboard.csv'} and {out_dir / 'leaderboard.xlsx'}")
     failed = int((frame.get("status") != "ok").sum()) if not frame.empty else 0
     return 1 if failed else 0
+
+
+def _cmd_schema(args) -> int:
+    import json
+
+    from benchkit.config_files import experiment_schema
+    text = json.dumps(experiment_schema(), indent=2) + "\n"
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        console.print(f"schema: {args.output}")
+    else:
+        print(text, end="")
+    return 0
 
 
 def _cmd_cache(args) -> int:

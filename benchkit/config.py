@@ -18,6 +18,7 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from benchkit.config_files import deep_merge, read_config_file
 from benchkit.errors import ConfigError
 
 
@@ -258,19 +259,9 @@ class RunSpec(_Strict):
 # ---------------------------------------------------------------- loading
 
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
-    """Read, override (``a.b=c``), check for unknown keys and validate an experiment file."""
+    """Read (with its ``base:`` files merged in), override (``a.b=c``), check for unknown keys and validate."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"experiment file {path} is a folder" if path.is_dir()
-                          else f"experiment file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys (name, data, models, ...)")
+    raw = read_config_file(path)
     for item in overrides:
         apply_override(raw, item)
     return validate_experiment(raw, source=str(path))
@@ -289,7 +280,7 @@ def validate_experiment(raw: dict, source: str = "<experiment>") -> ExperimentCo
     try:
         config = ExperimentConfig.model_validate(raw)
         for model in config.models:
-            TrainConfig.model_validate(_deep_merge(config.train.model_dump(), model.train))
+            TrainConfig.model_validate(deep_merge(config.train.model_dump(), model.train))
     except ValidationError as exc:
         raise ConfigError(f"{source}: " + _format_validation_error(exc)) from None
     return config
@@ -322,7 +313,10 @@ def _grid_problems(grid: dict) -> list[str]:
 
 
 def apply_override(raw: dict, item: str) -> None:
-    """Apply one ``dotted.key=value`` override; the value is parsed as YAML; ``*`` spans a list."""
+    """Apply one ``dotted.key=value`` override; the value is parsed as YAML; ``*`` spans a list.
+
+    Under ``grid`` the rest of the key is one grid key: ``grid.backbone.dropout=[0, 0.5]``.
+    """
     key, sep, value_text = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
@@ -330,7 +324,10 @@ def apply_override(raw: dict, item: str) -> None:
         value = yaml.safe_load(value_text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from exc
-    _set_path(raw, key.split("."), value, key)
+    parts = key.split(".")
+    if parts[0] == "grid" and len(parts) > 1:
+        parts = ["grid", ".".join(parts[1:])]
+    _set_path(raw, parts, value, key)
 
 
 def _set_path(node: Any, parts: list[str], value: Any, full_key: str) -> None:
@@ -405,16 +402,6 @@ def _format_validation_error(exc: ValidationError) -> str:
     return "; ".join(unique[:5]) + (f"; ... {len(unique) - 5} more" if len(unique) > 5 else "")
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 # ---------------------------------------------------------------- expansion
 
 def grid_column(key: str) -> str:
@@ -472,7 +459,7 @@ def _resolve_cell(config: ExperimentConfig, model: ModelConfig, values: dict):
             _set_grid_value(model_raw, key, value)
     try:
         resolved = ModelConfig.model_validate(model_raw)
-        train = TrainConfig.model_validate(_deep_merge(config.train.model_dump(), resolved.train))
+        train = TrainConfig.model_validate(deep_merge(config.train.model_dump(), resolved.train))
         data = DataConfig.model_validate(data_raw)
     except ValidationError as exc:
         raise ConfigError(f"grid cell {values}: " + _format_validation_error(exc)) from None
