@@ -22,6 +22,7 @@ from benchkit.config import RunSpec
 from benchkit.training.engine import autocast_dtype, resolve_device
 from benchkit.errors import BenchkitError, ConfigError, DataError
 from benchkit.data.decode import decode_image
+from benchkit.data.rgb import to_rgb
 from benchkit.io import load_torch
 from benchkit.models.grader import GraderModel, build_model
 from benchkit.registry import import_plugins
@@ -45,8 +46,7 @@ class LoadedRun:
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """PIL images -> ``(N, 3, S, S)`` uint8 at the run's input size (no augmentation)."""
-        arrays = [decode_image(img.convert("RGB") if img.mode != "RGB" else img, self.input_size)
-                  for img in images]
+        arrays = [decode_image(to_rgb(img), self.input_size) for img in images]
         return torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, 3, self.input_size,
                                                                               self.input_size, dtype=torch.uint8)
 
@@ -114,6 +114,6 @@ def _open_image(path: Path) -> Image.Image:
         raise DataError(f"image not found: {path}")
     try:
         with Image.open(path) as img:
-            return img.convert("RGB") if img.mode != "RGB" else img.copy()
+            return to_rgb(img)
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path}: not a readable image: {exc}") from None

@@ -231,6 +231,21 @@ def test_grayscale_and_rgba_images_are_converted_with_a_note(tmp_path, capsys):
     assert pd.read_csv(out / "leaderboard.csv").status.tolist() == ["ok"]
 
 
+def test_16_bit_images_are_scaled_to_8_bits_with_a_note(tmp_path, capsys):
+    def sixteen_bit_image(raw, data):
+        pixels = np.asarray(Image.open(data / "train" / "img_0_0.jpg").convert("L"), dtype=np.uint16) * 257
+        Image.fromarray(pixels).save(data / "train" / "img_0_0.png")  # mode I;16, spans 0..65535
+        _write_csv_lines(data, "train", [line.replace("img_0_0.jpg", "img_0_0.png")
+                                         for line in _csv_lines(data, "train")])
+        raw["data"]["cache_dir"] = str(data.parent / "cache")
+
+    code, out, _ = _run(tmp_path, sixteen_bit_image)
+    err = " ".join(capsys.readouterr().err.split())  # the console wraps long notes
+    assert code == 0, err
+    assert "img_0_0.png (I;16)" in err and "1 with 16-bit, 32-bit or float pixels scaled to 8 bits" in err
+    assert pd.read_csv(out / "leaderboard.csv").status.tolist() == ["ok"]
+
+
 def test_nan_policy_skip_skips_and_counts_the_steps(tmp_path, capsys):
     def skip_nan(raw, data):
         nan_loss(raw, data)

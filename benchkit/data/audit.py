@@ -43,6 +43,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from benchkit.data.datasets import IMAGE_SUFFIXES, SPLITS
+from benchkit.data.rgb import to_rgb
 from benchkit.errors import ConfigError, DataError
 from benchkit.data.splits import DEFAULT_SUBJECT_REGEX, compile_subject_regex, subject_key
 
@@ -328,7 +329,7 @@ def hash_thumbnail(img: Image.Image) -> np.ndarray:
     """The 32x32 grayscale array the perceptual hash is computed from (JPEGs decoded at 1/8 scale)."""
     with img:
         img.draft("L", (2 * _HASH_SIDE, 2 * _HASH_SIDE))
-        small = img.convert("L").resize((_HASH_SIDE, _HASH_SIDE), Image.Resampling.BOX)
+        small = to_rgb(img).convert("L").resize((_HASH_SIDE, _HASH_SIDE), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.float64)
 
 
@@ -560,7 +561,8 @@ def _notes(report: dict) -> list[str]:
         notes.append(f"{len(report['sizes'])} different image sizes")
     odd_modes = {m: n for m, n in report["modes"].items() if m != "RGB"}
     if odd_modes:
-        notes.append(f"non-RGB images (converted to RGB when loaded): {odd_modes}")
+        notes.append(f"non-RGB images (converted to RGB when loaded; 16-bit, 32-bit and float pixels "
+                     f"scaled to 8 bits): {odd_modes}")
     return notes
 
 

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from benchkit.data.rgb import is_high_bit_depth, to_rgb
 from benchkit.errors import DataError, format_listing
 
 SPLITS = ("train", "valid", "test")
@@ -42,11 +43,11 @@ class Split:
         return len(self.ids)
 
     def load_image(self, index: int) -> Image.Image:
-        """The image as RGB (grayscale, palette and RGBA images are converted)."""
+        """The image as 8-bit RGB (:func:`benchkit.data.rgb.to_rgb`: other modes converted, 16-bit scaled)."""
         if self.render is not None:
             return self.render(index)
         with Image.open(self.paths[index]) as img:
-            return img.convert("RGB") if img.mode != "RGB" else img.copy()
+            return to_rgb(img)
 
     def subset(self, indices: Sequence[int], name: str | None = None) -> "Split":
         """A new split made of the given rows (used by grouped splitting)."""
@@ -196,17 +197,19 @@ def check_image_files(dataset: Dataset) -> None:
             problems.append(f"split {split.name!r} has no images")
         if split.paths is None:
             continue
-        converted = []
+        converted, scaled = [], 0
         for path in split.paths:
             problem, mode = _inspect_image(path)
             if problem:
                 problems.append(f"{path}: {problem}")
             elif mode != "RGB":
                 converted.append(f"{path.name} ({mode})")
+                scaled += is_high_bit_depth(mode)
         if converted:
             shown = ", ".join(converted[:5]) + (f" and {len(converted) - 5} more" if len(converted) > 5 else "")
             split.notes.append(f"{len(converted)} image(s) in {split.name} are not RGB and are converted "
-                               f"to RGB: {shown}")
+                               f"to RGB: {shown}" + (f" ({scaled} with 16-bit, 32-bit or float pixels "
+                                                      f"scaled to 8 bits)" if scaled else ""))
     if problems:
         raise DataError(f"dataset {dataset.root}: {len(problems)} problem(s) with image files:\n"
                         + format_listing(problems))

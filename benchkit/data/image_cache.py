@@ -25,12 +25,14 @@ from PIL import Image
 from benchkit.data.datasets import Split
 from benchkit.errors import DataError
 from benchkit.data.decode import decode_image
+from benchkit.data.rgb import to_rgb
 from benchkit.io import file_lock, write_json
 
 CACHE_ENV = "BENCHKIT_CACHE_DIR"
 IMAGES_FOLDER = "images"
-RESIZE_SETTINGS = "pil-rgb-bilinear-v1"
-"""Names the decode of :func:`benchkit.data.decode.decode_image`; change it when that decode changes."""
+RESIZE_SETTINGS = "pil-rgb-bilinear-v2"
+"""Names the decode (:func:`benchkit.data.rgb.to_rgb`, then :func:`benchkit.data.decode.decode_image`);
+change it when that decode changes (v2: 16-bit and float images scaled, not clipped)."""
 INDEX_FORMAT = 1
 
 
@@ -59,7 +61,7 @@ def content_hash(path: Path) -> str:
 def decode_bytes(data: bytes, size: int) -> np.ndarray:
     """Encoded image bytes -> ``(3, size, size)`` uint8, the same pixels as a direct decode."""
     with Image.open(io.BytesIO(data)) as img:
-        rgb = img.convert("RGB") if img.mode != "RGB" else img.copy()
+        rgb = to_rgb(img)
     return decode_image(rgb, size)
 
 
