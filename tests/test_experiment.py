@@ -1,5 +1,7 @@
 """End to end: an experiment YAML in, run folders and a leaderboard out (tiny model, synthetic data)."""
 
+import shutil
+
 import pandas as pd
 import pytest
 import torch
@@ -78,6 +80,14 @@ def test_xlsx_has_split_sheets_config_and_highlight(finished):
     col = header.index("test_acc") + 1
     fills = [ws.cell(row=r, column=col).fill.fgColor.rgb for r in range(2, 4)]
     assert any(str(f).endswith("C6EFCE") for f in fills)
+    rows = range(2, ws.max_row + 1)
+    for metric, best_of in (("test_acc", max), ("test_mae", min), ("test_qwk", max), ("test_mape", min)):
+        col = header.index(metric) + 1
+        values = {r: ws.cell(row=r, column=col).value for r in rows}
+        best = best_of(v for v in values.values() if v is not None)
+        highlighted = {r for r in rows if str(ws.cell(row=r, column=col).fill.fgColor.rgb).endswith("C6EFCE")}
+        assert highlighted == {r for r, v in values.items() if v == best}, (metric, values)
+        assert all(ws.cell(row=r, column=col).font.bold for r in highlighted)
     assert "name: small" in "\n".join(str(c.value) for c in wb["config"]["A"])
 
 
@@ -90,13 +100,23 @@ def test_same_seed_gives_identical_metrics(tmp_path, finished):
     pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
 
 
-def test_rerun_skips_finished_runs(finished, capsys):
+def test_rerun_skips_finished_runs(finished, tmp_path, capsys):
+    """``benchkit run`` again on the same output folder trains none of the finished runs (the failed ones are
+    tried again)."""
     _, out = finished
-    before = (out / "runs" / "tiny_cnn-regression__s0" / "metrics.json").stat().st_mtime_ns
-    main(["leaderboard", str(out)])
-    after = (out / "runs" / "tiny_cnn-regression__s0" / "metrics.json").stat().st_mtime_ns
-    assert before == after
-    assert "tiny_cnn-regression__s0" in capsys.readouterr().out
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    finished_dirs = [copy / "runs" / f"tiny_cnn-regression__s{seed}" for seed in (0, 1)]
+    before = {p: p.stat().st_mtime_ns for d in finished_dirs for p in d.iterdir()}
+    capsys.readouterr()
+    assert main(["run", str(out.parent / "experiment.yaml"), "--out", str(copy), "--quiet"]) == 1  # broken fails again
+    err = capsys.readouterr().err
+    for run_dir in finished_dirs:
+        assert f"{run_dir.name}: finished earlier, skipped" in err
+    assert {p: p.stat().st_mtime_ns for d in finished_dirs for p in d.iterdir()} == before
+    assert "broken__s0" in err and "broken__s0: finished earlier" not in err
+    board = pd.read_csv(copy / "leaderboard.csv")
+    assert sorted(board.run_id) == sorted(pd.read_csv(out / "leaderboard.csv").run_id)
 
 
 def test_best_checkpoint_loads_with_weights_only(finished):

@@ -1,11 +1,13 @@
 """The frozen-backbone feature cache: same head metrics as uncached runs, correct keys, reuse."""
 
 import json
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 import benchkit.training.feature_cache as featurecache
 from benchkit.cli import main
@@ -15,6 +17,7 @@ from benchkit.training.feature_cache import (FeatureDataset, compute_features, f
 from benchkit.models.grader import build_model
 from benchkit.registry import import_plugins
 from benchkit.training.transforms import BatchPreprocessor, build_augmentation
+from benchkit_process import ENV, run_command
 from conftest import TINY_PLUGIN, small_experiment
 
 HEADS = ("regression", "coral")
@@ -89,16 +92,23 @@ def test_one_split_is_computed_once_for_all_heads(both):
     assert sorted(d["split"] for d in described) == ["test", "train", "valid"]
 
 
-def test_features_are_read_back_from_disk_in_a_new_process(both, monkeypatch):
+def test_features_are_read_back_from_disk_in_a_new_process(both):
+    """``benchkit run`` in a fresh interpreter, with a plugin that fails any feature computation, trains from
+    the features the first process stored, and stores nothing new."""
     tmp, _, _ = both
-    monkeypatch.setenv("BENCHKIT_CACHE_DIR", str(tmp / "cache"))
-    featurecache.clear_memory()
-    calls = []
-    monkeypatch.setattr(featurecache, "compute_features", lambda *a, **k: calls.append(1))
+    stored = {p.name: p.stat().st_mtime_ns for p in (tmp / "cache" / "features").iterdir()}
     out = tmp / "again"
     out.mkdir()
-    assert main(["run", str(_experiment(out, True, heads=["corn"])), "--out", str(out), "--quiet"]) == 0
-    assert calls == []
+    experiment = _experiment(out, True, heads=["corn"])
+    raw = yaml.safe_load(experiment.read_text())
+    raw["plugins"].append(str(TINY_PLUGIN.parent / "features_must_be_cached.py"))
+    experiment.write_text(yaml.safe_dump(raw, sort_keys=False))
+    done = subprocess.run(run_command(experiment, out), capture_output=True, text=True, timeout=300,
+                          env={**ENV, "BENCHKIT_CACHE_DIR": str(tmp / "cache")})
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_dir = out / "runs" / "tiny_cnn-corn__s0"
+    assert json.loads((run_dir / "details.json").read_text())["feature_cache"]
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp / "cache" / "features").iterdir()} == stored
 
 
 def _spec(tmp_path, **train) -> RunSpec:

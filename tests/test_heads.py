@@ -158,6 +158,42 @@ def test_class_weights_weight_samples_by_true_class(name):
         head.loss(out, y, torch.ones(3))
 
 
+def _categorical_nll_by_hand(name: str, out: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """Per-sample losses written out: -log p(y) (softmax, CLM logit), cross-entropy against the binomial row."""
+    losses = []
+    for row, level in zip(out.tolist(), y.tolist()):
+        if name == "clm":
+            cumulative = [0.0] + [1 / (1 + math.exp(-z)) for z in row] + [1.0]  # P(y <= k) = sigmoid(z_k)
+            losses.append(-math.log(cumulative[level + 1] - cumulative[level]))
+            continue
+        log_norm = math.log(sum(math.exp(v) for v in row))
+        log_p = [v - log_norm for v in row]
+        if name == "softmax":
+            losses.append(-log_p[level])
+        else:
+            n, p = len(row) - 1, 0.1 + 0.8 * level / (len(row) - 1)  # binomial soft target of this level
+            target = [math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(len(row))]
+            losses.append(-sum(t * lp for t, lp in zip(target, log_p)))
+    return losses
+
+
+@pytest.mark.parametrize("name", ["softmax", "clm", "soft_label"])
+def test_class_weighted_loss_of_categorical_heads_by_hand(name):
+    k = 4
+    head = HEADS.get(name)(3, k)
+    if name == "clm":
+        out = torch.tensor([[-1.0, 0.2, 1.5], [-0.5, 0.0, 2.0], [-2.0, -1.0, 0.5], [0.1, 0.6, 0.9], [-3.0, 1.0, 3.0]])
+    else:
+        out = torch.tensor([[2.0, 0.1, -1.0, 0.3], [0.0, 1.5, 0.2, -0.4], [-1.0, 0.3, 0.8, 1.9],
+                            [0.5, 0.5, 2.2, 0.1], [1.0, -2.0, 0.0, 0.7]])
+    y = torch.tensor([0, 1, 1, 3, 2])
+    weights = [0.5, 2.0, 1.0, 3.0]
+    losses = _categorical_nll_by_hand(name, out, y)
+    assert float(head.loss(out, y)) == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+    by_hand = sum(weights[t] * l for t, l in zip(y.tolist(), losses)) / sum(weights[t] for t in y.tolist())
+    assert float(head.loss(out, y, torch.tensor(weights))) == pytest.approx(by_hand, rel=1e-5)
+
+
 @pytest.mark.parametrize("name", FIRST_PARTY)
 def test_invalid_options_raise_value_error(name):
     cls = HEADS.get(name)
@@ -245,12 +281,28 @@ def test_qwk_matches_scikit_learn():
 def test_fitted_cut_points_are_monotone_and_never_worse_than_rounding():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 6, 150)
-    scores = np.clip(y * 0.6 + 1.0 + rng.normal(0, 0.5, 150), 0, 5)
+    scores = np.clip(y * 0.6 + 1.0 + rng.normal(0, 0.5, 150), 0, 5)  # compressed and shifted: rounding is poor
     cuts = fit_cut_points(scores, y, 6)
     assert np.all(np.diff(cuts) > 0)
     rounding = np.arange(5) + 0.5
-    assert (quadratic_weighted_kappa(y, np.searchsorted(cuts, scores), 6)
-            >= quadratic_weighted_kappa(y, np.searchsorted(rounding, scores), 6))
+    fitted_qwk = quadratic_weighted_kappa(y, np.searchsorted(cuts, scores), 6)
+    rounding_qwk = quadratic_weighted_kappa(y, np.searchsorted(rounding, scores), 6)
+    assert fitted_qwk >= rounding_qwk
+    assert fitted_qwk > rounding_qwk + 0.05, (fitted_qwk, rounding_qwk)  # fitting did something
+    # a local optimum: no single cut moved to any midpoint between its neighbours does better
+    points = np.unique(scores)
+    for j in range(5):
+        low = cuts[j - 1] if j else -np.inf
+        high = cuts[j + 1] if j < 4 else np.inf
+        for candidate in (points[:-1] + points[1:]) / 2:
+            if low < candidate < high:
+                trial = cuts.copy()
+                trial[j] = candidate
+                assert quadratic_weighted_kappa(y, np.searchsorted(trial, scores), 6) <= fitted_qwk + 1e-12
+    # where rounding is already perfect, fitting keeps it perfect
+    exact = y + rng.uniform(-0.3, 0.3, 150)
+    perfect = fit_cut_points(exact, y, 6)
+    assert np.array_equal(np.searchsorted(perfect, exact), y)
 
 
 # ---------------------------------------------------------------- regression

@@ -50,7 +50,28 @@ def test_names_filter_with_fnmatch():
     assert BACKBONES.names("zzz*") == []
 
 
-def test_plugin_file_is_imported_once_and_missing_file_is_config_error(tmp_path):
+def test_plugin_file_is_imported_once_and_missing_file_is_config_error(tmp_path, monkeypatch):
+    counted = tmp_path / "counted_head.py"
+    counted.write_text(textwrap.dedent("""
+        import builtins
+        from benchkit import register_head
+        from benchkit.heads.regression import RegressionHead
+
+        builtins.counted_head_imports = getattr(builtins, "counted_head_imports", 0) + 1
+
+        @register_head("counted_head")
+        class CountedHead(RegressionHead):
+            pass
+    """))
+    monkeypatch.setattr("builtins.counted_head_imports", 0, raising=False)
+    import_plugins([str(counted)])
+    first = HEADS.get("counted_head")
+    import_plugins([str(counted)])
+    import_plugins(["counted_head.py"], tmp_path)  # the same file named relative to an experiment's folder
+    import builtins
+    assert builtins.counted_head_imports == 1
+    assert HEADS.get("counted_head") is first  # a second execution would have failed as a duplicate name
+
     plugin = tmp_path / "my_head.py"
     plugin.write_text(textwrap.dedent("""
         from benchkit import register_head

@@ -16,19 +16,29 @@ RUN_ID = "tiny_cnn-regression__s0"
 EPOCHS = 3
 
 
+HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None
+HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
+needs_mlflow = pytest.mark.skipif(not HAS_MLFLOW, reason="mlflow is not installed (pip install 'benchkit[mlflow]')")
+
+
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
-    if importlib.util.find_spec("mlflow") is None:
-        pytest.skip("mlflow is not installed (pip install 'benchkit[mlflow]')")
+    """One run logged to every installed tracker: (output folder, MLflow client or None, MLflow runs)."""
+    if not (HAS_MLFLOW or HAS_TENSORBOARD):
+        pytest.skip("neither mlflow nor tensorboard is installed (pip install 'benchkit[mlflow,tensorboard]')")
     tmp = tmp_path_factory.mktemp("tracked")
-    tracking = {"mlflow": {"uri": "sqlite:///mlruns.db", "experiment": "benchkit-test"}}
-    if importlib.util.find_spec("tensorboard") is not None:
+    tracking = {}
+    if HAS_MLFLOW:
+        tracking["mlflow"] = {"uri": "sqlite:///mlruns.db", "experiment": "benchkit-test"}
+    if HAS_TENSORBOARD:
         tracking["tensorboard"] = "tb"
     path = small_experiment(tmp, tracking=tracking, evaluation={"bootstrap": {"n_resamples": 200}, "plots": True}, train={
         "epochs": EPOCHS, "batch_size": 16, "optimizer": {"lr": 3e-3}, "augmentation": "none",
         "ema": {"enabled": False}, "early_stopping": {"patience": 10}})
     out = tmp / "out"
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    if not HAS_MLFLOW:
+        return out, None, []
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}")
     experiment = client.get_experiment_by_name("benchkit-test")
@@ -36,6 +46,7 @@ def tracked(tmp_path_factory):
     return out, client, runs
 
 
+@needs_mlflow
 def test_one_finished_mlflow_run_named_after_the_run(tracked):
     _, _, runs = tracked
     assert len(runs) == 1
@@ -44,6 +55,7 @@ def test_one_finished_mlflow_run_named_after_the_run(tracked):
     assert run.info.run_name == RUN_ID and run.data.tags["benchkit.status"] == "ok"
 
 
+@needs_mlflow
 def test_params_are_the_flattened_resolved_config(tracked):
     _, _, runs = tracked
     params = runs[0].data.params
@@ -53,6 +65,7 @@ def test_params_are_the_flattened_resolved_config(tracked):
     assert params["train.optimizer.lr"] == "0.003"
 
 
+@needs_mlflow
 def test_per_epoch_metrics_match_history(tracked):
     out, client, runs = tracked
     history = pd.read_csv(out / "runs" / RUN_ID / "history.csv")
@@ -63,6 +76,7 @@ def test_per_epoch_metrics_match_history(tracked):
         assert [m.value for m in logged] == pytest.approx(history[name].tolist())
 
 
+@needs_mlflow
 def test_final_metrics_with_intervals_match_leaderboard(tracked):
     out, _, runs = tracked
     row = pd.read_csv(out / "leaderboard.csv").iloc[0]
@@ -71,6 +85,7 @@ def test_final_metrics_with_intervals_match_leaderboard(tracked):
         assert metrics[column] == pytest.approx(row[column]), column
 
 
+@needs_mlflow
 def test_artifacts_hold_config_results_plots_and_checkpoint(tracked):
     _, client, runs = tracked
     run_id = runs[0].info.run_id
@@ -80,15 +95,18 @@ def test_artifacts_hold_config_results_plots_and_checkpoint(tracked):
     assert [a.path for a in client.list_artifacts(run_id, "checkpoint")] == ["checkpoint/best.pt"]
 
 
+@pytest.mark.skipif(not HAS_TENSORBOARD, reason="tensorboard is not installed (pip install 'benchkit[tensorboard]')")
 def test_tensorboard_has_one_scalar_per_epoch(tracked):
     out, _, _ = tracked
-    if not (out / "tb").is_dir():
-        pytest.skip("tensorboard is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(out / "tb" / RUN_ID))
     events.Reload()
+    assert "epoch/train_loss" in events.Tags()["scalars"], f"no TensorBoard events under {out / 'tb' / RUN_ID}"
     assert [e.step for e in events.Scalars("epoch/train_loss")] == [1, 2, 3]
-    assert "final/test_mae" in events.Tags()["scalars"]
+    history = pd.read_csv(out / "runs" / RUN_ID / "history.csv")
+    assert [e.value for e in events.Scalars("epoch/valid_qwk")] == pytest.approx(history.valid_qwk.tolist())
+    row = pd.read_csv(out / "leaderboard.csv").iloc[0]
+    assert [e.value for e in events.Scalars("final/test_mae")] == pytest.approx([row.test_mae])
 
 
 def test_tracking_typos_are_config_errors_naming_the_key():
