@@ -13,7 +13,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -143,6 +143,10 @@ class TrainConfig(_Strict):
     class_weights: Union[Literal["none", "balanced"], list[float]] = "none"
     device: str = "auto"
     num_workers: int = Field(0, ge=0)
+    data_on_device: Union[Literal["auto"], bool] = Field(
+        "auto", description="hold each split on the device (auto: on CUDA when it fits)")
+    augment_chunk: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = Field(
+        "auto", description="images augmented per kornia call (auto: 256 on CUDA, one batch on CPU)")
     channels_last: bool = False
     compile: bool = False
     log_every: int = Field(20, ge=1)

@@ -1,7 +1,7 @@
 """Input figures on the real data at 224: the one-off cache build, resident memory, loader throughput.
 
 The cached loader is what the engine uses: ``ImageArrayDataset`` over the memory-mapped disk cache,
-read a shuffled batch at a time by ``benchkit.training.engine.batch_loader``, then kornia's reference
+read a shuffled batch at a time by ``benchkit.training.batches.batch_loader``, then kornia's reference
 augmentation on the batch. The baseline decodes
 every 640x640 JPEG with PIL each epoch and resizes it with torchvision, then applies the very same
 batch augmentation, so the two differ only in where the pixels come from.
@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 from benchkit.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from benchkit.data.datasets import Split
 from benchkit.data.image_cache import ImageCache
-from benchkit.training.engine import batch_loader
+from benchkit.training.batches import batch_loader
 from benchkit.data.decode import ImageArrayDataset
 from benchkit.training.transforms import BatchPreprocessor, reference_augmentation
 

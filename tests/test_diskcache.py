@@ -168,7 +168,7 @@ def test_a_run_on_image_files_feeds_training_from_the_disk_cache(dataset, tmp_pa
 def test_the_engine_reads_cached_rows_a_batch_at_a_time_in_shuffled_order(dataset, tmp_path):
     from torch.utils.data import DataLoader
 
-    from benchkit.training.engine import batch_loader
+    from benchkit.training.batches import batch_loader
     from benchkit.data.decode import ImageArrayDataset
 
     split = dataset.splits["train"]

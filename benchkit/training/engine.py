@@ -8,6 +8,7 @@ syncs with the host inside a step except where logging or ``nan_policy: skip`` a
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -19,12 +20,13 @@ import numpy as np
 import torch
 from ema_pytorch import EMA
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import Dataset
 
 from benchkit.config import TrainConfig
 from benchkit.errors import BenchkitError
 from benchkit.io import load_torch, save_torch
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER, compute_metrics
+from benchkit.training.batches import ResidentSplits, choose_loader, chunk_batches, preprocessed
 from benchkit.training.transforms import BatchPreprocessor
 
 
@@ -122,6 +124,7 @@ class Engine:
                     if config.ema.enabled else None)
         self._forward = torch.compile(self.model) if config.compile else self.model
         self.scheduler = None
+        self._resident = ResidentSplits()
         self.state = _State()
         self.best_state: dict | None = None
 
@@ -176,19 +179,15 @@ class Engine:
                            self.state.epoch, self.state.stopped_early, self.state.train_seconds,
                            self.state.skipped_steps, resumed_from)
 
-    def _train_epoch(self, loader: DataLoader, epoch: int, steps_per_epoch: int) -> float:
+    def _train_epoch(self, loader, epoch: int, steps_per_epoch: int) -> float:
         cfg = self.config
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
         seen = 0
-        for step, (images, targets) in enumerate(loader, start=1):
-            if step > steps_per_epoch:
-                break
-            images = images.to(self.device, non_blocking=True)
-            targets = targets.to(self.device, non_blocking=True)
-            with torch.no_grad():
-                inputs = self.preprocessor(images, train=True)
+        chunk = chunk_batches(cfg.augment_chunk, cfg.batch_size, self.device)
+        batches = preprocessed(itertools.islice(loader, steps_per_epoch), self.preprocessor, chunk)
+        for step, (inputs, targets) in enumerate(batches, start=1):
             if cfg.channels_last and inputs.dim() == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
@@ -270,10 +269,11 @@ class Engine:
     # ------------------------------------------------------------------ plumbing
 
     def _loader(self, dataset: Dataset, shuffle: bool, generator: torch.Generator | None = None):
+        """Batches of ``dataset`` arriving on the device (held there when it fits, see batches.py)."""
         batch = self.config.batch_size if shuffle else (self.config.eval_batch_size or
                                                           2 * self.config.batch_size)
-        return batch_loader(dataset, batch, shuffle=shuffle, generator=generator,
-                            num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda")
+        return choose_loader(dataset, batch, self.device, on_device=self.config.data_on_device, shuffle=shuffle,
+                             generator=generator, num_workers=self.config.num_workers, resident=self._resident)
 
     def _make_scheduler(self, steps_per_epoch: int):
         sch, epochs = self.config.scheduler, self.config.epochs
@@ -322,35 +322,6 @@ class Engine:
         if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(rng["cuda"])
         return self.state.epoch
-
-
-def batch_loader(dataset: Dataset, batch_size: int, *, shuffle: bool,
-                 generator: torch.Generator | None = None, num_workers: int = 0,
-                 pin_memory: bool = False) -> DataLoader:
-    """The engine's DataLoader; a dataset with ``gather(indices)`` is read a whole batch at a time."""
-    options = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                   generator=generator)
-    if hasattr(dataset, "gather"):
-        order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-        return DataLoader(_Gathered(dataset), sampler=BatchSampler(order, batch_size, drop_last=False),
-                          batch_size=None, **options)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, **options)
-
-
-class _Gathered(Dataset):
-    """Indexed by whole batches: ``dataset.gather(indices)`` copies a batch at once.
-
-    Batches come in the same order, from the same generator draws, as a shuffling DataLoader's.
-    """
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, indices: list[int]):
-        return self.dataset.gather(indices)
 
 
 def _targets(dataset: Dataset) -> torch.Tensor:

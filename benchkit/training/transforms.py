@@ -67,8 +67,37 @@ class BatchPreprocessor(nn.Module):
         self.augmentation = nn.Sequential(*augmentation)
         self.normalize = K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std))
 
-    def forward(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, train: bool, groups: Sequence[int] | None = None) -> torch.Tensor:
+        """``groups``: sizes of the training batches ``images`` concatenates (see :func:`augment`)."""
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         if train and len(self.augmentation):
-            x = self.augmentation(x).clamp_(0.0, 1.0)
+            x = augment(self.augmentation, x, groups).clamp_(0.0, 1.0)
         return self.normalize(x)
+
+
+def augment(transforms: Sequence[nn.Module], x: torch.Tensor, groups: Sequence[int] | None = None) -> torch.Tensor:
+    """Apply kornia ``transforms`` in order to a batch, or to a chunk made of batches of sizes ``groups``.
+
+    kornia draws each transform's parameters and its ``p`` per image, so a chunk gives every image the
+    per-batch distribution. A few transforms decide once per call instead (``p_batch < 1``: kornia's
+    RandomResizedCrop crops the whole batch or none of it); for those the decision is drawn once per
+    group, so a chunk is augmented as its batches would be one at a time, in one call.
+    """
+    for transform in transforms:
+        p_batch = float(getattr(transform, "p_batch", 1.0))
+        if groups is None or len(groups) < 2 or p_batch >= 1.0:
+            x = transform(x)
+            continue
+        transform.p_batch = 1.0
+        try:
+            every = transform(x)
+        finally:
+            transform.p_batch = p_batch
+        if every.shape != x.shape:  # output size differs: no mixing, one call per group
+            x = torch.cat([transform(part) for part in x.split(list(groups))])
+            continue
+        chosen = torch.rand(len(groups), device=x.device) < p_batch
+        applied = chosen.repeat_interleave(torch.as_tensor(list(groups), device=x.device))
+        x = torch.where(applied[:, None, None, None], every, x)
+        transform._params["batch_prob"] = applied  # kornia's record of which images it changed
+    return x
