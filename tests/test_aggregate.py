@@ -46,6 +46,39 @@ def test_reference_and_paired_test_columns(two_configs):
     assert agg.loc["frozen", "delta"] == pytest.approx(expected_delta)
 
 
+def _test_predictions(out, model: str, seed: int):
+    frame = pd.read_csv(out / "runs" / f"{model}__s{seed}" / "predictions_test.csv")
+    return frame.target.to_numpy(), frame.score.to_numpy()
+
+
+def _marker(p: float) -> str:
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "ns"
+
+
+def test_p_values_and_markers_equal_an_independent_computation(two_configs):
+    """The paired bootstrap of the test MAE written out from the prediction files (each seed resampled with its
+    documented draw, ``default_rng(seed + replicate)``, both configurations on the same images), and the
+    Wilcoxon signed-rank test of the per-seed values from scipy."""
+    agg = pd.read_csv(two_configs / "leaderboard_aggregated.csv").set_index("config")
+    full, resampled = [], []
+    for replicate, seed in enumerate((0, 1)):
+        y, frozen = _test_predictions(two_configs, "frozen", seed)
+        y_good, good = _test_predictions(two_configs, "good", seed)
+        assert np.array_equal(y, y_good)
+        draws = np.random.default_rng(0 + replicate).integers(0, len(y), (300, len(y)))
+        full.append(np.abs(frozen - y).mean() - np.abs(good - y).mean())
+        resampled.append(np.abs(frozen[draws] - y[draws]).mean(1) - np.abs(good[draws] - y[draws]).mean(1))
+    delta, deltas = np.mean(full), np.mean(resampled, axis=0)
+    p_value = (np.sum(np.abs(deltas - delta) >= abs(delta) - 1e-12) + 1) / (len(deltas) + 1)
+    row = agg.loc["frozen"]
+    assert row.delta == pytest.approx(delta, abs=1e-9)
+    assert row.p_value == pytest.approx(p_value, abs=1e-12)
+    assert row.significance == _marker(p_value)
+    board = pd.read_csv(two_configs / "leaderboard.csv").set_index("run_id")
+    per_seed = [board.loc[f"frozen__s{s}", "test_mae"] - board.loc[f"good__s{s}", "test_mae"] for s in (0, 1)]
+    assert row.p_wilcoxon == pytest.approx(stats.wilcoxon(per_seed).pvalue)
+
+
 def test_xlsx_carries_the_aggregated_sheet(two_configs):
     wb = load_workbook(two_configs / "leaderboard.xlsx")
     assert "aggregated" in wb.sheetnames
@@ -64,5 +97,8 @@ def test_two_key_grid_gives_a_pivot(tmp_path):
     expected = board.set_index(["freeze", "dropout"]).test_mae
     assert pivot.loc[1, "0.5"] == pytest.approx(expected.loc[(1, 0.5)])
     assert "pivot" in load_workbook(out / "leaderboard.xlsx").sheetnames
-    # one line of pandas gives the same table from the flat leaderboard
-    assert board.pivot_table(index="freeze", columns="dropout", values="test_mae").shape == (2, 2)
+    # every cell is the mean test MAE of its grid cell's runs in the flat leaderboard
+    for freeze in (0, 1):
+        for dropout in (0.0, 0.5):
+            runs = [r.test_mae for r in board.itertuples() if r.freeze == freeze and r.dropout == dropout]
+            assert len(runs) == 1 and pivot.loc[freeze, str(dropout)] == pytest.approx(sum(runs) / len(runs))
