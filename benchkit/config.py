@@ -130,7 +130,7 @@ class TrainConfig(_Strict):
     """The shared training recipe; a model entry may override any of it under ``train:``."""
 
     epochs: int = Field(500, ge=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=2, description="at least 2: BatchNorm cannot train on one image")
     eval_batch_size: int | None = Field(None, ge=1)
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()

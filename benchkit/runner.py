@@ -93,6 +93,9 @@ def prepare_dataset(spec: RunSpec) -> Dataset:
     for needed in ("train", "valid"):
         if needed not in dataset.splits or len(dataset.splits[needed]) == 0:
             raise DataError(f"dataset {dataset.root or dataset.name}: split {needed!r} is missing or empty")
+    if len(dataset.splits["train"]) == 1:
+        raise DataError(f"dataset {dataset.root or dataset.name}: split 'train' has a single image; training "
+                        f"needs at least 2 (BatchNorm cannot normalise one)")
     _check_label_coverage(dataset)
     return dataset
 

@@ -152,6 +152,14 @@ def plugin_with_a_syntax_error(raw, data):
     raw["plugins"].append(str(plugin))
 
 
+def batch_size_of_one(raw, data):
+    raw["train"]["batch_size"] = 1
+
+
+def a_single_training_image(raw, data):
+    raw["data"]["max_per_split"] = 1
+
+
 def empty_list_in_grid(raw, data):
     raw["grid"] = {"backbone.dropout": [0.0, 0.2, 0.5], "backbone.freeze": []}
 
@@ -176,6 +184,8 @@ REJECTED = [  # (case, words the message must hold)
     (weights_of_another_architecture, ["tiny_cnn.pt", "another architecture"]),
     (plugin_raising_at_import, ["plugin file", "broken_plugin.py", "line 4", "RuntimeError: no GPU driver found"]),
     (plugin_with_a_syntax_error, ["plugin file", "typo_plugin.py", "line 3", "syntax error"]),
+    (batch_size_of_one, ["train.batch_size", "greater than or equal to 2"]),
+    (a_single_training_image, ["split 'train' has a single image", "at least 2"]),
     (empty_list_in_grid, ["experiment.yaml", "grid key 'backbone.freeze' has an empty list"]),
     (misspelled_grid_key, ["experiment.yaml", "unknown key 'grid.backbone.dropuot'", "did you mean 'dropout'"]),
 ]
@@ -244,6 +254,34 @@ def test_16_bit_images_are_scaled_to_8_bits_with_a_note(tmp_path, capsys):
     assert code == 0, err
     assert "img_0_0.png (I;16)" in err and "1 with 16-bit, 32-bit or float pixels scaled to 8 bits" in err
     assert pd.read_csv(out / "leaderboard.csv").status.tolist() == ["ok"]
+
+
+def test_a_last_training_batch_of_one_image_joins_the_batch_before(tmp_path, capsys):
+    """41 training images in batches of 8 would leave one image alone, which BatchNorm cannot train on
+    (ResNet-18 at 32 px ends in 1x1 feature maps: one value per channel); evaluation batches of any
+    size (here 9 and 17 images in batches of 8) are fine."""
+    def lone_last_image(raw, data):
+        raw["data"] = {"format": "synthetic", "image_size": 32,
+                       "synthetic": {"num_classes": 3, "train": 41, "valid": 9, "test": 17, "image_size": 32}}
+        raw["models"] = [{"backbone": "resnet18", "head": "regression"}]
+        raw["train"]["eval_batch_size"] = 8
+
+    code, out, _ = _run(tmp_path, lone_last_image)
+    assert code == 0, capsys.readouterr().err
+    assert pd.read_csv(out / "leaderboard.csv").status.tolist() == ["ok"]
+    assert len(pd.read_csv(out / "runs" / "resnet18-regression__s0" / "predictions_test.csv")) == 17
+
+
+def test_training_batches_are_never_a_single_image():
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    from benchkit.training.batches import TrainBatches
+    for size, batch, sizes in [(41, 8, [8, 8, 8, 8, 9]), (42, 8, [8, 8, 8, 8, 8, 2]), (9, 8, [9]), (5, 2, [2, 3])]:
+        merged = list(TrainBatches(RandomSampler(range(size), generator=torch.Generator().manual_seed(1)), batch))
+        plain = list(BatchSampler(RandomSampler(range(size), generator=torch.Generator().manual_seed(1)), batch,
+                                  drop_last=False))
+        assert [len(b) for b in merged] == sizes and len(TrainBatches(range(size), batch)) == len(sizes)
+        assert merged[:-1] == plain[:len(merged) - 1] and sum(merged, []) == sum(plain, [])
 
 
 def test_nan_policy_skip_skips_and_counts_the_steps(tmp_path, capsys):

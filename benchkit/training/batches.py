@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 DEVICE_SHARE = 0.25
 """At most this share of the device's free memory holds a split (the model, its activations and
@@ -32,14 +32,16 @@ CUDA_CHUNK_IMAGES = 256
 def batch_loader(dataset: Dataset, batch_size: int, *, shuffle: bool,
                  generator: torch.Generator | None = None, num_workers: int = 0,
                  pin_memory: bool = False, drop_last: bool = False) -> DataLoader:
-    """The engine's DataLoader; a dataset with ``gather(indices)`` is read a whole batch at a time."""
+    """The engine's DataLoader; a dataset with ``gather(indices)`` is read a whole batch at a time.
+
+    Shuffled (training) batches are never a single image (:class:`TrainBatches`).
+    """
     options = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
                    generator=generator)
+    batches = _batch_sampler(len(dataset), batch_size, shuffle, generator, drop_last)
     if hasattr(dataset, "gather"):
-        return DataLoader(_Gathered(dataset), sampler=_batch_sampler(len(dataset), batch_size, shuffle, generator,
-                                                                     drop_last),
-                          batch_size=None, **options)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **options)
+        return DataLoader(_Gathered(dataset), sampler=batches, batch_size=None, **options)
+    return DataLoader(dataset, batch_sampler=batches, **options)
 
 
 class DeviceLoader:
@@ -57,8 +59,7 @@ class DeviceLoader:
         self.batch_size, self.shuffle, self.generator, self.drop_last = batch_size, shuffle, generator, drop_last
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(_batch_sampler(len(self.labels), self.batch_size, self.shuffle, None, self.drop_last))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # as DataLoader's base seed
@@ -164,9 +165,39 @@ def _augment_together(batches: list[tuple[torch.Tensor, torch.Tensor]], preproce
 
 
 def _batch_sampler(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None,
-                   drop_last: bool) -> BatchSampler:
+                   drop_last: bool) -> Sampler:
+    """Index batches: shuffled ones (training) never hold a single image, sequential ones any number."""
+    if shuffle and not drop_last:
+        return TrainBatches(RandomSampler(range(n), generator=generator), batch_size)
     order = RandomSampler(range(n), generator=generator) if shuffle else SequentialSampler(range(n))
     return BatchSampler(order, batch_size, drop_last=drop_last)
+
+
+class TrainBatches(Sampler):
+    """Batches of ``batch_size`` indices in ``sampler`` order; a last batch of one is merged into the one before.
+
+    BatchNorm cannot train on one image. Every other batch is what ``BatchSampler(sampler, batch_size,
+    drop_last=False)`` gives, from the same draws, so runs whose size leaves no lone image are unchanged.
+    """
+
+    def __init__(self, sampler: Sampler, batch_size: int):
+        self.batches = BatchSampler(sampler, batch_size, drop_last=False)
+        self.size, self.batch_size = len(sampler), batch_size
+
+    def __iter__(self):
+        held = None
+        for batch in self.batches:
+            if held is not None and len(batch) == 1:
+                batch, held = held + batch, None
+            if held is not None:
+                yield held
+            held = batch
+        if held is not None:
+            yield held
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.size, self.batch_size)
+        return full + int(rest > 1 or (rest == 1 and full == 0))
 
 
 class _Gathered(Dataset):
