@@ -38,7 +38,7 @@ QUICK = {"train_images": 256, "pipeline_images": 32, "pipeline_repeats": 2,
          "heads": 2, "heads_per_split": 6, "heads_epochs": 1, "heads_size": 96,
          "bootstrap_resamples": 1_000, "engine_steps": 4, "engine_size": 32, "engine_repeats": 2,
          "scaling_counts": [32, 64, 128]}
-FIGURES = ("inputs", "heads", "bootstrap", "engine", "scaling")
+FIGURES = ("inputs", "heads", "bootstrap", "engine", "scaling", "audit")
 
 
 def main(argv=None) -> int:
@@ -142,9 +142,18 @@ def _scaling(sizes: dict, cache_dir: Path) -> list[Figure]:
                     _BUILD["seconds"])]
 
 
+def _audit(sizes: dict, cache_dir: Path) -> list[Figure]:
+    root = hair_loss_root()
+    name, target = "audit_vs_decoding_every_image_time", "<= 2.5x"
+    if root is None:
+        return [skipped(name, target, "real data not found at ../shared/data/hair-loss")]
+    from bench_audit import audit_speed
+    return [audit_speed(root, repeats=1 if sizes is QUICK else 2)]
+
+
 _BUILD: dict = {}
 _GROUPS = {"inputs": _inputs, "heads": _heads, "bootstrap": _bootstrap, "engine": _engine,
-           "scaling": _scaling}
+           "scaling": _scaling, "audit": _audit}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -29,25 +28,18 @@ def start(experiment: Path, out: Path, log: Path, *extra: str) -> subprocess.Pop
                                 env=ENV)
 
 
-def run(experiment: Path, out: Path, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(run_command(experiment, out, *extra), capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
-
-
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    """Wait until ``path`` exists (failing if the process exits first)."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, f"the process exited ({process.returncode}) before {path} appeared"
-        assert time.monotonic() < deadline, f"{path} did not appear within {timeout}s"
-        time.sleep(0.02)
+def run(experiment: Path, out: Path, *extra: str, timeout: float = 240,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``benchkit run`` to its end; ``env`` adds variables (e.g. ``BENCHKIT_TEST_KILL``)."""
+    return subprocess.run(run_command(experiment, out, *extra), capture_output=True, text=True,
+                          env={**ENV, **(env or {})}, timeout=timeout)
 
 
 def run_results(run_dir: Path) -> dict:
     """Everything a run produced that must not depend on interruptions (timings left out)."""
     row = read_json(run_dir / "metrics.json")["row"]
-    for timing in ("train_seconds", "wall_seconds"):
-        row.pop(timing)
+    for measured in ("train_seconds", "wall_seconds", "peak_rss_mb", "peak_gpu_mb"):  # of the process, not the run
+        row.pop(measured, None)
     best = load_torch(run_dir / "best.pt")
     return {"row": json.dumps(row, sort_keys=True),
             "history": pd.read_csv(run_dir / "history.csv").drop(columns="seconds"),

@@ -2,11 +2,10 @@
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -84,42 +83,41 @@ def test_written_files_follow_the_umask(tmp_path):
 
 
 WRITER = """
-import sys, torch, pandas as pd
+import importlib.util, sys, torch, pandas as pd
 from benchkit.io import save_torch
 from benchkit.results.leaderboard import write_leaderboard
-out = sys.argv[1]
+out, kill_switch = sys.argv[1], sys.argv[2]
 frames = [pd.DataFrame({"run_id": [f"run{i}" for i in range(400)], "test_mae": [v + i / 400 for i in range(400)],
                         "status": ["ok"] * 400}) for v in (1, 2)]
 checkpoints = [{"epoch": v, "model": {"w": torch.full((500_000,), float(v))}} for v in (1, 2)]
-for n in range(10**9):
-    write_leaderboard(frames[n % 2], out)
-    save_torch(out + "/last.pt", checkpoints[n % 2])
-    if n == 1:
-        print("ready", flush=True)
+write_leaderboard(frames[0], out)
+save_torch(out + "/last.pt", checkpoints[0])
+spec = importlib.util.spec_from_file_location("kill_switch", kill_switch)
+spec.loader.exec_module(importlib.util.module_from_spec(spec))  # armed: BENCHKIT_TEST_KILL=write:NAME:1
+write_leaderboard(frames[1], out)
+save_torch(out + "/last.pt", checkpoints[1])
 """
+KILL_SWITCH = Path(__file__).resolve().parent / "plugins" / "kill_switch.py"
 
 
-def test_writer_killed_at_random_moments_leaves_valid_files(tmp_path):
-    """SIGKILL a process that rewrites the leaderboard and a checkpoint in a loop, a few times."""
-    strays = 0
-    for attempt in range(3):
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, env=ENV)
-        try:
-            assert writer.stdout.readline().strip() == b"ready"
-            time.sleep(random.uniform(0.05, 0.5))
-            writer.send_signal(signal.SIGKILL)
-            writer.wait()
-        finally:
-            writer.kill()
-        board = pd.read_csv(tmp_path / "leaderboard.csv")
-        assert len(board) == 400 and board.test_mae.iloc[0] in (1.0, 2.0)
-        version = load_workbook(tmp_path / "leaderboard.xlsx")["test"].cell(row=2, column=2).value
-        assert version in (1.0, 2.0)
-        checkpoint = load_torch(tmp_path / "last.pt")
-        assert torch.equal(checkpoint["model"]["w"], torch.full((500_000,), float(checkpoint["epoch"])))
-        strays += len(_temporary_files(tmp_path))
-        remove_temporary_files(tmp_path)
-        if strays:
-            break
-    assert strays, "no kill landed inside a write; the test proved nothing"
+@pytest.mark.parametrize("killed", ["leaderboard.csv", "leaderboard.xlsx", "last.pt"])
+def test_writer_killed_inside_a_write_leaves_valid_files(tmp_path, killed):
+    """A process that rewrites the leaderboard and a checkpoint is SIGKILLed inside the write of ``killed``
+    (half of the new file written): every file is whole, the killed one still the old version, the others the
+    old or the new one, and the killed writer's temporary file is what ``remove_temporary_files`` clears."""
+    writer = subprocess.run([sys.executable, "-c", WRITER, str(tmp_path), str(KILL_SWITCH)], capture_output=True,
+                            text=True, env={**ENV, "BENCHKIT_TEST_KILL": f"write:{killed}:1"}, timeout=120)
+    assert writer.returncode == -signal.SIGKILL, writer.stderr
+    board = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert len(board) == 400 and board.test_mae.iloc[0] in (1.0, 2.0)
+    sheet_version = load_workbook(tmp_path / "leaderboard.xlsx")["test"].cell(row=2, column=2).value
+    assert sheet_version in (1.0, 2.0)
+    checkpoint = load_torch(tmp_path / "last.pt")
+    assert torch.equal(checkpoint["model"]["w"], torch.full((500_000,), float(checkpoint["epoch"])))
+    versions = {"leaderboard.csv": board.test_mae.iloc[0], "leaderboard.xlsx": sheet_version,
+                "last.pt": checkpoint["epoch"]}
+    assert versions[killed] == 1
+    strays = _temporary_files(tmp_path)
+    assert len(strays) == 1 and strays[0].startswith(f".{killed}."), strays
+    assert [p.name for p in remove_temporary_files(tmp_path)] == strays
     assert _temporary_files(tmp_path) == []

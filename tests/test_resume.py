@@ -1,20 +1,19 @@
 """Interrupted runs resume to the same results; finished runs are skipped; changed configs are not resumed."""
 
 import random
-import re
 import shutil
 import signal
-import time
 
 import pandas as pd
 import pytest
+import yaml
 
 from benchkit.cli import main
 from benchkit.experiment import claim
 from benchkit.io import read_json
 from benchkit.progress import RunProgress
-from benchkit_process import assert_same_results, run, run_results, start, wait_for
-from conftest import small_experiment
+from benchkit_process import assert_same_results, run, run_results
+from conftest import TINY_PLUGIN, small_experiment
 
 RUN = "tiny_cnn-regression__s3"
 
@@ -31,33 +30,52 @@ def resumable_experiment(tmp_path, epochs: int = 8, train_size: int = 96, **trai
     return small_experiment(tmp_path, seeds=[3], data=data, train=recipe)
 
 
-def test_run_killed_at_a_random_moment_resumes_to_identical_results(tmp_path):
-    experiment = resumable_experiment(tmp_path)
+KILL_SWITCH = TINY_PLUGIN.parent / "kill_switch.py"
+STEPS_PER_EPOCH = 6  # 48 training images in batches of 8
+KILL_SEED = 2024
+
+
+def seeded_kill_points(seed: int = KILL_SEED) -> list[tuple[str, int]]:
+    """Where the victims die: as a seeded optimizer step in epoch 2 or 3 begins (before early stopping could
+    end the run), inside the write of a seeded epoch's checkpoint, and inside the write of ``best.pt`` after
+    the last epoch. Each entry: (``BENCHKIT_TEST_KILL`` value, the epoch the resumed run restarts after)."""
+    rng = random.Random(seed)
+    step = rng.randrange(STEPS_PER_EPOCH + 2, 3 * STEPS_PER_EPOCH)
+    epoch = rng.randrange(2, 4)
+    return [(f"step:{step}", (step - 1) // STEPS_PER_EPOCH), (f"write:last.pt:{epoch}", epoch - 1),
+            ("write:best.pt:1", 5)]
+
+
+@pytest.fixture(scope="module")
+def killable(tmp_path_factory):
+    """An experiment listing the kill switch, and its uninterrupted run (in a process of its own)."""
+    tmp = tmp_path_factory.mktemp("killable")
+    experiment = resumable_experiment(tmp, epochs=5, train_size=48)
+    raw = yaml.safe_load(experiment.read_text())
+    raw["plugins"].append(str(KILL_SWITCH))
+    experiment.write_text(yaml.safe_dump(raw, sort_keys=False))
+    reference = run(experiment, tmp / "reference")
+    assert reference.returncode == 0, reference.stderr
+    return experiment, run_results(tmp / "reference" / "runs" / RUN)
+
+
+@pytest.mark.parametrize("kill, restart_epoch", seeded_kill_points())
+def test_run_killed_at_a_seeded_moment_resumes_to_identical_results(killable, tmp_path, kill, restart_epoch):
+    experiment, reference = killable
     victim_dir = tmp_path / "victim" / "runs" / RUN
-    reference = start(experiment, tmp_path / "reference", tmp_path / "reference.log")
-    victim = start(experiment, tmp_path / "victim", tmp_path / "victim.log")
-    try:
-        checkpoint = victim_dir / "last.pt"
-        wait_for(checkpoint, victim)
-        first_seen, first = time.monotonic(), checkpoint.stat().st_mtime_ns
-        while checkpoint.stat().st_mtime_ns == first:
-            assert victim.poll() is None, (tmp_path / "victim.log").read_text()
-            time.sleep(0.01)
-        delay = random.uniform(0.0, 3 * (time.monotonic() - first_seen))
-        time.sleep(delay)
-        assert victim.poll() is None, f"the run ended within {delay:.2f}s; make it longer"
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
-    finally:
-        victim.kill()
-    assert not (victim_dir / "metrics.json").exists(), f"killed {delay:.2f}s after epoch 2, too late"
+    victim = run(experiment, tmp_path / "victim", env={"BENCHKIT_TEST_KILL": kill})
+    assert victim.returncode == -signal.SIGKILL, f"the run was not killed at {kill}:\n{victim.stderr}"
+    assert not (victim_dir / "metrics.json").exists()
+    if kill.startswith("write:"):
+        assert list(victim_dir.glob(".*.tmp")), "the kill inside a write left no temporary file"
 
     resumed = run(experiment, tmp_path / "victim")
     assert resumed.returncode == 0, resumed.stderr
-    match = re.search(r"resuming from epoch (\d) of 8", resumed.stderr)
-    assert match, resumed.stderr
-    assert reference.wait(timeout=240) == 0, (tmp_path / "reference.log").read_text()
-    assert_same_results(run_results(tmp_path / "reference" / "runs" / RUN), run_results(victim_dir))
+    if restart_epoch:
+        assert f"resuming from epoch {restart_epoch} of 5" in resumed.stderr, resumed.stderr
+    else:
+        assert "resuming" not in resumed.stderr
+    assert_same_results(reference, run_results(victim_dir))
     assert not list(victim_dir.glob(".*.tmp")), "temporary files of the killed writer were left behind"
     board = pd.read_csv(tmp_path / "victim" / "leaderboard.csv")
     assert board.run_id.tolist() == [RUN] and board.status.tolist() == ["ok"]
