@@ -78,7 +78,7 @@ def resize_relative_position_tables(state_dict: dict[str, torch.Tensor], model: 
 
 @register_backbone("maxvit_t")
 def maxvit_t(pretrained: bool = False, weights: str | None = None, weights_map: dict[str, str] | None = None,
-             drop_path: float | None = None, input_size: int = 224, partition_size: int | None = None,
+             weights_strict: bool = True, drop_path: float | None = None, input_size: int = 224, partition_size: int | None = None,
              **kwargs) -> Backbone:
     """torchvision MaxViT-T whose last Linear is an Identity, so the body ends with pooling, LayerNorm,
     Linear(512, 512) and Tanh (512 features); stem ``stem``, 4 stages ``blocks``.
@@ -102,9 +102,10 @@ def maxvit_t(pretrained: bool = False, weights: str | None = None, weights_map: 
     except TypeError as exc:
         raise ConfigError(f"maxvit_t rejects an option ({exc}); check backbone.options") from None
     body.classifier[-1] = nn.Identity()
-    source = "random"
+    source, report = "random", None
     if weights is not None:
-        load_weights_file(body, weights, weights_map, ignore_prefixes=(f"{_CLASSIFIER}.",))
+        report = load_weights_file(body, weights, weights_map, ignore_prefixes=(f"{_CLASSIFIER}.",),
+                                   strict=weights_strict).as_dict()
         source = f"local file ({weights})"
     elif pretrained_state is not None:
         load_into(body, resize_relative_position_tables(pretrained_state, body), strict=True,
@@ -113,7 +114,8 @@ def maxvit_t(pretrained: bool = False, weights: str | None = None, weights_map: 
     prep = preprocessing(MaxVit_T_Weights.IMAGENET1K_V1)
     return Backbone(body, 512, stem=[body.stem], stages=list(body.blocks),
                     mean=prep["mean"], std=prep["std"], input_size=input_size,
-                    default_freeze={"modules": ["blocks.0"]}, default_dropout=0.5, weights_source=source)
+                    default_freeze={"modules": ["blocks.0"]}, default_dropout=0.5, weights_source=source,
+                    weights_report=report)
 
 
 maxvit_t.weight_sources = "pretrained: torchvision cache (IMAGENET1K_V1); weights: PATH"

@@ -32,7 +32,8 @@ CURATED = {
 
 
 def timm_backbone(arch: str, *, pretrained: bool = False, weights: str | None = None,
-                  weights_map: dict[str, str] | None = None, drop_path: float | None = None,
+                  weights_map: dict[str, str] | None = None, weights_strict: bool = True,
+                  drop_path: float | None = None,
                   input_size: int | None = None, stage_groups: int | None = None, **kwargs) -> Backbone:
     """A :class:`Backbone` around ``timm.create_model(arch, num_classes=0, ...)``.
 
@@ -47,16 +48,17 @@ def timm_backbone(arch: str, *, pretrained: bool = False, weights: str | None = 
         raise ConfigError(f"timm has no model {arch!r}{hint}")
     model = _create(arch, pretrained, drop_path, input_size, kwargs)
     stem, stages = (_grouped_blocks(model, stage_groups) if stage_groups else timm_stem_and_stages(model))
-    source = "random"
+    source, report = "random", None
     if weights is not None:
-        load_weights_file(model, weights, weights_map, ignore_prefixes=classifier_prefixes(model))
+        report = load_weights_file(model, weights, weights_map, ignore_prefixes=classifier_prefixes(model),
+                                   strict=weights_strict).as_dict()
         source = f"local file ({weights})"
     elif pretrained:
         source = f"pretrained (timm {_tagged_name(model.pretrained_cfg)})"
     data = timm.data.resolve_model_data_config(model)
     num_features = getattr(model, "head_hidden_size", None) or model.num_features
     return Backbone(model, num_features, stem=stem, stages=stages, mean=data["mean"], std=data["std"],
-                    input_size=input_size or data["input_size"][-1], weights_source=source)
+                    input_size=input_size or data["input_size"][-1], weights_source=source, weights_report=report)
 
 
 def _create(arch: str, pretrained: bool, drop_path: float | None, input_size: int | None, kwargs: dict):
@@ -155,12 +157,12 @@ def _grouped_blocks(model: nn.Module, count: int) -> tuple[list[nn.Module], list
 
 def _register_curated(arch: str, doc: str, **defaults):
     def factory(pretrained: bool = False, weights: str | None = None, weights_map: dict[str, str] | None = None,
-                drop_path: float | None = None, **kwargs) -> Backbone:
+                weights_strict: bool = True, drop_path: float | None = None, **kwargs) -> Backbone:
         options = {**defaults, **kwargs}
         if "input_size" in options or "img_size" in options:
             options.pop("dynamic_img_size", None)
         return timm_backbone(arch, pretrained=pretrained, weights=weights, weights_map=weights_map,
-                             drop_path=drop_path, **options)
+                             weights_strict=weights_strict, drop_path=drop_path, **options)
 
     factory.__name__ = factory.__qualname__ = arch
     factory.__doc__ = f"{doc} (timm {arch}; mean/std/size from its pretrained_cfg)"
@@ -176,8 +178,9 @@ del _arch, _doc
 
 @register_backbone("timm", prefix=True)
 def timm_model(full_name: str, pretrained: bool = False, weights: str | None = None,
-               weights_map: dict[str, str] | None = None, drop_path: float | None = None, **kwargs) -> Backbone:
+               weights_map: dict[str, str] | None = None, weights_strict: bool = True,
+               drop_path: float | None = None, **kwargs) -> Backbone:
     """Any timm model as ``timm:<model name>``; stages guessed from its ``feature_info``."""
     arch = full_name.partition(":")[2]
     return timm_backbone(arch, pretrained=pretrained, weights=weights, weights_map=weights_map,
-                         drop_path=drop_path, **kwargs)
+                         weights_strict=weights_strict, drop_path=drop_path, **kwargs)

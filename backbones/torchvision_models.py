@@ -77,8 +77,8 @@ def guess_stem_and_stages(body: nn.Module) -> tuple[list[nn.Module], list[nn.Mod
 
 @register_backbone("torchvision", prefix=True)
 def torchvision_model(full_name: str, pretrained: bool = False, weights: str | None = None,
-                      weights_map: dict[str, str] | None = None, drop_path: float | None = None,
-                      **kwargs) -> Backbone:
+                      weights_map: dict[str, str] | None = None, weights_strict: bool = True,
+                      drop_path: float | None = None, **kwargs) -> Backbone:
     """Any torchvision classification model as ``torchvision:<name>``; ``pretrained`` uses its DEFAULT weights."""
     check_weights_options(pretrained, weights)
     name = full_name.partition(":")[2]
@@ -99,12 +99,14 @@ def torchvision_model(full_name: str, pretrained: bool = False, weights: str | N
         raise ConfigError(f"torchvision model {name!r} rejects an option ({exc}); "
                           f"check backbone.options and drop_path") from None
     removed, num_features = remove_classifier(body)
-    source = "random"
+    source, report = "random", None
     if weights is not None:
-        load_weights_file(body, weights, weights_map, ignore_prefixes=(f"{removed}.",))
+        report = load_weights_file(body, weights, weights_map, ignore_prefixes=(f"{removed}.",),
+                                   strict=weights_strict).as_dict()
         source = f"local file ({weights})"
     elif pretrained_state is not None:
         load_into(body, pretrained_state, strict=True, ignore_prefixes=(f"{removed}.",), source=str(enum))
         source = f"imagenet (torchvision {enum})"
     stem, stages = guess_stem_and_stages(body)
-    return Backbone(body, num_features, stem=stem, stages=stages, **preprocessing(enum), weights_source=source)
+    return Backbone(body, num_features, stem=stem, stages=stages, **preprocessing(enum), weights_source=source,
+                    weights_report=report)

@@ -80,6 +80,8 @@ class BackboneConfig(_Strict):
     pretrained: bool = False
     weights: Path | None = None
     weights_map: dict[str, str] | None = None
+    weights_strict: bool = Field(True, description="refuse a weights file unless every tensor fits and only "
+                                                   "the classifier is left over; false: load what fits")
     freeze: int | Literal["all"] | FreezeConfig | None = None
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
     drop_path: float | None = Field(None, ge=0.0, lt=1.0)

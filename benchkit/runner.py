@@ -276,6 +276,7 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool,
            "params_frozen": counts["frozen"], "epochs": result.epochs_run,
            "best_epoch": result.best_epoch, "train_seconds": round(result.train_seconds, 3),
            "input_size": size, "weights_source": model.backbone.weights_source,
+           **_weights_skipped(model.backbone.weights_report),
            "device": str(engine.device), "skipped_steps": result.skipped_steps,
            "num_classes": num_classes}
     details = {}
@@ -288,8 +289,16 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool,
                                           num_classes)
             row.update({f"{name}_{m}__{decoding}": alt_metrics[m] for m in ("acc", "mae", "qwk")})
     write_json(run_dir / "details.json", {"bootstrap": details, "calibration": calibration,
-                                          "feature_cache": use_features, "environment": environment()})
+                                          "feature_cache": use_features, "weights": model.backbone.weights_report,
+                                          "environment": environment()})
     return row
+
+
+def _weights_skipped(report: dict | None) -> dict:
+    """``weights_skipped``: tensors a local weights file did not fill or could not place (partial loads)."""
+    if report is None:
+        return {}
+    return {"weights_skipped": len(report["missing"]) + len(report["unexpected"]) + len(report["mismatched"])}
 
 
 def _split_metrics(spec: RunSpec, split: str, y_true: np.ndarray, pred, num_classes: int,

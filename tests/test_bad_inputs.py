@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import timm
 import torch
 import yaml
 from PIL import Image
@@ -140,6 +141,16 @@ def nan_loss(raw, data):
                              "head": {"name": "nan_regression", "nan_steps": [5]}})
 
 
+def _resnet34_weights_for_resnet18(raw, data, **backbone) -> None:
+    torch.manual_seed(0)  # random init: nothing is downloaded
+    torch.save(timm.create_model("resnet34", num_classes=0).state_dict(), data.parent / "resnet34.pt")
+    raw["models"][0]["backbone"] = {"name": "resnet18", "weights": str(data.parent / "resnet34.pt"), **backbone}
+
+
+def weights_of_a_larger_relative(raw, data):
+    _resnet34_weights_for_resnet18(raw, data)
+
+
 def plugin_raising_at_import(raw, data):
     plugin = data.parent / "broken_plugin.py"
     plugin.write_text("import os\n\nLIMIT = 3\nraise RuntimeError('no GPU driver found')\n")
@@ -182,6 +193,8 @@ REJECTED = [  # (case, words the message must hold)
     (unknown_backbone, ["unknown backbone 'tiny_cn'", "did you mean 'tiny_cnn'"]),
     (unknown_head, ["unknown head 'regresion'", "did you mean 'regression'"]),
     (weights_of_another_architecture, ["tiny_cnn.pt", "another architecture"]),
+    (weights_of_a_larger_relative, ["resnet34.pt", "in the file but not in the model", "layer1.2.conv1.weight",
+                                    "weights_strict: false"]),
     (plugin_raising_at_import, ["plugin file", "broken_plugin.py", "line 4", "RuntimeError: no GPU driver found"]),
     (plugin_with_a_syntax_error, ["plugin file", "typo_plugin.py", "line 3", "syntax error"]),
     (batch_size_of_one, ["train.batch_size", "greater than or equal to 2"]),
@@ -254,6 +267,16 @@ def test_16_bit_images_are_scaled_to_8_bits_with_a_note(tmp_path, capsys):
     assert code == 0, err
     assert "img_0_0.png (I;16)" in err and "1 with 16-bit, 32-bit or float pixels scaled to 8 bits" in err
     assert pd.read_csv(out / "leaderboard.csv").status.tolist() == ["ok"]
+
+
+def test_weights_strict_false_loads_what_fits_and_the_run_records_what_it_skipped(tmp_path, capsys):
+    code, out, _ = _run(tmp_path, lambda raw, data: _resnet34_weights_for_resnet18(raw, data, weights_strict=False))
+    assert code == 0, capsys.readouterr().err
+    run_dir = out / "runs" / "resnet18-regression__s0"
+    skipped = read_json(run_dir / "details.json")["weights"]
+    assert skipped["missing"] == [] and skipped["mismatched"] == [] and "layer1.2.conv1.weight" in skipped["unexpected"]
+    row = read_json(run_dir / "metrics.json")["row"]
+    assert row["status"] == "ok" and row["weights_skipped"] == len(skipped["unexpected"]) > 0
 
 
 def test_a_last_training_batch_of_one_image_joins_the_batch_before(tmp_path, capsys):

@@ -155,6 +155,47 @@ def test_checkpoint_of_another_architecture_names_keys(tmp_path, target, message
         BACKBONES.create(target, weights=str(path))
 
 
+@pytest.fixture(scope="module")
+def resnet34_file(tmp_path_factory) -> Path:
+    """A ResNet-34 state dict (random init): every ResNet-18 key is in it with its shape, plus 56 more blocks' tensors."""
+    torch.manual_seed(0)
+    return _save(timm.create_model("resnet34", num_classes=0).state_dict(),
+                 tmp_path_factory.mktemp("w") / "resnet34.pth")
+
+
+def test_weights_of_a_larger_relative_are_refused_with_the_left_over_keys(resnet34_file):
+    with pytest.raises(WeightsError) as caught:
+        BACKBONES.create("resnet18", weights=str(resnet34_file))
+    message = str(caught.value)
+    assert "another architecture" in message and "in the file but not in the model" in message
+    assert "layer1.2.conv1.weight" in message and "weights_strict: false" in message
+    assert "missing from the file" not in message and "different shape" not in message
+
+
+def test_weights_strict_false_loads_what_fits_and_reports_the_rest(resnet34_file):
+    source = torch.load(resnet34_file, weights_only=True)
+    with pytest.warns(UserWarning, match="in the file but not in the model"):
+        backbone = BACKBONES.create("resnet18", weights=str(resnet34_file), weights_strict=False)
+    report = backbone.weights_report
+    own = backbone.body.state_dict()
+    assert report["missing"] == [] and report["mismatched"] == [] and report["loaded"] == len(own)
+    assert sorted(report["unexpected"]) == sorted(set(source) - set(own))
+    assert all(torch.equal(tensor, source[key]) for key, tensor in own.items())
+
+
+def test_weights_strict_false_skips_tensors_of_another_shape(tmp_path):
+    state = timm.create_model("resnet18", num_classes=0).state_dict()
+    state["conv1.weight"] = torch.ones(64, 3, 5, 5)
+    del state["layer4.1.bn2.bias"]
+    path = _save(state, tmp_path / "resnet18.pth")
+    with pytest.raises(WeightsError, match=r"(?s)1 missing.*layer4\.1\.bn2\.bias.*conv1\.weight: file \[64, 3, 5, 5\]"):
+        BACKBONES.create("resnet18", weights=str(path))
+    with pytest.warns(UserWarning):
+        report = BACKBONES.create("resnet18", weights=str(path), weights_strict=False).weights_report
+    assert report["missing"] == ["layer4.1.bn2.bias"]
+    assert report["mismatched"] == ["conv1.weight: file [64, 3, 5, 5] vs model [64, 3, 7, 7]"]
+
+
 def test_pretrained_and_weights_together_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not both"):
         BACKBONES.create("resnet18", pretrained=True, weights=str(tmp_path / "w.pt"))

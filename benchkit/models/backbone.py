@@ -28,13 +28,14 @@ class Backbone(nn.Module):
         forward_features: ``f(body, images) -> (B, num_features)``; default ``body(images)``.
         mean, std, input_size: the preprocessing the weights were trained with.
         default_freeze / default_dropout: what the backbone applies when a run does not say.
+        weights_report: what loading a local weights file skipped (``LoadReport.as_dict``), if one was loaded.
     """
 
     def __init__(self, body: nn.Module, num_features: int, *, stem: Sequence[nn.Module] = (),
                  stages: Sequence[nn.Module] = (), forward_features: Callable | None = None,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  input_size: int = 224, default_freeze=0, default_dropout: float | None = None,
-                 weights_source: str = "random"):
+                 weights_source: str = "random", weights_report: dict | None = None):
         super().__init__()
         self.body = body
         self.num_features = num_features
@@ -47,6 +48,7 @@ class Backbone(nn.Module):
         self.default_freeze = default_freeze
         self.default_dropout = default_dropout
         self.weights_source = weights_source
+        self.weights_report = weights_report
 
     @property
     def stem(self) -> list[nn.Module]:

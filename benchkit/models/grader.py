@@ -54,6 +54,8 @@ def create_backbone(config, input_size: int | None = None) -> Backbone:
         options["weights"] = str(config.weights)
     if config.weights_map:
         options["weights_map"] = config.weights_map
+    if not config.weights_strict:
+        options["weights_strict"] = False
     if config.drop_path is not None:
         options["drop_path"] = config.drop_path
     try:

@@ -39,16 +39,24 @@ class LoadReport:
     def complete(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
+    def mismatch_lines(self) -> list[str]:
+        return [f"{k}: file {list(a)} vs model {list(b)}" for k, a, b in self.mismatched]
+
+    def as_dict(self) -> dict:
+        """What a run records of a partial load: counts and the keys skipped."""
+        return {"source": self.source, "loaded": len(self.loaded), "ignored_classifier": len(self.ignored),
+                "missing": self.missing, "unexpected": self.unexpected, "mismatched": self.mismatch_lines()}
+
     def summary(self) -> str:
         lines = [f"{self.source}: loaded {len(self.loaded)} tensors"]
         if self.ignored:
             lines[0] += f", ignored {len(self.ignored)} (removed classifier)"
-        for title, keys in (("missing from the file (left as initialised)", self.missing),
-                            ("in the file but not in the model (skipped)", self.unexpected)):
+        for title, keys in (("missing from the file", self.missing),
+                            ("in the file but not in the model", self.unexpected)):
             if keys:
                 lines.append(f"{len(keys)} {title}:\n{format_listing(keys, _LISTED)}")
         if self.mismatched:
-            shapes = [f"{k}: file {list(a)} vs model {list(b)}" for k, a, b in self.mismatched]
+            shapes = self.mismatch_lines()
             lines.append(f"{len(shapes)} with a different shape:\n{format_listing(shapes, _LISTED)}")
         return "\n".join(lines)
 
@@ -116,13 +124,16 @@ def _rename_prefixes(state_dict: dict, weights_map: dict[str, str], path: Path) 
 
 def load_into(module: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = False, *,
               ignore_prefixes: tuple[str, ...] = (), source: str = "state dict",
-              min_fraction: float = 0.5) -> LoadReport:
+              min_fraction: float = 0.5, partial: bool = False) -> LoadReport:
     """Copy matching tensors into ``module`` and report what did not match.
 
-    Raises WeightsError when a shape differs, when nothing (or less than ``min_fraction`` of the
-    module's tensors) matched — the sign of a checkpoint for another architecture — or, with
-    ``strict``, when any key is missing or unexpected. Otherwise missing/unexpected keys are warned.
-    Keys under ``ignore_prefixes`` (a removed classifier) are dropped from the file silently.
+    Keys under ``ignore_prefixes`` (a removed classifier) are dropped from the file silently. Raises
+    WeightsError when nothing matched, and
+    - with ``strict``: unless every tensor of the module is in the file with its shape and nothing
+      else is left over;
+    - with ``partial``: never otherwise (what does not fit is skipped and reported);
+    - else: when a shape differs or less than ``min_fraction`` of the module's tensors matched (the
+      sign of a checkpoint for another architecture); missing/unexpected keys are warned.
     """
     own = module.state_dict()
     report = LoadReport(source=source)
@@ -140,22 +151,32 @@ def load_into(module: nn.Module, state_dict: dict[str, torch.Tensor], strict: bo
     report.missing = [k for k in own if k not in state_dict and not k.endswith("num_batches_tracked")]
     counted = [k for k in own if not k.endswith("num_batches_tracked")]
     loaded = [k for k in report.loaded if not k.endswith("num_batches_tracked")]
-    if report.mismatched or not loaded or len(loaded) < min_fraction * len(counted) or (
-            strict and not report.complete):
+    lenient = not strict and not partial
+    if not loaded or (strict and not report.complete) or (lenient and (
+            report.mismatched or len(loaded) < min_fraction * len(counted))):
+        hint = ("\nto load only the tensors that fit, set backbone.weights_strict: false (the run records "
+                "what it skipped)" if strict and loaded else "")
         raise WeightsError(f"{source} does not fit this model ({type(module).__name__}, "
                            f"{len(counted)} tensors); is it for another architecture?\n"
-                           f"{report.summary()}\nmodel keys begin:\n{format_listing(counted, _LISTED)}")
+                           f"{report.summary()}\nmodel keys begin:\n{format_listing(counted, _LISTED)}{hint}")
     module.load_state_dict(usable, strict=False)
-    if report.missing or report.unexpected:
+    if not report.complete:
         warnings.warn(report.summary(), stacklevel=2)
     return report
 
 
 def load_weights_file(module: nn.Module, path: str | os.PathLike, weights_map: dict[str, str] | None = None,
-                      *, ignore_prefixes: tuple[str, ...] = ()) -> LoadReport:
-    """``load_into(module, load_state_dict_file(path, weights_map))`` with the path as source."""
+                      *, ignore_prefixes: tuple[str, ...] = (), strict: bool = True) -> LoadReport:
+    """A local weights file (``backbone.weights``) into ``module``.
+
+    ``strict`` (``backbone.weights_strict``, the default): every tensor of the module must be in the
+    file with its shape, and the file may hold nothing else but the removed classifier
+    (``ignore_prefixes``); else a WeightsError lists the missing, unexpected and mismatched keys.
+    ``strict=False`` loads what fits and reports the rest (``LoadReport.as_dict``).
+    """
     state_dict = load_state_dict_file(path, weights_map)
-    return load_into(module, state_dict, ignore_prefixes=ignore_prefixes, source=f"weights file {path}")
+    return load_into(module, state_dict, strict=strict, partial=not strict, ignore_prefixes=ignore_prefixes,
+                     source=f"weights file {path}")
 
 
 def rename_by_order(state_dict: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], *,
