@@ -100,18 +100,28 @@ class HeadConfig(BaseModel):
 
 
 class OptimizerConfig(_Strict):
+    """timm's ``create_optimizer_v2``; the defaults are plain AdamW over every trainable parameter."""
+
+    name: str = Field("adamw", description="a timm optimizer (adamw, sgd, lamb, ...)")
     lr: float = Field(5e-5, gt=0)
     weight_decay: float = Field(1e-8, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
+    filter_bias_and_bn: bool = Field(False, description="no weight decay on norms and biases (1-d parameters)")
+    layer_decay: float | None = Field(None, gt=0, le=1, description="layer-wise lr decay: head lr, last "
+                                                                     "stage lr*d, ..., stem lr*d**(stages+1)")
 
 
 class SchedulerConfig(_Strict):
+    """timm's ``create_scheduler_v2`` (step, cosine; warmup), stepped per epoch; torch's onecycle per update."""
+
     name: Literal["none", "step", "cosine", "onecycle"] = "none"
     step_size: int = Field(30, ge=1)
     gamma: float = 0.1
     min_lr: float = 0.0
     max_lr: float | None = None
     pct_start: float = 0.3
+    warmup_epochs: int = Field(0, ge=0, description="linear warmup from warmup_lr (inside the epochs)")
+    warmup_lr: float = Field(1e-6, ge=0)
 
 
 class EmaConfig(_Strict):

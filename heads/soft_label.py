@@ -16,7 +16,8 @@ Target families (one row per true level y, columns k = 0..K-1, every row sums to
   class y's interval ``[y/K, (y+1)/K]``, gives each interval; ``alpha`` is the mass given to each
   adjacent class (the paper's alpha_2).
 
-The training target is ``(1 - eta) * one_hot + eta * soft`` (dlordinal's ``eta``).
+The training target is ``(1 - eta) * one_hot + eta * soft`` (dlordinal's ``eta``), optionally
+label-smoothed towards the uniform distribution: ``(1 - s) * target + s / K``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class SoftLabelHead(Head):
     Options: ``soft`` (``binomial`` | ``poisson`` | ``exponential`` | ``triangular``), ``tau``
     (> 0, poisson and exponential, default 1.0), ``alpha`` (in (0, 0.2], triangular, default
     0.01), ``eta`` (in (0, 1], weight of the soft target against the one-hot one, default 1.0),
-    ``decode`` (``argmax`` | ``expected``), ``dropout``. Score: expected level.
+    ``label_smoothing`` (in [0, 1), mass spread uniformly, as in ``softmax``; default 0), ``decode`` (``argmax`` | ``expected``), ``dropout``. Score: expected level.
     """
 
     has_probabilities = True
@@ -51,7 +52,7 @@ class SoftLabelHead(Head):
 
     def __init__(self, in_features: int, num_classes: int, soft: str = "binomial",
                  tau: float | None = None, alpha: float | None = None, eta: float = 1.0,
-                 decode: str = "argmax", dropout: float = 0.0):
+                 label_smoothing: float = 0.0, decode: str = "argmax", dropout: float = 0.0):
         super().__init__(in_features, num_classes)
         self.soft = check_choice("soft", soft, SOFT_TARGETS)
         for name, value in (("tau", tau), ("alpha", alpha)):
@@ -65,8 +66,10 @@ class SoftLabelHead(Head):
         self.decode = check_choice("decode", decode, self.decodings)
         self.dropout = nn.Dropout(check_dropout(dropout))
         self.linear = nn.Linear(in_features, num_classes)
+        smoothing = check_number("label_smoothing", label_smoothing, low=0.0, high=1.0, high_open=True)
         targets = (1 - eta) * torch.eye(num_classes, dtype=torch.float64) + eta * soft_targets(
             soft, num_classes, tau=tau, alpha=alpha)
+        targets = (1 - smoothing) * targets + smoothing / num_classes
         self.register_buffer("targets", targets.float(), persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

@@ -576,6 +576,17 @@ def test_soft_label_loss_is_cross_entropy_against_the_soft_row():
     torch.testing.assert_close(head.loss(out, y), hand)
 
 
+def test_soft_label_label_smoothing_mixes_in_the_uniform_distribution():
+    head = HEADS.get("soft_label")(3, 4, soft="exponential", tau=0.7, label_smoothing=0.1)
+    out = torch.tensor([[0.2, 1.0, -0.5, 0.3], [2.0, 0.0, 0.1, -1.0]])
+    y = torch.tensor([0, 2])
+    soft = 0.9 * soft_targets("exponential", 4, tau=0.7) + 0.1 / 4
+    hand = -(soft[y].float() * torch.log_softmax(out, 1)).sum(1).mean()
+    torch.testing.assert_close(head.loss(out, y), hand)
+    with pytest.raises(ValueError, match="'label_smoothing'"):
+        HEADS.get("soft_label")(3, 4, label_smoothing=1.0)
+
+
 def test_soft_label_options_apply_only_to_their_family():
     cls = HEADS.get("soft_label")
     with pytest.raises(ValueError, match="'tau' applies only to soft: poisson | exponential"):

@@ -93,8 +93,13 @@ def _interrupt_after_epoch(monkeypatch, epoch: int) -> None:
     monkeypatch.setattr(RunProgress, "epoch", report_then_interrupt)
 
 
-def test_interrupted_run_continues_from_its_checkpoint(tmp_path, monkeypatch, capsys):
-    experiment = resumable_experiment(tmp_path, epochs=4, train_size=64)
+TIMM_RECIPE = {"optimizer": {"lr": 3e-3, "weight_decay": 0.05, "layer_decay": 0.7, "filter_bias_and_bn": True},
+               "scheduler": {"name": "cosine", "warmup_epochs": 2}}
+
+
+@pytest.mark.parametrize("recipe", [{}, TIMM_RECIPE], ids=["onecycle", "timm-warmup-cosine-layer-decay"])
+def test_interrupted_run_continues_from_its_checkpoint(tmp_path, monkeypatch, capsys, recipe):
+    experiment = resumable_experiment(tmp_path, epochs=4, train_size=64, **recipe)
     assert main(["run", str(experiment), "--out", str(tmp_path / "reference"), "--quiet"]) == 0
     out = tmp_path / "interrupted"
     with monkeypatch.context() as patch:

@@ -30,6 +30,22 @@ class GraderModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))
 
+    def group_matcher(self, coarse: bool = False):
+        """timm's layer grouping (used by layer-wise lr decay): stem 0, stage i i+1, head last.
+
+        Backbone parameters outside the stem and the stages (a final conv, a norm) join the layer
+        before them (the stem) or, after the first stage, the last stage. ``coarse`` is ignored.
+        """
+        stages = getattr(self.backbone, "stages", [])
+        layer_of = {id(p): 0 for part in getattr(self.backbone, "stem", []) for p in part.parameters()}
+        layer_of.update({id(p): i + 1 for i, stage in enumerate(stages) for p in stage.parameters()})
+        head = {id(p) for p in self.head.parameters()}
+        layers, current = {}, 0
+        for name, param in self.named_parameters(remove_duplicate=False):
+            current = len(stages) + 1 if id(param) in head else layer_of.get(id(param), current)
+            layers[name] = current
+        return lambda name: layers[name]
+
     def train(self, mode: bool = True) -> "GraderModel":
         super().train(mode)
         if mode:

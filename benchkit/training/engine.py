@@ -1,7 +1,7 @@
 """The shared training engine: one loop for every backbone and head.
 
-AdamW, an optional scheduler, mixed precision (float16 + GradScaler on CUDA, bfloat16 autocast on
-request), an EMA of the weights (ema-pytorch) used for evaluation and selection, early stopping on a
+The optimizer and schedule of :mod:`benchkit.training.optim` (timm's factories), mixed precision
+(float16 + GradScaler on CUDA, bfloat16 autocast on request), an EMA of the weights (ema-pytorch) used for evaluation and selection, early stopping on a
 validation metric, gradient clipping, and a resumable checkpoint after every epoch. The loop never
 syncs with the host inside a step except where logging or ``nan_policy: skip`` asks for it.
 """
@@ -27,6 +27,7 @@ from benchkit.errors import BenchkitError
 from benchkit.io import load_torch, save_torch
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER, compute_metrics
 from benchkit.training.batches import ResidentSplits, choose_loader, chunk_batches, preprocessed
+from benchkit.training.optim import Schedule, create_optimizer, create_schedule
 from benchkit.training.transforms import BatchPreprocessor
 
 
@@ -112,18 +113,13 @@ class Engine:
         self.on_epoch = on_epoch or (lambda row: None)
         self.on_step = on_step or (lambda step, loss: None)
         self.on_resume = on_resume or (lambda epoch: None)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if not params:
-            raise BenchkitError("the model has no trainable parameters (is everything frozen?)")
-        opt = config.optimizer
-        self.optimizer = torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay,
-                                           betas=opt.betas)
+        self.optimizer = create_optimizer(self.model, config.optimizer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.ema = (EMA(self.model, beta=config.ema.beta, update_after_step=config.ema.update_after_step,
                         update_every=config.ema.update_every, include_online_model=False)
                     if config.ema.enabled else None)
         self._forward = torch.compile(self.model) if config.compile else self.model
-        self.scheduler = None
+        self.schedule = Schedule()
         self._resident = ResidentSplits()
         self.state = _State()
         self.best_state: dict | None = None
@@ -142,7 +138,7 @@ class Engine:
         generator = seed_everything(seed)
         loader = self._loader(train_set, shuffle=True, generator=generator)
         steps_per_epoch = min(len(loader), cfg.max_train_batches or len(loader))
-        self.scheduler = self._make_scheduler(steps_per_epoch)
+        self.schedule = create_schedule(self.optimizer, cfg.scheduler, cfg.epochs, steps_per_epoch)
         resumed_from = None
         if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
             resumed_from = self._load_checkpoint(checkpoint_path, generator)
@@ -153,10 +149,10 @@ class Engine:
             epoch = self.state.epoch + 1
             start = time.perf_counter()
             train_loss = self._train_epoch(loader, epoch, steps_per_epoch)
-            row = {"epoch": epoch, "train_loss": train_loss, "lr": self.optimizer.param_groups[0]["lr"]}
+            row = {"epoch": epoch, "train_loss": train_loss,
+                   "lr": max(group["lr"] for group in self.optimizer.param_groups)}
             row.update(self._validate(valid_set, valid_targets))
-            if self.scheduler is not None and cfg.scheduler.name in ("step", "cosine"):
-                self.scheduler.step()
+            self.schedule.after_epoch(epoch)
             self.state.train_seconds += time.perf_counter() - start
             row["seconds"] = self.state.train_seconds
             self.state.history.append(row)
@@ -217,8 +213,7 @@ class Engine:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.scheduler is not None and self.config.scheduler.name == "onecycle":
-            self.scheduler.step()
+        self.schedule.after_update()
         if self.ema is not None:
             self.ema.update()
 
@@ -275,24 +270,12 @@ class Engine:
         return choose_loader(dataset, batch, self.device, on_device=self.config.data_on_device, shuffle=shuffle,
                              generator=generator, num_workers=self.config.num_workers, resident=self._resident)
 
-    def _make_scheduler(self, steps_per_epoch: int):
-        sch, epochs = self.config.scheduler, self.config.epochs
-        if sch.name == "step":
-            return torch.optim.lr_scheduler.StepLR(self.optimizer, sch.step_size, sch.gamma)
-        if sch.name == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, epochs, sch.min_lr)
-        if sch.name == "onecycle":
-            return torch.optim.lr_scheduler.OneCycleLR(
-                self.optimizer, max_lr=sch.max_lr or self.config.optimizer.lr,
-                total_steps=epochs * steps_per_epoch, pct_start=sch.pct_start)
-        return None
-
     def _save_checkpoint(self, path: Path, generator: torch.Generator) -> None:
         state = self.state
         save_torch(path, {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "best_state": self.best_state,
@@ -307,8 +290,7 @@ class Engine:
         ckpt = load_torch(path)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scheduler is not None and ckpt["scheduler"] is not None:
-            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.schedule.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt["ema"] is not None:
             self.ema.load_state_dict(ckpt["ema"])
