@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchkit.models.head import Head, Prediction
+from benchkit.models.head import Estimate, Head, Prediction
 from benchkit.registry import register_head
 from ._common import (categorical_decodings, check_choice, check_dropout, check_targets,
                            inverse_softplus, weighted_mean)
@@ -86,12 +86,12 @@ class CumulativeLinkHead(Head):
         probs = (padded[:, 1:] - padded[:, :-1]).clamp_min(0)
         return probs / probs.sum(1, keepdim=True)
 
-    def predict(self, outputs: torch.Tensor) -> Prediction:
-        return self.alternative_decodings(outputs)[self.decode]
+    def estimate(self, outputs: torch.Tensor) -> Estimate:
+        return {"probs": self.probabilities(outputs)}
 
-    def alternative_decodings(self, outputs: torch.Tensor) -> dict[str, Prediction]:
-        """``argmax`` and ``expected`` predictions of the same outputs."""
-        return categorical_decodings(self.probabilities(outputs))
+    def decode_estimate(self, estimate: Estimate, include_unfitted: bool = False) -> dict[str, Prediction]:
+        """``argmax`` and ``expected`` levels of the class probabilities."""
+        return categorical_decodings(estimate["probs"])
 
 
 def _log1mexp(gap: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchkit.models.head import Head, Prediction
+from benchkit.models.head import Estimate, Head, Prediction
 from benchkit.registry import register_head
 from ._calibration import ThresholdDecoder, threshold_decodings
 from ._common import (check_choice, check_dropout, check_targets,
@@ -62,14 +62,14 @@ class CoralHead(Head):
         per_sample = -(F.logsigmoid(logits) * exceeds + F.logsigmoid(-logits) * (1 - exceeds)).sum(1)
         return weighted_mean(per_sample, targets, class_weights, self.num_classes)
 
-    def predict(self, outputs: torch.Tensor) -> Prediction:
-        return self.alternative_decodings(outputs, include_unfitted=True)[self.decode]
+    def estimate(self, outputs: torch.Tensor) -> Estimate:
+        return {"exceedance": torch.sigmoid(outputs.float())}
 
-    def alternative_decodings(self, outputs: torch.Tensor, include_unfitted: bool = False) -> dict[str, Prediction]:
-        """``threshold`` and, once calibrated (or when asked), ``calibrated`` predictions."""
-        return threshold_decodings(torch.sigmoid(outputs.float()), self.decoder, include_unfitted)
+    def decode_estimate(self, estimate: Estimate, include_unfitted: bool = False) -> dict[str, Prediction]:
+        """``threshold`` and, once calibrated (or when asked), ``calibrated`` levels of ``P(y > k)``."""
+        return threshold_decodings(estimate["exceedance"], self.decoder, include_unfitted)
 
-    def calibrate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
-        """Fit the threshold of the ``calibrated`` decoding on validation outputs."""
-        return {"decoding": "calibrated", **self.decoder.fit(torch.sigmoid(outputs.float()), targets)}
+    def calibrate_estimate(self, estimate: Estimate, targets: torch.Tensor) -> dict:
+        """Fit the threshold of the ``calibrated`` decoding on validation exceedance probabilities."""
+        return {"decoding": "calibrated", **self.decoder.fit(estimate["exceedance"], targets)}
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchkit.models.head import Head, Prediction
+from benchkit.models.head import Estimate, Head, Prediction
 from benchkit.registry import register_head
 from ._calibration import CALIBRATE_METRICS, CutPointDecoder
 from ._common import check_choice, check_dropout, check_number, check_targets, weighted_mean
@@ -58,17 +58,17 @@ class RegressionHead(Head):
         """The continuous level estimate ``sigmoid(output) * (K-1)``."""
         return torch.sigmoid(outputs.float().reshape(-1)) * (self.num_classes - 1)
 
-    def predict(self, outputs: torch.Tensor) -> Prediction:
-        return self.alternative_decodings(outputs, include_unfitted=True)[self.decode]
+    def estimate(self, outputs: torch.Tensor) -> Estimate:
+        return {"score": self.scores(outputs)}
 
-    def alternative_decodings(self, outputs: torch.Tensor, include_unfitted: bool = False) -> dict[str, Prediction]:
-        """``round`` and, once calibrated (or when asked), ``calibrated`` predictions of the same outputs."""
-        score = self.scores(outputs)
+    def decode_estimate(self, estimate: Estimate, include_unfitted: bool = False) -> dict[str, Prediction]:
+        """``round`` and, once calibrated (or when asked), ``calibrated`` levels of the score."""
+        score = estimate["score"]
         decoded = {"round": Prediction(torch.round(score).clamp(0, self.num_classes - 1).long(), score)}
         if include_unfitted or bool(self.decoder.fitted):
             decoded["calibrated"] = Prediction(self.decoder.levels(score), score)
         return decoded
 
-    def calibrate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
-        """Fit the cut points of the ``calibrated`` decoding on validation outputs."""
-        return {"decoding": "calibrated", **self.decoder.fit(self.scores(outputs), targets)}
+    def calibrate_estimate(self, estimate: Estimate, targets: torch.Tensor) -> dict:
+        """Fit the cut points of the ``calibrated`` decoding on validation scores."""
+        return {"decoding": "calibrated", **self.decoder.fit(estimate["score"], targets)}

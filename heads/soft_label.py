@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchkit.models.head import Head, Prediction
+from benchkit.models.head import Estimate, Head, Prediction
 from benchkit.registry import register_head
 from ._common import (categorical_decodings, check_choice, check_dropout, check_number,
                            check_targets, weighted_mean)
@@ -83,12 +83,12 @@ class SoftLabelHead(Head):
         per_sample = -(wanted * log_probs).sum(1)
         return weighted_mean(per_sample, targets, class_weights, self.num_classes)
 
-    def predict(self, outputs: torch.Tensor) -> Prediction:
-        return self.alternative_decodings(outputs)[self.decode]
+    def estimate(self, outputs: torch.Tensor) -> Estimate:
+        return {"probs": torch.softmax(outputs.float(), dim=1)}
 
-    def alternative_decodings(self, outputs: torch.Tensor) -> dict[str, Prediction]:
-        """``argmax`` and ``expected`` predictions of the same outputs."""
-        return categorical_decodings(torch.softmax(outputs.float(), dim=1))
+    def decode_estimate(self, estimate: Estimate, include_unfitted: bool = False) -> dict[str, Prediction]:
+        """``argmax`` and ``expected`` levels of the class probabilities."""
+        return categorical_decodings(estimate["probs"])
 
 
 def soft_targets(soft: str, num_classes: int, *, tau: float = 1.0, alpha: float = 0.01) -> torch.Tensor:
