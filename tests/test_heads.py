@@ -12,7 +12,7 @@ from scipy.stats import norm
 from sklearn.metrics import cohen_kappa_score
 
 from benchkit.errors import ConfigError
-from benchkit.models.head import Head, Prediction
+from benchkit.models.head import Head, Prediction, generic_decodings, mean_estimate
 from benchkit.models.grader import create_head
 from benchkit.registry import HEADS
 from benchkit.heads._calibration import fit_cut_points, quadratic_weighted_kappa
@@ -54,6 +54,48 @@ def test_class_attributes(name):
     assert isinstance(cls.decodings, tuple) and cls.decodings
     if name in FIRST_PARTY:
         assert cls.has_probabilities is (name != "regression")
+
+
+@pytest.mark.parametrize("name", FIRST_PARTY)
+def test_decoding_goes_through_an_averageable_estimate(name):
+    """``predict`` is the decoded estimate; the mean of one estimate is itself; every decoding is offered."""
+    head = HEADS.get(name)(5, 6).eval()
+    x, y = _batch(6, n=40)
+    with torch.no_grad():
+        out = head(x * 3)
+    estimate = head.estimate(out)
+    assert estimate and all(v.dtype == torch.float32 and v.shape[0] == 40 for v in estimate.values())
+    assert all(((v >= 0) & (v <= 5)).all() for v in estimate.values())
+    decoded, pred = head.decode_estimate(mean_estimate([estimate]), True)[head.decode], head.predict(out)
+    assert torch.equal(decoded.level, pred.level) and torch.equal(decoded.score, pred.score)
+    assert decoded.probs is None or torch.equal(decoded.probs, pred.probs)
+    assert set(head.decode_estimate(estimate, include_unfitted=True)) == set(head.decodings)
+    twice = mean_estimate([estimate, {k: v.flip(0) for k, v in estimate.items()}])
+    for key, value in twice.items():
+        torch.testing.assert_close(value, (estimate[key] + estimate[key].flip(0)) / 2)
+
+
+class _PredictOnly(Head):
+    """A third-party head that implements only ``predict``: it still averages and decodes generically."""
+
+    has_probabilities = True
+
+    def forward(self, features):
+        return features
+
+    def predict(self, outputs):
+        probs = torch.softmax(outputs, 1)
+        return Prediction(probs.argmax(1), (probs * torch.arange(probs.shape[1])).sum(1), probs)
+
+
+def test_a_head_with_only_predict_gets_generic_estimates_and_decoding():
+    head = _PredictOnly(3, 3)
+    out = torch.tensor([[0.0, 2.0, 0.0], [3.0, 0.0, 1.0]])
+    estimate = head.estimate(out)
+    assert set(estimate) == {"score", "probs"}
+    decoded = head.decode_estimate(mean_estimate([estimate, estimate]))["default"]
+    assert decoded.level.tolist() == [1, 0] and torch.equal(decoded.probs, head.predict(out).probs)
+    assert generic_decodings({"score": torch.tensor([0.4, 1.6, -0.2])})["default"].level.tolist() == [0, 2, 0]
 
 
 @pytest.mark.parametrize("k", [2, 6])
