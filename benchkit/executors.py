@@ -7,6 +7,11 @@ folder, so results land in the same output folder and leaderboard whatever execu
 on several machines the output folder must be on a filesystem they all share). A task that dies
 without writing its result (an exception outside the run, a killed worker, a lost node) becomes a
 failed row written by the driver; a run that had finished keeps its result.
+
+Every executor runs a run with the same number of torch threads, its ``resources.cpus``
+(:func:`run_threads`): the thread count changes floating-point reductions, so this is what makes a
+run's numbers independent of where it executed. Runs in workers draw no progress; the driver shows
+them all in one display (:class:`benchkit.progress.RunsInFlight`).
 """
 
 from __future__ import annotations
@@ -14,18 +19,21 @@ from __future__ import annotations
 import multiprocessing
 import os
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from multiprocessing import connection
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from benchkit.config import RunSpec
 from benchkit.errors import ConfigError
 from benchkit.io import write_json
+from benchkit.progress import RunsInFlight, reporting_to
 from benchkit.runner import base_row, execute_run, read_run_row, run_dir_of
 
 EXECUTORS = ("local", "ray")
+REFRESH_SECONDS = 1.0
+"""How often the driver reads the progress of runs in workers."""
 
 
 @dataclass
@@ -36,24 +44,38 @@ class RunTask:
     out_dir: Path
     resume: bool = False
     quiet: bool = False
-    threads: int | None = None
+    in_worker: bool = False
+
+
+def run_threads(spec: RunSpec) -> int:
+    """The torch threads a run uses under every executor: its ``resources.cpus``, rounded, at least 1."""
+    return max(1, int(round(spec.resources.cpus)))
 
 
 def execute_task(task: RunTask) -> dict:
     """Run one task wherever this is called (this process, a pool worker or a Ray worker).
 
-    In a worker, torch uses ``threads`` (the run's ``resources.cpus``): the same thread count gives
-    the same floating-point results, so a run's row does not depend on where it ran.
+    Torch uses :func:`run_threads` threads for the run (restored afterwards), so the same run gives
+    the same numbers in any executor. In a worker the run reports its progress to the driver.
     """
-    if task.threads is not None:
-        import torch
-        torch.set_num_threads(task.threads)
-    return execute_run(task.spec, task.out_dir, quiet=task.quiet, resume=task.resume)
+    with _torch_threads(run_threads(task.spec)), reporting_to(task.out_dir if task.in_worker else None):
+        return execute_run(task.spec, task.out_dir, quiet=task.quiet, resume=task.resume)
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def worker_task(task: RunTask) -> RunTask:
-    """The task as sent to a worker process: torch threads set to the run's ``resources.cpus``."""
-    return replace(task, threads=max(1, int(round(task.spec.resources.cpus))))
+    """The task as sent to a worker: it reports its progress to the driver instead of drawing it."""
+    return replace(task, in_worker=True)
 
 
 def record_lost_run(task: RunTask, error: BaseException | str, executor: str) -> dict:
@@ -77,38 +99,52 @@ class Executor:
 
     name = "local"
     capacity = 1
+    in_workers = False
+    """Whether runs execute outside this process (then the driver shows their progress)."""
 
     def submit(self, task: RunTask) -> Any:
         raise NotImplementedError
 
-    def wait_any(self, handles: list) -> list[tuple[Any, dict | BaseException | str]]:
-        """At least one finished handle with its row, or with the error (exception or text) that lost it."""
+    def wait_any(self, handles: list, timeout: float | None = None) -> list[tuple[Any, dict | BaseException | str]]:
+        """Finished handles with their row, or with the error (exception or text) that lost them: at
+        least one, or none when ``timeout`` seconds passed first."""
         raise NotImplementedError
 
     def close(self) -> None:
         """Release workers or the cluster connection this executor started."""
 
-    def run(self, tasks: Iterable[RunTask], on_done: Callable[[RunTask, dict], None]) -> None:
-        """Pull tasks lazily (claiming happens as they are pulled) and execute them."""
+    def run(self, tasks: Iterable[RunTask], on_done: Callable[[RunTask, dict], None],
+            display: RunsInFlight | None = None) -> None:
+        """Pull tasks lazily (claiming happens as they are pulled) and execute them; ``display`` shows
+        the runs in flight when they execute in workers."""
         pending = iter(tasks)
         in_flight: dict[Any, RunTask] = {}
         exhausted = False
+        display = display if self.in_workers else None
         try:
-            while True:
-                while not exhausted and len(in_flight) < self.capacity:
-                    task = next(pending, None)
-                    if task is None:
-                        exhausted = True
-                    else:
-                        in_flight[self.submit(task)] = task
-                if not in_flight:
-                    return
-                for handle, outcome in self.wait_any(list(in_flight)):
-                    task = in_flight.pop(handle)
-                    if isinstance(outcome, KeyboardInterrupt):
-                        raise outcome
-                    row = outcome if isinstance(outcome, dict) else record_lost_run(task, outcome, self.name)
-                    on_done(task, row)
+            with display or nullcontext():
+                while True:
+                    while not exhausted and len(in_flight) < self.capacity:
+                        task = next(pending, None)
+                        if task is None:
+                            exhausted = True
+                        else:
+                            in_flight[self.submit(task)] = task
+                            if display is not None:
+                                display.started(task.spec.run_id)
+                    if not in_flight:
+                        return
+                    finished = self.wait_any(list(in_flight), REFRESH_SECONDS if display is not None else None)
+                    if display is not None:
+                        display.refresh()
+                    for handle, outcome in finished:
+                        task = in_flight.pop(handle)
+                        if isinstance(outcome, KeyboardInterrupt):
+                            raise outcome
+                        row = outcome if isinstance(outcome, dict) else record_lost_run(task, outcome, self.name)
+                        if display is not None:
+                            display.finished(task.spec.run_id, row)
+                        on_done(task, row)
         finally:
             self.close()
 
@@ -148,6 +184,7 @@ class LocalExecutor(Executor):
         if jobs < 1:
             raise ConfigError(f"--jobs must be at least 1 (got {jobs})")
         self.capacity = jobs
+        self.in_workers = jobs > 1
         self._places = place_workers(jobs, visible_gpus() if gpus is None else gpus) if jobs > 1 else []
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
@@ -167,10 +204,10 @@ class LocalExecutor(Executor):
     def _spawn(self, slot: int) -> "_Worker":
         return _Worker(slot, self._places[slot])
 
-    def wait_any(self, handles: list) -> list[tuple[Any, dict | BaseException | str]]:
+    def wait_any(self, handles: list, timeout: float | None = None) -> list[tuple[Any, dict | BaseException | str]]:
         if all(isinstance(h, _Done) for h in handles):
             return [(h, h.outcome) for h in handles]
-        ready = set(connection.wait([h.conn for h in handles]))
+        ready = set(connection.wait([h.conn for h in handles], timeout))
         results = []
         for worker in [h for h in handles if h.conn in ready]:
             self._busy.discard(worker)
@@ -201,6 +238,7 @@ class RayExecutor(Executor):
     """
 
     name = "ray"
+    in_workers = True
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None):
         try:
@@ -220,11 +258,14 @@ class RayExecutor(Executor):
 
     def submit(self, task: RunTask) -> Any:
         resources = task.spec.resources
+        if self._started and resources.cpus > self.capacity:  # Ray would wait for it forever
+            raise ConfigError(f"run {task.spec.run_id} asks for resources.cpus={resources.cpus:g} but the local "
+                              f"Ray has {self.capacity} CPU(s): raise --jobs or lower resources.cpus")
         return self._remote.options(num_cpus=resources.cpus, num_gpus=resources.gpus,
                                      name=f"benchkit:{task.spec.run_id}").remote(worker_task(task))
 
-    def wait_any(self, handles: list) -> list[tuple[Any, dict | BaseException]]:
-        ready, _ = self._ray.wait(handles, num_returns=1)
+    def wait_any(self, handles: list, timeout: float | None = None) -> list[tuple[Any, dict | BaseException]]:
+        ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
         results = []
         for ref in ready:
             try:

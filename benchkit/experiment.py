@@ -28,7 +28,7 @@ from benchkit.io import file_lock, load_torch, remove_temporary_files, write_tex
 from benchkit.results.leaderboard import build_leaderboard, rich_table, write_leaderboard
 from benchkit.models.grader import build_model, count_parameters
 from benchkit.results.plots import try_plots, write_experiment_plots
-from benchkit.progress import console, log_console
+from benchkit.progress import RunsInFlight, console, log_console
 from benchkit.registry import import_plugins
 from benchkit.runner import load_dataset, prepare_dataset, read_run_row, run_dir_of
 
@@ -120,7 +120,8 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
         refresh_leaderboard(config, out_dir)
 
     try:
-        (executor or LocalExecutor()).run(claimed_tasks(), finished)
+        (executor or LocalExecutor()).run(claimed_tasks(), finished,
+                                          display=RunsInFlight(out_dir, total=len(pending), quiet=quiet))
     finally:
         for held in claims.values():
             held.close()

@@ -24,7 +24,7 @@ import torch
 from benchkit.config import DataConfig, RunSpec, dump_yaml
 from benchkit.data.datasets import Dataset, Split, read_imagefolder, read_roboflow_csv
 from benchkit.data.image_cache import cached_split, resolve_cache_dir
-from benchkit.training.engine import Engine, resolve_device
+from benchkit.training.engine import Engine, monitor_is_max, resolve_device
 from benchkit.training.memory import PeakMemory, describe_out_of_memory, is_out_of_memory
 from benchkit.errors import BenchkitError, DataError
 from benchkit.training.feature_cache import (FeaturePassThrough, feature_cache_applies, feature_sets, head_only,
@@ -251,7 +251,8 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool,
         trained, engine_prep = head_only(model), FeaturePassThrough()
     class_weights = _class_weights(spec, dataset.splits["train"].labels, num_classes)
     monitor = spec.train.early_stopping.monitor
-    with RunProgress(spec.run_id, spec.train.epochs, monitor, quiet) as progress:
+    maximize = monitor_is_max(monitor, spec.train.early_stopping.mode)
+    with RunProgress(spec.run_id, spec.train.epochs, monitor, quiet, maximize=maximize) as progress:
         engine = Engine(trained, engine_prep, spec.train, num_classes, class_weights=class_weights,
                         on_epoch=_chain(progress.epoch, tracker and tracker.epoch),
                         on_step=progress.step, on_resume=progress.resumed)
@@ -352,7 +353,7 @@ def environment() -> dict:
             "kornia": kornia.__version__, "device": str(resolve_device()),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "platform": platform.platform()}
+            "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
 
 
 def read_run_row(run_dir: Path) -> dict | None:

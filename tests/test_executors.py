@@ -19,6 +19,7 @@ FAULTY_PLUGIN = REPO / "tests" / "plugins" / "faulty.py"
 GRID = {"backbone.dropout": [0.0, 0.3]}
 COMPARED = ["seed", "dropout", "epochs", "best_epoch", "status"]
 HAS_RAY = importlib.util.find_spec("ray") is not None
+THREADS = 1 if torch.get_num_threads() > 1 else 2
 
 
 def _board(out) -> pd.DataFrame:
@@ -27,9 +28,11 @@ def _board(out) -> pd.DataFrame:
 
 def _assert_same_rows(board: pd.DataFrame, reference: pd.DataFrame) -> None:
     assert list(board.index) == list(reference.index)
+    assert (board.status == "ok").all()
     metrics = [c for c in reference if c.startswith(("valid_", "test_"))]
     assert len(metrics) > 20
-    pd.testing.assert_frame_equal(board[COMPARED], reference[COMPARED])
+    compared = [c for c in COMPARED if c in reference]
+    pd.testing.assert_frame_equal(board[compared], reference[compared])
     pd.testing.assert_frame_equal(board[metrics], reference[metrics], check_exact=False, rtol=1e-9, atol=1e-12)
 
 
@@ -54,8 +57,9 @@ def _assert_failed_rows(out) -> None:
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grid")
-    # workers use resources.cpus torch threads; the same count as this process gives identical numbers
-    return small_experiment(tmp, grid=GRID, seeds=[0, 1], resources={"cpus": torch.get_num_threads()})
+    # every executor runs a run with resources.cpus torch threads: here a count unlike this process's own,
+    # so that a run using the process's count in any executor gives other numbers
+    return small_experiment(tmp, grid=GRID, seeds=[0, 1], resources={"cpus": THREADS})
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +86,15 @@ def test_local_grid_has_four_finished_runs(local_out):
     assert sorted(board.seed.unique()) == [0, 1] and sorted(board.dropout.unique()) == [0.0, 0.3]
 
 
+def _threads(out) -> set:
+    return {read_json(p)["environment"]["torch_threads"] for p in (out / "runs").glob("*/details.json")}
+
+
+def test_every_executor_runs_with_resources_cpus_threads_and_restores_the_count(local_out):
+    assert _threads(local_out) == {THREADS}
+    assert torch.get_num_threads() != THREADS  # the in-process run put this process's count back
+
+
 def _visible_devices(out) -> list:
     return [read_json(p)["environment"]["cuda_visible_devices"] for p in sorted((out / "runs").glob("*/details.json"))]
 
@@ -93,6 +106,7 @@ def test_two_local_processes_give_the_same_rows_placed_round_robin_over_gpus(gri
     out = tmp_path / "jobs"
     assert main(["run", str(grid), "--out", str(out), "--quiet", "--jobs", "2"]) == 0
     _assert_same_rows(_board(out), _board(local_out))
+    assert _threads(out) == {THREADS}
     # the first two runs go to the two workers at once, so both placements are used
     assert set(_visible_devices(out)) == set(gpus[:2])
 
@@ -131,6 +145,7 @@ def test_ray_gives_the_same_rows_as_local(local_ray, grid, local_out, tmp_path):
     out = tmp_path / "ray"
     assert main(["run", str(grid), "--out", str(out), "--quiet", "--executor", "ray"]) == 0
     _assert_same_rows(_board(out), _board(local_out))
+    assert _threads(out) == {THREADS}
     assert local_ray.is_initialized()  # a Ray the caller started is left running
 
 
@@ -167,3 +182,21 @@ def test_unknown_executor_and_bad_jobs_are_usage_errors(grid, tmp_path):
     with pytest.raises(SystemExit):
         main(["run", str(grid), "--executor", "slurm"])
     assert main(["run", str(grid), "--out", str(tmp_path / "o"), "--jobs", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_the_quickstart_gives_one_leaderboard_in_process_in_two_processes_and_on_ray(local_ray, tmp_path):
+    """The shipped quickstart (its backbones and heads), shrunk by overrides, with a thread count unlike this
+    process's own (as on a machine whose core count differs from the quickstart's ``resources.cpus``)."""
+    quickstart = REPO / "experiments" / "quickstart.yaml"
+    shrink = ["train.epochs=2", "data.synthetic.train=48", "data.synthetic.valid=24", "data.synthetic.test=24",
+              "evaluation.bootstrap.n_resamples=200", "evaluation.plots=false", f"resources.cpus={THREADS}"]
+    boards = {}
+    for name, flags in {"here": [], "jobs": ["--jobs", "2"], "ray": ["--executor", "ray"]}.items():
+        out = tmp_path / name
+        assert main(["run", str(quickstart), "--out", str(out), "--quiet", *flags, *shrink]) == 0
+        boards[name] = _board(out)
+        assert _threads(out) == {THREADS}
+    assert len(boards["here"]) == 3
+    _assert_same_rows(boards["jobs"], boards["here"])
+    _assert_same_rows(boards["ray"], boards["here"])

@@ -203,11 +203,11 @@ class _Progress:
         self._start = 0.0
 
     def __enter__(self) -> "_Progress":
-        from benchkit.progress import log_console
+        from benchkit.progress import can_draw, log_console
         self._start = time.perf_counter()
         if not self.enabled:
             return self
-        if log_console.is_terminal:
+        if can_draw():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
             self._bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
                                  TimeRemainingColumn(), console=log_console, transient=True)
