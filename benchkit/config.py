@@ -13,12 +13,12 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Mapping, Sequence, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from benchkit.config_files import deep_merge, read_config_file
+from benchkit.config_files import deep_merge, read_config_file, resolve_bases
 from benchkit.errors import ConfigError
 
 
@@ -274,13 +274,16 @@ class RunSpec(_Strict):
 
 # ---------------------------------------------------------------- loading
 
-def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
-    """Read (with its ``base:`` files merged in), override (``a.b=c``), check for unknown keys and validate."""
-    path = Path(path)
-    raw = read_config_file(path)
+def load_experiment(source: str | Path | Mapping, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read an experiment file, or take a mapping built in code (``base:`` files relative to the current
+    folder); merge its bases, override (``a.b=c``), check for unknown keys and validate."""
+    if isinstance(source, Mapping):
+        raw, name = resolve_bases(source, Path.cwd()), "<experiment>"
+    else:
+        raw, name = read_config_file(source), str(source)
     for item in overrides:
         apply_override(raw, item)
-    return validate_experiment(raw, source=str(path))
+    return validate_experiment(raw, source=name)
 
 
 def validate_experiment(raw: dict, source: str = "<experiment>") -> ExperimentConfig:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -27,6 +27,11 @@ BASE_KEY = "base"
 def read_config_file(path: str | Path) -> dict:
     """The raw mapping of ``path`` with its bases merged in (not yet validated)."""
     return _read(Path(path), ())
+
+
+def resolve_bases(raw: Mapping, folder: str | Path) -> dict:
+    """A mapping built in code (not read from a file) with its ``base:`` files, relative to ``folder``, merged in."""
+    return _merge_bases(copy.deepcopy(dict(raw)), Path(folder) / "<experiment>", ())
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -41,7 +46,10 @@ def deep_merge(base: dict, update: dict) -> dict:
 
 
 def _read(path: Path, chain: tuple[Path, ...]) -> dict:
-    raw = _load_mapping(path, chain)
+    return _merge_bases(_load_mapping(path, chain), path, chain)
+
+
+def _merge_bases(raw: dict, path: Path, chain: tuple[Path, ...]) -> dict:
     bases = raw.pop(BASE_KEY, None)
     if bases is None:
         return raw

@@ -15,6 +15,7 @@ import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import pandas as pd
 import yaml
@@ -36,15 +37,16 @@ UNCHECKED_CHANGES = ("experiment", "evaluation.sort_by", "evaluation.reference",
 """Config keys that do not change a run's results: editing them keeps finished and interrupted runs."""
 
 
-def plan(path: str | Path, overrides: list[str] = ()) -> tuple[ExperimentConfig, list[RunSpec]]:
-    """Load and validate an experiment file and expand it into runs (plugins imported first)."""
-    path = Path(path)
-    config = load_experiment(path, overrides)
-    import_plugins(config.plugins, path.parent)
+def plan(source: str | Path | Mapping, overrides: Sequence[str] = ()) -> tuple[ExperimentConfig, list[RunSpec]]:
+    """Load and validate an experiment (a file, or a mapping whose relative paths are taken from the
+    current folder) and expand it into runs (plugins imported first)."""
+    folder = Path.cwd() if isinstance(source, Mapping) else Path(source).parent
+    config = load_experiment(source, overrides)
+    import_plugins(config.plugins, folder)
     try:
-        return config, expand_runs(config, base_dir=path.parent.resolve())
+        return config, expand_runs(config, base_dir=folder.resolve())
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{source if not isinstance(source, Mapping) else '<experiment>'}: {exc}") from None
 
 
 def default_out_dir(config: ExperimentConfig) -> Path:

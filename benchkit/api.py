@@ -1,0 +1,136 @@
+"""The Python API: run an experiment from a script or notebook and read its results as DataFrames.
+
+>>> import benchkit
+>>> results = benchkit.run("experiments/quickstart.yaml", out="results/quickstart")  # doctest: +SKIP
+>>> results = benchkit.load_results("results/quickstart")                            # doctest: +SKIP
+>>> results.leaderboard[["run_id", "test_mae", "test_qwk"]]                          # doctest: +SKIP
+
+``run`` does what ``benchkit run`` does (same validation, executors, resumption and output folder)
+and raises :class:`benchkit.errors.BenchkitError` where the command would exit with status 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from benchkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from benchkit.executors import Executor
+    from benchkit.predict import LoadedRun
+
+
+def run(experiment: str | Path | Mapping, out: str | Path | None = None, overrides: Sequence[str] = (), *,
+        executor: "str | Executor" = "local", jobs: int = 1, ray_address: str | None = None,
+        fresh: bool = False, quiet: bool = False) -> "Results":
+    """Run an experiment and return its :class:`Results`.
+
+    ``experiment`` is a YAML file, or a mapping with the same keys (its relative paths, plugin files and
+    ``base:`` files are taken from the current folder). ``out`` defaults to ``results/<name>``;
+    ``overrides`` are ``KEY=VALUE`` strings as for ``--set``; ``executor`` is ``"local"`` (``jobs``
+    processes) or ``"ray"`` (or an :class:`~benchkit.executors.Executor`). As on the command line,
+    finished runs in ``out`` are kept and interrupted ones resumed unless ``fresh``.
+    """
+    from benchkit.executors import Executor, make_executor
+    from benchkit.experiment import default_out_dir, plan, run_experiment
+    started = time.time()
+    config, runs = plan(experiment, list(overrides))
+    out_dir = Path(out) if out is not None else default_out_dir(config)
+    chosen = executor if isinstance(executor, Executor) else make_executor(executor, jobs, ray_address)
+    run_experiment(config, runs, out_dir, quiet=quiet, fresh=fresh, executor=chosen, started=started)
+    return Results(out_dir)
+
+
+def load_results(out_dir: str | Path) -> "Results":
+    """The results folder of an experiment (what ``benchkit run --out DIR`` wrote)."""
+    out_dir = Path(out_dir)
+    if not (out_dir / "runs").is_dir():
+        raise ConfigError(f"{out_dir}: no runs/ folder here (is this a benchkit results folder?)")
+    return Results(out_dir)
+
+
+class Results:
+    """An experiment's results folder as DataFrames. Tables are read once, on first use."""
+
+    def __init__(self, out_dir: str | Path):
+        self.out_dir = Path(out_dir)
+
+    def __repr__(self) -> str:
+        return f"Results({str(self.out_dir)!r}: {len(self.run_ids)} run(s))"
+
+    @property
+    def run_ids(self) -> list[str]:
+        """Runs with a result (finished or failed), in leaderboard order."""
+        return [str(r) for r in self.leaderboard["run_id"]] if "run_id" in self.leaderboard else []
+
+    @cached_property
+    def leaderboard(self) -> pd.DataFrame:
+        """One row per run, best first (``leaderboard.csv``; rebuilt from the run folders when absent)."""
+        path = self.out_dir / "leaderboard.csv"
+        if path.is_file():
+            return pd.read_csv(path)
+        from benchkit.results.leaderboard import build_leaderboard
+        return build_leaderboard(self.out_dir, self._evaluation().sort_by)
+
+    @cached_property
+    def aggregated(self) -> pd.DataFrame:
+        """One row per configuration across seeds and folds: mean, std and 95% t-interval of each metric
+        (``leaderboard_aggregated.csv``, with the paired tests when a reference is set)."""
+        path = self.out_dir / "leaderboard_aggregated.csv"
+        if path.is_file():
+            return pd.read_csv(path)
+        from benchkit.results.aggregate import aggregate_runs, sort_aggregated
+        aggregated = aggregate_runs(self.leaderboard)
+        return sort_aggregated(aggregated, self._evaluation().sort_by) if not aggregated.empty else aggregated
+
+    @cached_property
+    def history(self) -> pd.DataFrame:
+        """Every run's per-epoch history in one long table: ``run_id, epoch, train_loss, valid_...``."""
+        return self._concat("history.csv")
+
+    def predictions(self, split: str = "test") -> pd.DataFrame:
+        """Every run's predictions on ``split`` in one long table: ``run_id, image, target, pred, score,
+        probabilities`` (levels 0-based; ``probabilities`` a list of K floats, or None for heads without)."""
+        frame = self._concat(f"predictions_{split}.csv")
+        if frame.empty:
+            return pd.DataFrame(columns=["run_id", "image", "target", "pred", "score", "probabilities"])
+        prob_columns = sorted((c for c in frame if c.startswith("prob_")), key=lambda c: int(c[5:]))
+        probs = frame[prob_columns].to_numpy(dtype=float)  # (N, 0) for heads without probabilities
+        frame = frame.drop(columns=prob_columns)
+        frame["probabilities"] = [None if not len(row) or np.isnan(row).any() else row.tolist() for row in probs]
+        return frame
+
+    def run(self, run_id: str, device: str | None = None) -> "LoadedRun":
+        """One finished run, loaded for prediction (see :func:`benchkit.load_run`)."""
+        from benchkit.predict import load_run
+        run_dir = self.out_dir / "runs" / run_id
+        if not run_dir.is_dir():
+            close = difflib.get_close_matches(run_id, self.run_ids, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (runs: {', '.join(self.run_ids[:5])}...)"
+            raise ConfigError(f"{self.out_dir}: no run {run_id!r}{hint}")
+        return load_run(run_dir, device=device)
+
+    def _concat(self, name: str) -> pd.DataFrame:
+        frames = []
+        for run_id in self.run_ids:
+            path = self.out_dir / "runs" / run_id / name
+            if path.is_file():
+                frame = pd.read_csv(path)
+                frame.insert(0, "run_id", run_id)
+                frames.append(frame)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def _evaluation(self):
+        import yaml
+
+        from benchkit.config import EvaluationConfig
+        path = self.out_dir / "experiment.yaml"
+        raw = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+        return EvaluationConfig.model_validate(raw.get("evaluation") or {})
