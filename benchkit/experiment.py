@@ -192,11 +192,10 @@ def _check_data(spec: RunSpec, problems: list[BenchkitError], notes: set[str]) -
         problems.append(exc)
         return None
     source = load_dataset(spec.data, spec.base_dir)
-    for split in source.splits.values():
-        for note in split.notes:
-            if note not in notes:
-                notes.add(note)
-                log_console.print(f"[yellow]note:[/] {source.root or source.name}: {note}")
+    for note in source.notes + [note for split in source.splits.values() for note in split.notes]:
+        if note not in notes:
+            notes.add(note)
+            log_console.print(f"[yellow]note:[/] {source.root or source.name}: {note}")
     return dataset.num_classes
 
 

@@ -112,6 +112,22 @@ def test_a_clean_folder_exits_0_with_stable_keys(tmp_path, capsys):
                                                  "overlapping_train": 0, "examples": []}
 
 
+def test_a_class_without_images_is_a_problem_unless_the_classes_were_given(tmp_path, capsys):
+    rows = {split: [(name, image, [*cells, 0]) for name, image, cells in items]
+            for split, items in _clean_rows().items()}
+    root = _write_roboflow(tmp_path / "ds", rows)
+    for split in rows:  # an extra all-zero LEVEL_8 column
+        csv_path = root / split / "_classes.csv"
+        lines = csv_path.read_text().splitlines()
+        csv_path.write_text("\n".join([lines[0] + ", LEVEL_8", *lines[1:]]) + "\n")
+    code, report = _check_json([root], capsys)
+    assert code == 1 and report["empty_classes"] == ["LEVEL_8"]
+    assert [f["kind"] for f in report["findings"]] == ["empty_classes"]
+    assert "class(es) ['LEVEL_8'] have no image in any split" in report["problems"][0]
+    code, report = _check_json([root, "--classes", *CLASSES, "LEVEL_8"], capsys)
+    assert code == 0 and report["clean"] and any("LEVEL_8" in note for note in report["notes"])
+
+
 def test_every_kind_of_problem_is_reported_together(tmp_path, capsys):
     rows = _clean_rows()
     rows["train"].append(("40-Top_jpg.rf.bad.png", _pattern(40), [1, 1, 0]))

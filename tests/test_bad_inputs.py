@@ -109,6 +109,26 @@ def class_in_test_not_in_train(raw, data):
         _write_csv_lines(data, split, [line for line in _csv_lines(data, split) if not line.endswith("0, 0, 1")])
 
 
+def missing_classes_csv(raw, data):
+    (data / "train" / "_classes.csv").unlink()
+
+
+def _add_empty_column(data, name: str = "LEVEL_8") -> None:
+    for split in SIZES:
+        lines = _csv_lines(data, split)
+        _write_csv_lines(data, split, [lines[0] + f", {name}"] + [line + ", 0" for line in lines[1:]])
+
+
+def all_zero_class_column(raw, data):
+    _add_empty_column(data)
+
+
+def several_data_problems(raw, data):
+    csv_row_missing_a_column(raw, data)
+    truncated_image(raw, data)
+    (data / "train" / "img_2_1.jpg").unlink()
+
+
 def unknown_backbone(raw, data):
     raw["models"][0]["backbone"] = "tiny_cn"
 
@@ -190,6 +210,10 @@ REJECTED = [  # (case, words the message must hold)
     (truncated_image, ["test/img_1_0.jpg", "cannot be decoded"]),
     (not_an_image, ["train/img_2_1.jpg", "cannot be decoded"]),
     (class_in_test_not_in_train, ["LEVEL_4", "split 'test' but not in train"]),
+    (missing_classes_csv, ["train/_classes.csv is missing", "the labels of the 12 image(s)"]),
+    (all_zero_class_column, ["class column(s) ['LEVEL_8']", "no image in any split", "data.classes"]),
+    (several_data_problems, ["3 problem(s)", "valid/_classes.csv: line 3: 3 fields, expected 4",
+                             "test/img_1_0.jpg: cannot be decoded", "train/img_2_1.jpg: missing file"]),
     (unknown_backbone, ["unknown backbone 'tiny_cn'", "did you mean 'tiny_cnn'"]),
     (unknown_head, ["unknown head 'regresion'", "did you mean 'regression'"]),
     (weights_of_another_architecture, ["tiny_cnn.pt", "another architecture"]),
@@ -267,6 +291,18 @@ def test_16_bit_images_are_scaled_to_8_bits_with_a_note(tmp_path, capsys):
     assert code == 0, err
     assert "img_0_0.png (I;16)" in err and "1 with 16-bit, 32-bit or float pixels scaled to 8 bits" in err
     assert pd.read_csv(out / "leaderboard.csv").status.tolist() == ["ok"]
+
+
+def test_an_empty_level_listed_in_data_classes_is_kept_with_a_note(tmp_path, capsys):
+    def listed_empty_level(raw, data):
+        _add_empty_column(data)
+        raw["data"]["classes"] = [*CLASSES, "LEVEL_8"]
+
+    code, out, _ = _run(tmp_path, listed_empty_level)
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 0, err
+    assert "class(es) ['LEVEL_8'] of data.classes have no image in any split" in err
+    assert read_json(out / "runs" / "tiny_cnn-regression__s0" / "metrics.json")["row"]["num_classes"] == 4
 
 
 def test_weights_strict_false_loads_what_fits_and_the_run_records_what_it_skipped(tmp_path, capsys):

@@ -19,6 +19,7 @@ def _write_export(root, rows, header="filename, A, B, C", split="train"):
 
 def test_roboflow_csv_with_spaced_header(tmp_path):
     _write_export(tmp_path, [("a.jpg", [0, 1, 0]), ("b.jpg", [0, 0, 1])])
+    _write_export(tmp_path, [("v.jpg", [1, 0, 0])], split="valid")  # every class has an image somewhere
     ds = read_roboflow_csv(tmp_path)
     assert ds.classes == ["A", "B", "C"]
     assert ds.splits["train"].labels.tolist() == [1, 2]
@@ -46,6 +47,7 @@ def test_unknown_class_column_is_named(tmp_path):
 
 def test_missing_and_corrupt_images_listed_first_ten_and_count(tmp_path):
     _write_export(tmp_path, [(f"{i}.jpg", [1, 0, 0]) for i in range(14)])
+    _write_export(tmp_path, [("b.jpg", [0, 1, 0]), ("c.jpg", [0, 0, 1])], split="valid")
     for i in range(12):
         (tmp_path / "train" / f"{i}.jpg").write_bytes(b"not a jpeg" if i % 2 else b"")
     (tmp_path / "train" / "13.jpg").unlink()

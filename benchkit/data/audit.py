@@ -14,7 +14,9 @@ Problems (they make a dataset not clean, exit status 1):
 - ``near_duplicates_across_splits``: pairs within ``phash_threshold`` bits in different splits (exact
   copies are reported only as exact duplicates);
 - ``subject_overlap``: one subject (file-name regex, combined with the label) in two splits;
-- ``empty_split``: a split without labelled images.
+- ``empty_split``: a split without labelled images;
+- ``empty_classes``: a class (CSV column or class folder) with no image in any split; only a note
+  when the classes were given (``--classes`` or the YAML's ``data.classes``), as ``benchkit run`` does.
 
 Informational only (listed under ``notes``): duplicates within one split, e.g. Roboflow's rotated
 copies inside train, file names the subject regex does not match, the image sizes and modes.
@@ -154,6 +156,9 @@ def audit_dataset(root: Path, *, layout: str | None = None, classes: Sequence[st
 
     report: dict = {"dataset": str(root), "layout": layout, "classes": labels.classes}
     report["splits"] = _split_counts(labels)
+    report["empty_classes"] = [c for c in labels.classes
+                               if not any(row["class_counts"].get(c) for row in report["splits"].values())]
+    report["classes_given"] = bool(classes)
     report["unreadable"] = [{"id": e.id, "reason": f.error} for e, f in zip(entries, facts) if f.error]
     report["label_problems"] = labels.problems
     report["sizes"] = _tally(f"{f.size[0]}x{f.size[1]}" for f in facts if f.size)
@@ -516,6 +521,10 @@ def _findings(report: dict) -> list[dict]:
            + f": {bad[0]['reason']}" if bad else ""))
     for split, row in report["splits"].items():
         add("empty_split", int(row["count"] == 0), f"split {split!r} has no labelled images")
+    empty = report["empty_classes"]
+    add("empty_classes", 0 if report["classes_given"] else len(empty),
+        f"class(es) {empty} have no image in any split (an extra column or folder changes the number of "
+        f"levels and the regression scale)")
     across = report["exact_duplicates"]["across_splits"]
     add("exact_duplicates_across_splits", len(across),
         f"{len(across)} exact duplicate(s) across splits"
@@ -559,6 +568,8 @@ def _notes(report: dict) -> list[str]:
                      f"e.g. {key['unmatched_examples'][0]}; they are left out of the subject overlap")
     if len(report["sizes"]) > 1:
         notes.append(f"{len(report['sizes'])} different image sizes")
+    if report["classes_given"] and report["empty_classes"]:
+        notes.append(f"class(es) {report['empty_classes']} of the given classes have no image in any split")
     odd_modes = {m: n for m, n in report["modes"].items() if m != "RGB"}
     if odd_modes:
         notes.append(f"non-RGB images (converted to RGB when loaded; 16-bit, 32-bit and float pixels "
@@ -597,6 +608,7 @@ def print_report(report: dict, console=None) -> None:
     rows = [
         ("unreadable or truncated files", len(report["unreadable"]), "unreadable"),
         ("label problems", len(report["label_problems"]), "label_problems"),
+        ("classes without images", ", ".join(report["empty_classes"]) or "0", "empty_classes"),
         ("exact duplicates across splits", len(report["exact_duplicates"]["across_splits"]),
          "exact_duplicates_across_splits"),
         ("exact duplicates within splits", len(report["exact_duplicates"]["within_splits"]), None),

@@ -81,6 +81,7 @@ class Dataset:
     classes: list[str]
     splits: dict[str, Split]
     root: Path | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -89,32 +90,75 @@ class Dataset:
 
 def read_roboflow_csv(root: Path, classes: Sequence[str] | None = None,
                       splits: Sequence[str] = SPLITS, check_images: bool = True) -> Dataset:
-    """Read a Roboflow multi-class CSV export. ``classes`` fixes the level order (default: CSV order)."""
+    """Read a Roboflow multi-class CSV export. ``classes`` fixes the level order (default: CSV order).
+
+    Every problem of every split (a missing CSV, bad rows, unreadable images, a class column with no
+    image) is raised together in one DataError.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder not found: {root} (see data/README.md for how to get the data)")
     found: dict[str, Split] = {}
+    problems: list[str] = []
     header_classes: list[str] | None = None
     for split_name in splits:
         csv_path = root / split_name / "_classes.csv"
         if not csv_path.is_file():
+            images = _image_files(root / split_name)
+            if images:
+                problems.append(f"{csv_path} is missing: the labels of the {len(images)} image(s) in "
+                                f"{root / split_name} (export the dataset in Roboflow's multi-label CSV format)")
             continue
-        split, columns = _read_classes_csv(csv_path, split_name, classes)
+        try:
+            split, columns, bad_rows = _read_classes_csv(csv_path, split_name, classes)
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        problems += bad_rows
         if header_classes is None:
             header_classes = columns
         elif classes is None and columns != header_classes:
-            raise DataError(f"{csv_path}: class columns {columns} differ from {header_classes} "
+            problems.append(f"{csv_path}: class columns {columns} differ from {header_classes} "
                             f"in the other splits; give data.classes to fix the order")
+            continue
         found[split_name] = split
-    if not found:
+    if not found and not problems:
         raise DataError(f"no <split>/_classes.csv under {root} (looked for {', '.join(splits)})")
-    dataset = Dataset(root.name, list(classes or header_classes), found, root)
+    dataset = Dataset(root.name, list(classes or header_classes or []), found, root)
+    if not problems:
+        problems += _empty_classes(dataset, explicit=classes is not None)
     if check_images:
-        check_image_files(dataset)
+        problems += image_file_problems(dataset)
+    if problems:
+        raise DataError(f"dataset {root}: {len(problems)} problem(s):\n" + format_listing(problems))
     return dataset
 
 
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+
+
+def _empty_classes(dataset: Dataset, explicit: bool) -> list[str]:
+    """A class with no image in any split: a problem when the CSV header declared it, a note when data.classes did.
+
+    Such a level silently changes the model (one more output) and the regression scale.
+    """
+    counts = np.bincount(np.concatenate([s.labels for s in dataset.splits.values()] or [np.empty(0, int)]),
+                         minlength=dataset.num_classes)
+    empty = [c for c, n in zip(dataset.classes, counts) if n == 0]
+    if not empty:
+        return []
+    if explicit:
+        dataset.notes.append(f"class(es) {empty} of data.classes have no image in any split; kept as levels "
+                             f"(the model has {dataset.num_classes} levels)")
+        return []
+    return [f"class column(s) {empty} of _classes.csv have no image in any split: the model would get a level "
+            f"that never occurs (and regression another scale); delete the column, or list the levels in "
+            f"data.classes to keep it"]
+
+
 def _read_classes_csv(csv_path: Path, split_name: str, classes: Sequence[str] | None):
+    """``(split, class columns, bad-row problems)``; a DataError when the file or header is unusable."""
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.reader(fh))
     if not rows:
@@ -149,12 +193,9 @@ def _read_classes_csv(csv_path: Path, split_name: str, classes: Sequence[str] | 
             continue
         ids.append(f"{split_name}/{row[0].strip()}")
         labels.append(values.index(1))
-    if bad:
-        raise DataError(f"{csv_path}: {len(bad)} label row(s) are not valid one-hot rows:\n"
-                        + format_listing(bad))
     root = csv_path.parent.parent
     split = Split(split_name, ids, np.asarray(labels, dtype=np.int64), [root / i for i in ids])
-    return split, [columns[j] for j in order]
+    return split, [columns[j] for j in order], [f"{csv_path}: {problem}" for problem in bad]
 
 
 def read_imagefolder(root: Path, classes: Sequence[str], splits: Sequence[str] = SPLITS,
@@ -184,6 +225,7 @@ def read_imagefolder(root: Path, classes: Sequence[str], splits: Sequence[str] =
     if not found:
         raise DataError(f"no split folders ({', '.join(splits)}) under {root}")
     dataset = Dataset(root.name, list(classes), found, root)
+    _empty_classes(dataset, explicit=True)
     if check_images:
         check_image_files(dataset)
     return dataset
@@ -191,6 +233,14 @@ def read_imagefolder(root: Path, classes: Sequence[str], splits: Sequence[str] =
 
 def check_image_files(dataset: Dataset) -> None:
     """Raise one DataError listing every missing, empty or undecodable image; note mode conversions."""
+    problems = image_file_problems(dataset)
+    if problems:
+        raise DataError(f"dataset {dataset.root}: {len(problems)} problem(s) with image files:\n"
+                        + format_listing(problems))
+
+
+def image_file_problems(dataset: Dataset) -> list[str]:
+    """Every missing, empty or undecodable image (and empty split); mode conversions become split notes."""
     problems: list[str] = []
     for split in dataset.splits.values():
         if len(split) == 0:
@@ -210,9 +260,7 @@ def check_image_files(dataset: Dataset) -> None:
             split.notes.append(f"{len(converted)} image(s) in {split.name} are not RGB and are converted "
                                f"to RGB: {shown}" + (f" ({scaled} with 16-bit, 32-bit or float pixels "
                                                       f"scaled to 8 bits)" if scaled else ""))
-    if problems:
-        raise DataError(f"dataset {dataset.root}: {len(problems)} problem(s) with image files:\n"
-                        + format_listing(problems))
+    return problems
 
 
 def _inspect_image(path: Path) -> tuple[str | None, str | None]:
