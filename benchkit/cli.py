@@ -22,6 +22,7 @@ EPILOG = """examples:
   benchkit run experiments/quickstart.yaml --executor ray --ray-address auto
   benchkit report results/quickstart
   benchkit predict --run results/quickstart/runs/<run_id> scalp1.jpg scalp2.jpg --json
+  benchkit export results/quickstart/runs/<run_id> --out exported/
   benchkit cache info
   benchkit schema > experiment.schema.json
 """
@@ -96,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default=None, help="torch device (default: CUDA when present)")
     predict.set_defaults(func=_cmd_predict)
 
+    export = sub.add_parser("export", help="export a finished run: model.safetensors and config.json",
+                            description="Write OUT/model.safetensors (the backbone under its library's own key "
+                                        "names, the head under benchkit_head.) and OUT/config.json (architecture, "
+                                        "input size, mean/std, classes, head, decoding, thresholds). timm or "
+                                        "torchvision load the backbone; benchkit.load_run(OUT) loads the grader.")
+    export.add_argument("run_dir", type=Path, help="results/<exp>/runs/<run_id>")
+    export.add_argument("--out", type=Path, required=True, help="folder to write")
+    export.set_defaults(func=_cmd_export)
+
     cache = sub.add_parser("cache", help="show or clear the decoded-image and feature caches",
                            description="The caches only grow (a changed image or a new backbone adds entries). "
                                        "'info' lists what they hold; 'clear' deletes it, under the writers' locks.")
@@ -169,6 +179,15 @@ def _cmd_run(args) -> int:
     console.print(f"leaderboard: {out_dir / 'leaderboard.csv'} and {out_dir / 'leaderboard.xlsx'}")
     failed = int((frame.get("status") != "ok").sum()) if not frame.empty else 0
     return 1 if failed else 0
+
+
+def _cmd_export(args) -> int:
+    from benchkit.export import export_run, read_export_config
+    out = export_run(args.run_dir, args.out)
+    arch = read_export_config(out)["architecture"]
+    console.print(f"exported {args.run_dir.name} to {out}: model.safetensors ({arch['library']} {arch['name']} "
+                  f"+ head) and config.json")
+    return 0
 
 
 def _cmd_schema(args) -> int:
