@@ -109,6 +109,8 @@ class OptimizerConfig(_Strict):
     filter_bias_and_bn: bool = Field(False, description="no weight decay on norms and biases (1-d parameters)")
     layer_decay: float | None = Field(None, gt=0, le=1, description="layer-wise lr decay: head lr, last "
                                                                      "stage lr*d, ..., stem lr*d**(stages+1)")
+    fused: Union[Literal["auto"], bool] = Field("auto", description="torch's fused AdamW/Adam/SGD kernels "
+                                                                    "(auto: on CUDA)")
 
 
 class SchedulerConfig(_Strict):
@@ -143,7 +145,7 @@ class TrainConfig(_Strict):
 
     epochs: int = Field(500, ge=1)
     batch_size: int = Field(32, ge=2, description="at least 2: BatchNorm cannot train on one image")
-    eval_batch_size: int | None = Field(None, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1, description="default: 2 x batch_size, at least 256 on CUDA")
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     amp: bool = True
@@ -160,7 +162,8 @@ class TrainConfig(_Strict):
     augment_chunk: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = Field(
         "auto", description="images augmented per kornia call (auto: 256 on CUDA, one batch on CPU)")
     channels_last: bool = False
-    compile: bool = False
+    compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]] = Field(
+        False, description="torch.compile the model: true (= default) or a mode; reduce-overhead replays CUDA graphs")
     log_every: int = Field(20, ge=1)
     nan_policy: Literal["fail", "skip"] = "fail"
     max_train_batches: int | None = Field(None, ge=1, description="cap batches per epoch (smoke tests)")

@@ -3,6 +3,8 @@
     python benchmarks/run.py            # the full run (several minutes on 2 CPU cores)
     python benchmarks/run.py --quick    # shrunken sizes, under two minutes: checks that it runs;
                                         # its ratios are too small to hold the targets
+    python benchmarks/run.py --device cuda [--quick] [--budget S]   # the GPU figures (bench_device.py)
+    python benchmarks/run.py --device cpu  # the same code at small sizes on the CPU: a check that it runs
 
 Prints one line per figure as ``name: value (target ...)`` ([MISSED] where a target is not met)
 and writes ``benchmarks/results.json`` with every figure's details and the sizes used. Figures on
@@ -46,7 +48,13 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a check in under two minutes")
     parser.add_argument("--only", default=",".join(FIGURES), help=f"comma list of {', '.join(FIGURES)}")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON results")
+    parser.add_argument("--device", help="measure the device figures (training throughput, engine vs hand step, "
+                                         "augmentation, packed grid) on this device instead of the CPU figures")
+    parser.add_argument("--budget", type=float, help="device figures: seconds after which the rest are skipped")
+    parser.add_argument("--compile-on-cpu", action="store_true", help="device figures on a CPU: compile lite0 too")
     args = parser.parse_args(argv)
+    if args.device:
+        return _device_main(args, argv)
     sizes = QUICK if args.quick else FULL
     only = {name.strip() for name in args.only.split(",") if name.strip()}
     unknown = only - set(FIGURES)
@@ -71,15 +79,44 @@ def main(argv=None) -> int:
                     figure.details.setdefault("load_average_before", load)
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
-    total = time.perf_counter() - started
-    print(f"total: {total:.0f} s; details in {args.results}")
+    print(f"total: {time.perf_counter() - started:.0f} s; details in {args.results}")
+    _write_results(args, argv, sizes, figures, started)
+    return 0
+
+
+def _device_main(args, argv) -> int:
+    """The device figures, each printed and saved (``--results``) as soon as it is measured."""
+    from bench_device import device_figures, sizes_for
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"--device {args.device}: no CUDA device is visible to torch {torch.__version__}", file=sys.stderr)
+        return 2
+    sizes = sizes_for(device, args.quick, args.compile_on_cpu)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"benchkit device benchmarks ({'quick' if args.quick else 'full'}) on {device} ({name}): torch "
+          f"{torch.__version__}, {os.cpu_count()} CPU(s), budget {args.budget or 'none'} s", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="benchkit-bench-device-"))
+    os.environ["BENCHKIT_CACHE_DIR"] = str(work / "cache")
+    figures: list[Figure] = []
+    started = time.perf_counter()
+    try:
+        for figure in device_figures(device, sizes, work, args.budget):
+            print(figure.line(), flush=True)
+            figures.append(figure)
+            _write_results(args, argv, sizes, figures, started, device=str(device), device_name=name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"total: {time.perf_counter() - started:.0f} s; details in {args.results}")
+    return 0
+
+
+def _write_results(args, argv, sizes, figures, started, **machine) -> None:
     args.results.write_text(json.dumps({
-        "mode": "quick" if args.quick else "full", "sizes": sizes, "seconds": total,
+        "mode": "quick" if args.quick else "full", "sizes": sizes, "seconds": time.perf_counter() - started,
         "command": " ".join(["python", "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"cpus": os.cpu_count(), "cuda": torch.cuda.is_available(), "torch": torch.__version__,
-                    "python": platform.python_version(), "load_average_end": load_average()},
+                    "python": platform.python_version(), "load_average_end": load_average(), **machine},
         "figures": [f.as_dict() for f in figures]}, indent=2, default=str) + "\n")
-    return 0
 
 
 def _real_data(targets: dict[str, str]):
