@@ -93,9 +93,10 @@ class RunProgress:
         if self._progress is not None:
             self._progress.update(self._task, completed=epoch)
 
-    def step(self, step: int, loss: float | None) -> None:
+    def step(self, step: int, loss) -> None:
+        """``loss``: the epoch's running mean, a number or a device tensor read only when a bar shows it."""
         if self._progress is not None and loss is not None:
-            self._progress.update(self._task, loss=f"{loss:.4f}")
+            self._progress.update(self._task, loss=f"{float(loss):.4f}")
 
     def epoch(self, row: dict) -> None:
         metric = row.get(self.state["monitor"])

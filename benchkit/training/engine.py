@@ -3,7 +3,8 @@
 The optimizer and schedule of :mod:`benchkit.training.optim` (timm's factories), mixed precision
 (float16 + GradScaler on CUDA, bfloat16 autocast on request), an EMA of the weights (ema-pytorch) used for evaluation and selection, early stopping on a
 validation metric, gradient clipping, and a resumable checkpoint after every epoch. The loop never
-syncs with the host inside a step except where logging or ``nan_policy: skip`` asks for it.
+waits for the device inside a step (losses add up on the device; a non-finite loss is found at the end
+of the epoch, naming its first step) except where ``nan_policy: skip`` must decide per step.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class Engine:
                  num_classes: int, *, device: torch.device | None = None,
                  class_weights: torch.Tensor | None = None,
                  on_epoch: Callable[[dict], None] | None = None,
-                 on_step: Callable[[int, float | None], None] | None = None,
+                 on_step: Callable[[int, torch.Tensor | None], None] | None = None,
                  on_resume: Callable[[int], None] | None = None):
         self.config = config
         self.device = device or resolve_device(config.device)
@@ -200,8 +201,7 @@ class Engine:
             seen += len(targets)
             self.state.global_step += 1
             if step % cfg.log_every == 0 or step == steps_per_epoch:
-                self._raise_if_bad(first_bad, epoch)
-                self.on_step(step, loss_sum.item() / max(seen, 1))
+                self.on_step(step, loss_sum / max(seen, 1))  # a device tensor: no wait unless it is shown
         self._raise_if_bad(first_bad, epoch)
         return loss_sum.item() / max(seen, 1)
 
