@@ -93,6 +93,8 @@ def test_artifacts_hold_config_results_plots_and_checkpoint(tracked):
     assert {"config.yaml", "metrics.json", "history.csv", "predictions_test.csv", "plots", "checkpoint"} <= top
     assert "plots/confusion_test.png" in {a.path for a in client.list_artifacts(run_id, "plots")}
     assert [a.path for a in client.list_artifacts(run_id, "checkpoint")] == ["checkpoint/best.pt"]
+    assert sorted(a.path for a in client.list_artifacts(run_id, "model")) == ["model/config.json",
+                                                                              "model/model.safetensors"]
 
 
 @pytest.mark.skipif(not HAS_TENSORBOARD, reason="tensorboard is not installed (pip install 'benchkit[tensorboard]')")
@@ -107,6 +109,24 @@ def test_tensorboard_has_one_scalar_per_epoch(tracked):
     assert [e.value for e in events.Scalars("epoch/valid_qwk")] == pytest.approx(history.valid_qwk.tolist())
     row = pd.read_csv(out / "leaderboard.csv").iloc[0]
     assert [e.value for e in events.Scalars("final/test_mae")] == pytest.approx([row.test_mae])
+
+
+@pytest.mark.skipif(not HAS_TENSORBOARD, reason="tensorboard is not installed (pip install 'benchkit[tensorboard]')")
+def test_tensorboard_hparams_hold_the_run_settings_and_final_metrics(tracked):
+    out, _, _ = tracked
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    events = EventAccumulator(str(out / "tb" / RUN_ID))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    data = {tag: plugin_data_pb2.HParamsPluginData.FromString(raw) for tag, raw in content.items()}
+    session = next(d.session_start_info for d in data.values() if d.HasField("session_start_info"))
+    assert session.hparams["head"].string_value == "regression" and session.hparams["seed"].number_value == 0
+    assert session.hparams["epochs"].number_value == EPOCHS
+    experiment = next(d.experiment for d in data.values() if d.HasField("experiment"))
+    assert "hparam/test_mae" in {m.name.tag for m in experiment.metric_infos}
+    row = pd.read_csv(out / "leaderboard.csv").iloc[0]
+    assert [e.value for e in events.Scalars("hparam/test_mae")] == pytest.approx([row.test_mae])
 
 
 def test_tracking_typos_are_config_errors_naming_the_key():

@@ -4,8 +4,10 @@
 experiment file. For each run, MLflow gets the flattened resolved config as params, every epoch's
 history row as metrics ``epoch/<name>`` (step = epoch), the final leaderboard row (metrics with their
 ``_lo``/``_hi`` intervals) under the leaderboard's column names, and the run folder's files as
-artifacts (config, metrics, predictions, plots and, unless ``log_checkpoint: false``, ``best.pt``).
-TensorBoard gets the same scalars under ``DIR/<run_id>``. Relative paths (the SQLite file, the
+artifacts (config, metrics, predictions, plots and, unless ``log_checkpoint: false``, ``best.pt`` and
+the exported model under ``model/``: ``model.safetensors`` + ``config.json`` of :mod:`benchkit.export`,
+which load without pickled code). TensorBoard gets the same scalars under ``DIR/<run_id>`` and the
+run's hyperparameters with its final metrics in the HParams dashboard. Relative paths (the SQLite file, the
 TensorBoard folder) are taken inside the experiment's output folder, so every executor writes to the
 same place. SQLite writes are serialised with a lock file, as several runs may log at once.
 """
@@ -162,7 +164,17 @@ class _MlflowBackend(_Backend):
                 self.client.log_artifacts(self.run_id, str(run_dir / "plots"), artifact_path="plots")
             if self.config.log_checkpoint and (run_dir / "best.pt").is_file():
                 self.client.log_artifact(self.run_id, str(run_dir / "best.pt"), artifact_path="checkpoint")
+                if row.get("status") == "ok":
+                    self._log_model(run_dir)
             self.client.set_terminated(self.run_id, status="FINISHED" if row.get("status") == "ok" else "FAILED")
+
+    def _log_model(self, run_dir: Path) -> None:
+        """The run exported (safetensors + config.json) as the MLflow run's ``model/`` artifacts."""
+        import tempfile
+
+        from benchkit.export import export_run
+        with tempfile.TemporaryDirectory() as folder:
+            self.client.log_artifacts(self.run_id, str(export_run(run_dir, folder)), artifact_path="model")
 
     def _log(self, metrics: dict[str, float] | None = None, params: dict[str, str] | None = None,
              step: int = 0) -> None:
@@ -186,6 +198,7 @@ class _TensorBoardBackend(_Backend):
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ConfigError("tracking.tensorboard needs TensorBoard: pip install 'benchkit[tensorboard]'") from None
+        self.spec = spec
         self.writer = SummaryWriter(log_dir=str(log_dir / spec.run_id))
         self.writer.add_text("config", "```\n" + dump_yaml(spec.model_dump(mode="json")) + "\n```", 0)
 
@@ -198,7 +211,19 @@ class _TensorBoardBackend(_Backend):
         for key, value in _numeric(row, exclude=_NOT_METRICS).items():
             self.writer.add_scalar(f"final/{key}", value, 0)
         self.writer.add_text("status", f"{row.get('status')} {row.get('error') or ''}".strip(), 0)
+        if row.get("status") == "ok":
+            final = {f"hparam/{k}": v for k, v in _numeric(row, exclude=_NOT_METRICS).items()
+                     if k.startswith(("valid_", "test_")) and not k.endswith(("_lo", "_hi"))}
+            self.writer.add_hparams(hparams(self.spec), final, run_name=".")
         self.writer.close()
+
+
+def hparams(spec: RunSpec) -> dict[str, Any]:
+    """What identifies a run in TensorBoard's HParams table: model, head, seed, grid values and the recipe."""
+    values = {"model": spec.model_name, "backbone": spec.model.backbone.name, "head": spec.model.head.name,
+              "seed": spec.seed, "split": spec.split, "fold": spec.fold, **spec.grid,
+              "lr": spec.train.optimizer.lr, "batch_size": spec.train.batch_size, "epochs": spec.train.epochs}
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in values.items()}
 
 
 def _numeric(row: dict, exclude: set[str]) -> dict[str, float]:
