@@ -27,6 +27,7 @@ from benchkit.config import TrainConfig
 from benchkit.errors import BenchkitError
 from benchkit.io import load_torch, save_torch
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER, compute_metrics
+from benchkit.training.compiled import compile_mode, compiled_forward, replays_cuda_graphs
 from benchkit.training.batches import ResidentSplits, choose_loader, chunk_batches, preprocessed
 from benchkit.training.optim import Schedule, create_optimizer, create_schedule
 from benchkit.training.transforms import BatchPreprocessor
@@ -119,7 +120,8 @@ class Engine:
         self.ema = (EMA(self.model, beta=config.ema.beta, update_after_step=config.ema.update_after_step,
                         update_every=config.ema.update_every, include_online_model=False)
                     if config.ema.enabled else None)
-        self._forward = torch.compile(self.model) if config.compile else self.model
+        self.compile_mode = compile_mode(config.compile)
+        self._forward = compiled_forward(self.model, self.compile_mode)
         self.schedule = Schedule()
         self._resident = ResidentSplits()
         self.state = _State()
@@ -184,7 +186,10 @@ class Engine:
         seen = 0
         chunk = chunk_batches(cfg.augment_chunk, cfg.batch_size, self.device)
         batches = preprocessed(itertools.islice(loader, steps_per_epoch), self.preprocessor, chunk)
+        graphs = replays_cuda_graphs(self.compile_mode, self.device)
         for step, (inputs, targets) in enumerate(batches, start=1):
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             if cfg.channels_last and inputs.dim() == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
@@ -268,7 +273,8 @@ class Engine:
         batch = self.config.batch_size if shuffle else (self.config.eval_batch_size or
                                                           2 * self.config.batch_size)
         return choose_loader(dataset, batch, self.device, on_device=self.config.data_on_device, shuffle=shuffle,
-                             generator=generator, num_workers=self.config.num_workers, resident=self._resident)
+                             generator=generator, num_workers=self.config.num_workers, resident=self._resident,
+                             drop_last=shuffle and self.compile_mode is not None)  # static shapes when compiled
 
     def _save_checkpoint(self, path: Path, generator: torch.Generator) -> None:
         state = self.state
