@@ -67,7 +67,8 @@ def grid_figures(work: Path, root: Path | None, heads: list[str], epochs: int, s
     figures = [
         Figure("grid_packed_vs_sequential_wall_time", ratio, "<= 0.3x", ratio <= 0.3, "x", details,
                note=f"{len(heads)} lite0 runs (the heads), {epochs} epochs, no early stopping, {data} at {size}px: "
-                    f"--jobs {jobs} {packed_s:.0f} s vs one after another {sequential_s:.0f} s"),
+                    f"--jobs {jobs} {packed_s:.0f} s vs one after another {sequential_s:.0f} s (which alone "
+                    f"decodes the images into the cache, once)"),
         Figure("packed_vs_sequential_valid_mae_max_abs_diff", float(diff.max()), "<= 0.02", bool(diff.max() <= 0.02),
                "", {"abs_diff": diff.to_dict()},
                note="same seed; where not 0: on a GPU nondeterministic kernels (atomics in cuDNN backward), on a "

@@ -118,7 +118,8 @@ class Engine:
         self.optimizer = create_optimizer(self.model, config.optimizer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.ema = (EMA(self.model, beta=config.ema.beta, update_after_step=config.ema.update_after_step,
-                        update_every=config.ema.update_every, include_online_model=False)
+                        update_every=config.ema.update_every, include_online_model=False,
+                        use_foreach=True)  # one lerp launch for all tensors, not one per tensor
                     if config.ema.enabled else None)
         self.compile_mode = compile_mode(config.compile)
         self._forward = compiled_forward(self.model, self.compile_mode)

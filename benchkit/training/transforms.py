@@ -97,7 +97,7 @@ def augment(transforms: Sequence[nn.Module], x: torch.Tensor, groups: Sequence[i
             x = torch.cat([transform(part) for part in x.split(list(groups))])
             continue
         chosen = torch.rand(len(groups), device=x.device) < p_batch
-        applied = chosen.repeat_interleave(torch.as_tensor(list(groups), device=x.device))
+        applied = chosen.repeat_interleave(torch.as_tensor(list(groups), device=x.device), output_size=len(x))
         x = torch.where(applied[:, None, None, None], every, x)
         transform._params["batch_prob"] = applied  # kornia's record of which images it changed
     return x
