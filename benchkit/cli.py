@@ -280,12 +280,16 @@ def _cmd_leaderboard(args) -> int:
 
     from benchkit.results.aggregate import aggregated_table
     from benchkit.config import EvaluationConfig
-    from benchkit.errors import ConfigError
+    from benchkit.errors import ConfigError, OutputError
     from benchkit.experiment import rebuild_leaderboard
+    from benchkit.io import folder_write_problem
     from benchkit.results.leaderboard import rich_table
     from benchkit.results.plots import try_plots, write_experiment_plots
     if not (args.out_dir / "runs").is_dir():
         raise ConfigError(f"{args.out_dir}: no runs/ folder here (is this a benchkit results folder?)")
+    problem = folder_write_problem(args.out_dir)
+    if problem:
+        raise OutputError(f"cannot write the leaderboard in {args.out_dir}: {problem}")
     config_path = args.out_dir / "experiment.yaml"
     config_text = config_path.read_text(encoding="utf-8") if config_path.is_file() else None
     sort_by = args.sort_by or ((yaml.safe_load(config_text) or {}).get("evaluation", {}).get("sort_by")

@@ -27,7 +27,7 @@ class WeightsError(BenchkitError):
     """Pretrained or local weights cannot be loaded."""
 
 
-class OutputError(BenchkitError):
+class OutputError(BenchkitError, OSError):
     """A result file cannot be written (read-only folder, full disk, a file where a folder should be)."""
 
 

@@ -23,9 +23,9 @@ from rich.table import Table
 
 from benchkit.results.aggregate import aggregated_table, summary_views
 from benchkit.config import ExperimentConfig, RunSpec, dump_yaml, expand_runs, load_experiment
-from benchkit.errors import BenchkitError, ConfigError
+from benchkit.errors import BenchkitError, ConfigError, OutputError
 from benchkit.executors import Executor, LocalExecutor, RunTask
-from benchkit.io import file_lock, load_torch, remove_temporary_files, write_text
+from benchkit.io import file_lock, folder_write_problem, load_torch, remove_temporary_files, write_text
 from benchkit.results.leaderboard import build_leaderboard, rich_table, write_leaderboard
 from benchkit.models.grader import build_model, count_parameters
 from benchkit.results.plots import try_plots, write_experiment_plots
@@ -88,6 +88,9 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
     pending = [spec for spec in runs if fresh or not _finished(spec, run_dir_of(out_dir, spec.run_id))]
     if refuse_changed and not fresh:
         _refuse_changed_runs(pending, out_dir)
+    problem = folder_write_problem(out_dir)
+    if problem:
+        raise OutputError(f"cannot write the results to {out_dir}: {problem}")
     check_inputs(pending)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "experiment.yaml", dump_yaml(config.model_dump(mode="json")))

@@ -3,6 +3,7 @@ the one cross-process file lock every writer shares."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -13,23 +14,48 @@ from typing import Any, Iterator
 import torch
 from filelock import FileLock, Timeout
 
+from benchkit.errors import OutputError, describe_os_error
+
 _TEMP_SUFFIX = ".tmp"
 
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success fsync it and rename it into place."""
+    """Yield a temporary path beside ``path``; on success fsync it and rename it into place.
+
+    A write that fails (read-only folder, full disk, file-size limit) raises an OutputError naming
+    ``path`` and the reason, and leaves no temporary file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{_TEMP_SUFFIX}"
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # mode follows the umask
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{_TEMP_SUFFIX}"
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # mode follows the umask
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {describe_os_error(exc)}") from None
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def folder_write_problem(folder: str | Path) -> str | None:
+    """Why ``folder`` cannot be written (or created), or None: a file in the way, or no write permission."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return (f"{folder} is an existing file, not a folder" if existing == folder
+                else f"{existing} is a file, so the folder {folder} cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is read-only (no permission to write there)"
+    return None
 
 
 def remove_temporary_files(folder: str | Path, name_prefix: str = "") -> list[Path]:
@@ -57,8 +83,40 @@ def read_json(path: str | Path) -> Any:
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` atomically; a failed write names the file and the operating system's reason."""
+    with atomic_path(path) as tmp, open(tmp, "wb", buffering=0) as fh:
+        recorder = _WriteRecorder(fh)
+        try:
+            torch.save(obj, recorder)
+        except RuntimeError:  # torch's zip writer replaces the OSError by "unexpected pos ..."
+            if recorder.error is None:
+                raise
+            raise recorder.error from None
+
+
+class _WriteRecorder(io.RawIOBase):
+    """A write-only file that keeps the OSError of a failed write (full disk, file-size limit)."""
+
+    def __init__(self, raw):
+        super().__init__()
+        self.raw, self.error = raw, None
+
+    @property
+    def name(self) -> str:
+        return self.raw.name
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view, done = memoryview(data), 0
+        try:
+            while done < len(view):
+                done += self.raw.write(view[done:])
+        except OSError as exc:
+            self.error = exc
+            raise
+        return done
 
 
 def load_torch(path: str | Path, mmap: bool = False) -> Any:

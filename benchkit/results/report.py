@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from benchkit.errors import ConfigError
-from benchkit.io import read_json, write_text
+from benchkit.errors import ConfigError, OutputError
+from benchkit.io import folder_write_problem, read_json, write_text
 from benchkit.results.leaderboard import ID_COLUMNS, TAIL_COLUMNS, build_leaderboard, metric_of
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER
 from benchkit.results.plots import PLOT_DIR, try_plots, write_experiment_plots, write_run_plots
@@ -53,6 +53,11 @@ def write_report(out_dir: str | Path, output: str | Path | None = None) -> Path:
     out_dir = Path(out_dir)
     if not (out_dir / "runs").is_dir():
         raise ConfigError(f"{out_dir}: no runs/ folder here (is this a benchkit results folder?)")
+    path = Path(output) if output else out_dir / "report.html"
+    problem = folder_write_problem(path.parent)
+    if problem:
+        raise OutputError(f"cannot write the report {path}: {problem}"
+                          + ("" if output else "; write it elsewhere with --output FILE"))
     experiment = _read_yaml(out_dir / "experiment.yaml")
     sort_by = (experiment.get("evaluation") or {}).get("sort_by") or "test_mae"
     frame = build_leaderboard(out_dir, sort_by)
@@ -82,7 +87,6 @@ def write_report(out_dir: str | Path, output: str | Path | None = None) -> Path:
     page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{_e(title)}: benchkit report</title><style>{_CSS}</style></head>\n<body>\n"
             + "\n".join(p for p in parts if p) + "\n</body></html>\n")
-    path = Path(output) if output else out_dir / "report.html"
     write_text(path, page)
     return path
 

@@ -49,7 +49,7 @@ def _kill_inside_write(name: str, n: int) -> None:
             _die()
         return writing
 
-    torch.save = wrap(torch.save, lambda obj, f, *a, **k: f)
+    torch.save = wrap(torch.save, lambda obj, f, *a, **k: getattr(f, "name", f))  # a path or an open file
     pd.DataFrame.to_csv = wrap(pd.DataFrame.to_csv, lambda self, path=None, *a, **k: path)
     Workbook.save = wrap(Workbook.save, lambda self, filename: filename)
 
