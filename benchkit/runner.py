@@ -31,7 +31,8 @@ from benchkit.training.feature_cache import (FeaturePassThrough, feature_cache_a
                                    with_backbone)
 from benchkit.data.decode import ImageArrayDataset, decode_split
 from benchkit.io import atomic_path, read_json, save_torch, write_json, write_text
-from benchkit.evaluation.metrics import bootstrap_ci, compute_metrics
+from benchkit.evaluation.prediction_files import prediction_frame
+from benchkit.evaluation.scoring import score_estimates
 from benchkit.models.grader import GraderModel, build_model, count_parameters
 from benchkit.results.plots import try_plots, write_run_plots
 from benchkit.progress import RunProgress
@@ -266,9 +267,9 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool,
     if use_features:
         eval_model = with_backbone(model, eval_model)
     head = eval_model.head
-    outputs = {name: engine.outputs(sets[name]) for name in EVAL_SPLITS if name in sets}
-    targets = {name: torch.as_tensor(dataset.splits[name].labels) for name in outputs}
-    calibration = head.calibrate(outputs["valid"], targets["valid"])
+    estimates = {name: head.estimate(engine.outputs(sets[name])) for name in EVAL_SPLITS if name in sets}
+    targets = {name: dataset.splits[name].labels for name in estimates}
+    scores = score_estimates(head, estimates, targets, num_classes, spec.evaluation.bootstrap)
     save_torch(run_dir / "best.pt", {
         "model": eval_model.state_dict(), "run_id": spec.run_id, "classes": dataset.classes,
         "input_size": size, "mean": list(model.backbone.mean), "std": list(model.backbone.std),
@@ -280,16 +281,13 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool,
            **_weights_skipped(model.backbone.weights_report),
            "device": str(engine.device), "skipped_steps": result.skipped_steps,
            "num_classes": num_classes}
-    details = {}
-    for name, out in outputs.items():
-        pred = head.predict(out)
-        _write_predictions(run_dir / f"predictions_{name}.csv", dataset.splits[name], pred)
-        row.update(_split_metrics(spec, name, targets[name].numpy(), pred, num_classes, details))
-        for decoding, alt in getattr(head, "alternative_decodings", lambda o: {})(out).items():
-            alt_metrics = compute_metrics(targets[name].numpy(), alt.level.numpy(), alt.score.numpy(),
-                                          num_classes)
-            row.update({f"{name}_{m}__{decoding}": alt_metrics[m] for m in ("acc", "mae", "qwk")})
-    write_json(run_dir / "details.json", {"bootstrap": details, "calibration": calibration,
+    row.update(scores.row)
+    for name, estimate in estimates.items():
+        split = dataset.splits[name]
+        frame = prediction_frame(split.ids, split.labels, scores.predictions[name], estimate)
+        with atomic_path(run_dir / f"predictions_{name}.csv") as tmp:
+            frame.to_csv(tmp, index=False)
+    write_json(run_dir / "details.json", {"bootstrap": scores.details, "calibration": scores.calibration,
                                           "feature_cache": use_features, "weights": model.backbone.weights_report,
                                           "environment": environment()})
     return row
@@ -300,34 +298,6 @@ def _weights_skipped(report: dict | None) -> dict:
     if report is None:
         return {}
     return {"weights_skipped": len(report["missing"]) + len(report["unexpected"]) + len(report["mismatched"])}
-
-
-def _split_metrics(spec: RunSpec, split: str, y_true: np.ndarray, pred, num_classes: int,
-                   details: dict) -> dict:
-    level, score = pred.level.numpy(), pred.score.numpy()
-    probs = pred.probs.numpy() if pred.probs is not None else None
-    point = compute_metrics(y_true, level, score, num_classes, probs=probs)
-    boot = spec.evaluation.bootstrap
-    ci = bootstrap_ci(y_true, level, score, n_resamples=boot.n_resamples, seed=boot.seed,
-                      num_classes=num_classes, ci=boot.ci) if boot.n_resamples else {}
-    details[split] = ci
-    row = {}
-    for metric, value in point.items():
-        row[f"{split}_{metric}"] = value
-        if metric in ci:
-            row[f"{split}_{metric}_lo"] = ci[metric]["lo"]
-            row[f"{split}_{metric}_hi"] = ci[metric]["hi"]
-    return row
-
-
-def _write_predictions(path: Path, split: Split, pred) -> None:
-    frame = pd.DataFrame({"image": split.ids, "target": split.labels,
-                          "pred": pred.level.numpy(), "score": pred.score.numpy()})
-    if pred.probs is not None:
-        for k in range(pred.probs.shape[1]):
-            frame[f"prob_{k}"] = pred.probs[:, k].numpy()
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
 
 
 def _class_weights(spec: RunSpec, labels: np.ndarray, num_classes: int) -> torch.Tensor | None:

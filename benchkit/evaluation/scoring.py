@@ -1,0 +1,65 @@
+"""Scores of a model's estimates: calibration on valid, decoding, metrics with intervals, per split.
+
+The same function scores a trained run (its estimates, with or without test-time augmentation) and an
+ensemble (the mean of its members' estimates), so both get the same leaderboard columns: for each split
+``<split>_<metric>`` with ``_lo``/``_hi`` bootstrap intervals, and ``<split>_<acc|mae|qwk>__<decoding>``
+for every decoding the head offers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from benchkit.evaluation.metrics import bootstrap_ci, compute_metrics
+from benchkit.models.head import Estimate, Head, Prediction
+
+DECODING_METRICS = ("acc", "mae", "qwk")
+
+
+@dataclass
+class Scores:
+    """What :func:`score_estimates` gives: leaderboard columns, bootstrap details, decoded predictions."""
+
+    row: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+    predictions: dict[str, Prediction] = field(default_factory=dict)
+    calibration: dict | None = None
+
+
+def score_estimates(head: Head, estimates: dict[str, Estimate], targets: dict[str, np.ndarray],
+                    num_classes: int, bootstrap) -> Scores:
+    """Fit the head's decoding on the ``valid`` estimate (if it has one), then score every split.
+
+    ``bootstrap``: ``n_resamples``, ``seed`` and ``ci`` of the intervals (``n_resamples: 0``: none).
+    """
+    scores = Scores()
+    if "valid" in estimates:
+        scores.calibration = head.calibrate_estimate(estimates["valid"], torch.tensor(targets["valid"]))
+    for split, estimate in estimates.items():
+        decoded = head.decode_estimate(estimate, include_unfitted=True)
+        pred = scores.predictions[split] = decoded[head.decode]
+        scores.row.update(_split_metrics(split, targets[split], pred, num_classes, bootstrap, scores.details))
+        for decoding, alt in head.decode_estimate(estimate).items():
+            alt_metrics = compute_metrics(targets[split], alt.level.numpy(), alt.score.numpy(), num_classes)
+            scores.row.update({f"{split}_{m}__{decoding}": alt_metrics[m] for m in DECODING_METRICS})
+    return scores
+
+
+def _split_metrics(split: str, y_true: np.ndarray, pred: Prediction, num_classes: int, bootstrap,
+                   details: dict) -> dict:
+    level, score = pred.level.numpy(), pred.score.numpy()
+    probs = pred.probs.numpy() if pred.probs is not None else None
+    point = compute_metrics(y_true, level, score, num_classes, probs=probs)
+    ci = bootstrap_ci(y_true, level, score, n_resamples=bootstrap.n_resamples, seed=bootstrap.seed,
+                      num_classes=num_classes, ci=bootstrap.ci) if bootstrap.n_resamples else {}
+    details[split] = ci
+    row = {}
+    for metric, value in point.items():
+        row[f"{split}_{metric}"] = value
+        if metric in ci:
+            row[f"{split}_{metric}_lo"] = ci[metric]["lo"]
+            row[f"{split}_{metric}_hi"] = ci[metric]["hi"]
+    return row
