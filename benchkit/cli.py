@@ -163,7 +163,7 @@ def guarded(command, args) -> int:
 
 def _cmd_run(args) -> int:
     from benchkit.executors import make_executor
-    from benchkit.experiment import default_out_dir, dry_run, plan, run_experiment
+    from benchkit.experiment import default_out_dir, describe_evaluation, dry_run, plan, run_experiment
     config, runs = plan(args.experiment, args.overrides)
     if args.print_config:
         from benchkit.config import dump_yaml
@@ -171,6 +171,8 @@ def _cmd_run(args) -> int:
         return 0
     if args.dry_run:
         console.print(dry_run(runs))
+        for line in describe_evaluation(config, runs):
+            console.print(line, highlight=False)
         return 0
     out_dir = args.out or default_out_dir(config)
     executor = make_executor(args.executor, args.jobs, args.ray_address)

@@ -175,12 +175,26 @@ class BootstrapConfig(_Strict):
     ci: float = Field(0.95, gt=0, lt=1)
 
 
+class EnsembleConfig(_Strict):
+    """A named ensemble: the runs of the listed configurations (model names, configuration labels or
+    run ids), averaged per split strategy and fold."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    members: list[str] = Field(min_length=1)
+
+
 class EvaluationConfig(_Strict):
     splits: list[str] = ["valid", "test"]
     bootstrap: BootstrapConfig = BootstrapConfig()
     sort_by: str = "test_mae"
     reference: str | None = Field(None, description="run name the significance tests compare against")
     plots: bool = Field(True, description="write PNG plots per run and per experiment")
+    tta: list[Union[str, dict[str, dict[str, Any]]]] | None = Field(
+        None, description="test-time views averaged: identity, rot90, rot180, rot270, hflip, vflip, transpose, "
+                          "or {KorniaTransform: {kwargs}}")
+    ensembles: list[Union[Literal["seeds"], EnsembleConfig]] = Field(
+        [], description="leaderboard rows averaging saved predictions: 'seeds' (each configuration's seeds) "
+                        "or {name, members}")
 
 
 class ModelConfig(_Strict):

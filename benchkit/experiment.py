@@ -21,17 +21,19 @@ import pandas as pd
 import yaml
 from rich.table import Table
 
-from benchkit.results.aggregate import aggregated_table, summary_views
+from benchkit.evaluation.ensembles import EnsemblePlan, plan_ensembles
+from benchkit.evaluation.tta import build_views, tta_label
+from benchkit.results.aggregate import aggregated_table, config_columns, config_label, summary_views, with_ensembles
 from benchkit.config import ExperimentConfig, RunSpec, dump_yaml, expand_runs, load_experiment
 from benchkit.errors import BenchkitError, ConfigError, OutputError
 from benchkit.executors import Executor, LocalExecutor, RunTask
 from benchkit.io import file_lock, folder_write_problem, load_torch, remove_temporary_files, write_text
-from benchkit.results.leaderboard import build_leaderboard, rich_table, write_leaderboard
+from benchkit.results.leaderboard import build_leaderboard, order_columns, rich_table, sort_rows, write_leaderboard
 from benchkit.models.grader import build_model, count_parameters
 from benchkit.results.plots import try_plots, write_experiment_plots
 from benchkit.progress import RunsInFlight, console, log_console
 from benchkit.registry import import_plugins
-from benchkit.runner import load_dataset, prepare_dataset, read_run_row, run_dir_of
+from benchkit.runner import base_row, load_dataset, prepare_dataset, read_run_row, run_dir_of
 
 UNCHECKED_CHANGES = ("experiment", "evaluation.sort_by", "evaluation.reference", "resources", "tracking")
 """Config keys that do not change a run's results: editing them keeps finished and interrupted runs."""
@@ -44,9 +46,40 @@ def plan(source: str | Path | Mapping, overrides: Sequence[str] = ()) -> tuple[E
     config = load_experiment(source, overrides)
     import_plugins(config.plugins, folder)
     try:
-        return config, expand_runs(config, base_dir=folder.resolve())
+        runs = expand_runs(config, base_dir=folder.resolve())
+        build_views(config.evaluation.tta)
+        planned_ensembles(config, runs)
     except ConfigError as exc:
         raise ConfigError(f"{source if not isinstance(source, Mapping) else '<experiment>'}: {exc}") from None
+    return config, runs
+
+
+def planned_ensembles(config: ExperimentConfig, runs: list[RunSpec]) -> list[EnsemblePlan]:
+    """The ensemble rows ``evaluation.ensembles`` will add once every run has finished.
+
+    ConfigError when a member of a named ensemble names no model, configuration label or run.
+    """
+    if not config.evaluation.ensembles or not runs:
+        return []
+    frame = pd.DataFrame([{**base_row(spec), "status": "ok"} for spec in runs])
+    columns = config_columns(frame)
+    labels = frame.apply(lambda r: config_label(r, columns), axis=1)
+    for item in config.evaluation.ensembles:
+        unknown = [m for m in getattr(item, "members", [])
+                   if not (frame["model"].eq(m).any() or labels.eq(m).any() or frame["run_id"].eq(m).any())]
+        if unknown:
+            raise ConfigError(f"evaluation.ensembles {item.name!r}: {unknown} name no model, configuration "
+                              f"label or run id of this experiment (models: {sorted(frame['model'].unique())})")
+    return plan_ensembles(frame, config.evaluation.ensembles, columns, labels)
+
+
+def describe_evaluation(config: ExperimentConfig, runs: list[RunSpec]) -> list[str]:
+    """Lines for ``--dry-run``: the test-time augmentation and the ensemble rows to come."""
+    lines = [f"test-time augmentation: {tta_label(config.evaluation.tta)}"]
+    for plan in planned_ensembles(config, runs):
+        lines.append(f"ensemble {plan.run_id}: mean of {len(plan.members)} run(s): "
+                     + ", ".join(plan.members["run_id"]))
+    return lines
 
 
 def default_out_dir(config: ExperimentConfig) -> Path:
@@ -151,7 +184,8 @@ def rebuild_leaderboard(out_dir: Path, evaluation, config_text: str | None,
     """Leaderboard, aggregated view and pivot from the run folders, written under the leaderboard lock."""
     with file_lock(Path(out_dir) / ".leaderboard.lock"):
         remove_temporary_files(out_dir, "leaderboard")
-        frame = build_leaderboard(out_dir, evaluation.sort_by)
+        frame = with_ensembles(build_leaderboard(out_dir, evaluation.sort_by), out_dir, evaluation)
+        frame = sort_rows(order_columns(frame), evaluation.sort_by)
         sheets = summary_views(frame, out_dir, evaluation)
         write_leaderboard(frame, out_dir, xlsx_path=xlsx_path, config_text=config_text, extra_sheets=sheets)
     return frame, sheets

@@ -1,7 +1,7 @@
 """Across seeds and folds: one row per configuration, and paired tests against a reference.
 
 A configuration is everything that identifies a run except its seed and fold (model, backbone,
-head, split strategy and grid values). Its aggregated row gives, for each metric, the mean and std
+head, split strategy, grid values, and for ensemble rows the ensemble). Its aggregated row gives, for each metric, the mean and std
 over its runs and a 95% t-interval of that mean; the significance columns compare it with the
 reference configuration named in ``evaluation.reference`` on the same test images.
 """
@@ -15,24 +15,36 @@ import pandas as pd
 from scipy import stats
 
 from benchkit.results.leaderboard import ID_COLUMNS, TAIL_COLUMNS, metric_of
+from benchkit.evaluation.ensembles import ensemble_rows, is_ensemble, predictions_path
 from benchkit.evaluation.metrics import CORE_METRICS, HIGHER_IS_BETTER
 from benchkit.evaluation.significance import paired_bootstrap_replicates, significance_marker, wilcoxon_seeds
 
 REPLICATE_COLUMNS = ["seed", "fold"]
+FIXED_COLUMNS = ("model", "backbone", "head", "split", "ensemble")
 
 
 def config_columns(frame: pd.DataFrame) -> list[str]:
-    """Columns that identify a configuration: model, backbone, head, split and the grid values."""
-    fixed = [c for c in ("model", "backbone", "head", "split") if c in frame]
-    grid = [c for c in frame if c not in ID_COLUMNS + TAIL_COLUMNS and not str(c).startswith(("valid_", "test_"))]
+    """Columns that identify a configuration: model, backbone, head, split, ensemble and the grid values."""
+    fixed = [c for c in FIXED_COLUMNS if c in frame]
+    grid = [c for c in frame if c not in ID_COLUMNS + TAIL_COLUMNS + list(FIXED_COLUMNS)
+            and not str(c).startswith(("valid_", "test_"))]
     return fixed + grid
 
 
 def config_label(row: pd.Series, columns: list[str]) -> str:
-    """``model`` plus ``key=value`` for every grid value: a readable configuration name."""
-    grid = [f"{c}={row[c]}" for c in columns if c not in ("model", "backbone", "head", "split")]
+    """``model`` plus ``key=value`` for every grid value: a readable configuration name.
+
+    Ensemble rows end in ``[seeds]`` (the mean of a configuration's seeds) or ``[ensemble]``.
+    """
+    grid = [f"{c}={row[c]}" for c in columns if c not in FIXED_COLUMNS and not _empty(row[c])]
     split = [] if row.get("split", "official") == "official" else [str(row["split"])]
-    return " ".join([str(row["model"])] + grid + split)
+    ensemble = row.get("ensemble")
+    kind = [] if _empty(ensemble) else ["[seeds]" if ensemble == "seeds" else "[ensemble]"]
+    return " ".join([str(row["model"])] + grid + split + kind)
+
+
+def _empty(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or value == ""
 
 
 def aggregate_runs(frame: pd.DataFrame, splits=("valid", "test"), metrics=CORE_METRICS) -> pd.DataFrame:
@@ -47,7 +59,7 @@ def aggregate_runs(frame: pd.DataFrame, splits=("valid", "test"), metrics=CORE_M
         row = {c: first[c] for c in columns}
         row["config"] = config_label(first, columns)
         row["runs"] = len(group)
-        row["seeds"] = ",".join(str(s) for s in sorted(group["seed"].unique()))
+        row["seeds"] = ",".join(str(int(s)) for s in sorted(group["seed"].dropna().unique()))
         for split in splits:
             for metric in metrics:
                 col = f"{split}_{metric}"
@@ -77,13 +89,15 @@ def add_significance(aggregated: pd.DataFrame, frame: pd.DataFrame, out_dir: Pat
 
     The paired bootstrap resamples the same test images for both configurations, per replicate
     (seed and fold) they share; with two or more shared seeds ``p_wilcoxon`` compares the
-    per-seed values too. ``reference`` is a configuration label or a model name.
+    per-seed values too. ``reference`` is a configuration label or a model name (of single runs).
+    An ensemble (no seed of its own) is paired with every reference run of its fold.
     """
     split, metric = metric_column.split("_", 1)[0], metric_of(metric_column)
     ok = frame[frame["status"] == "ok"]
     columns = config_columns(ok)
     labels = ok.apply(lambda r: config_label(r, columns), axis=1)
-    ref_rows = ok[(labels == reference) | (ok["model"] == reference)]
+    ensembles = ok.apply(is_ensemble, axis=1) if not ok.empty else pd.Series(dtype=bool)
+    ref_rows = ok[(labels == reference) | ((ok["model"] == reference) & ~ensembles)]
     aggregated = aggregated.copy()
     for col in ("delta", "p_value", "significance", "p_wilcoxon"):
         aggregated[col] = np.nan if col != "significance" else ""
@@ -91,41 +105,60 @@ def add_significance(aggregated: pd.DataFrame, frame: pd.DataFrame, out_dir: Pat
         aggregated["significance"] = f"reference {reference!r} not found (or not unique)"
         return aggregated
     ref_label = config_label(ref_rows.iloc[0], columns)
-    ref_by_rep = {_replicate(r): r for _, r in ref_rows.iterrows()}
     num_classes = int(ok["num_classes"].dropna().iloc[0]) if "num_classes" in ok else None
     for i, agg in aggregated.iterrows():
         if agg["config"] == ref_label:
             aggregated.at[i, "significance"] = "reference"
             continue
         runs = ok[labels == agg["config"]]
-        pairs = [(r, ref_by_rep[_replicate(r)]) for _, r in runs.iterrows() if _replicate(r) in ref_by_rep]
+        pairs = [(r, ref) for _, r in runs.iterrows() for _, ref in ref_rows.iterrows() if _same_replicate(r, ref)]
         if not pairs or num_classes is None:
             continue
-        reps_a = [_predictions(out_dir, a["run_id"], split) for a, _ in pairs]
-        reps_b = [_predictions(out_dir, b["run_id"], split) for _, b in pairs]
+        reps_a = [_predictions(out_dir, a, split) for a, _ in pairs]
+        reps_b = [_predictions(out_dir, b, split) for _, b in pairs]
         test = paired_bootstrap_replicates(reps_a, reps_b, metric, num_classes, n_resamples, seed)
         aggregated.at[i, "delta"] = test["delta"]
         aggregated.at[i, "p_value"] = test["p_value"]
         aggregated.at[i, "significance"] = significance_marker(test["p_value"])
-        if len(pairs) >= 2:
+        if len(pairs) >= 2 and not any(is_ensemble(a) or is_ensemble(b) for a, b in pairs):
             aggregated.at[i, "p_wilcoxon"] = wilcoxon_seeds([a[metric_column] for a, _ in pairs],
                                                             [b[metric_column] for _, b in pairs])
     return aggregated
 
 
-def _replicate(row: pd.Series) -> tuple:
+def _same_replicate(a: pd.Series, b: pd.Series) -> bool:
+    """Same fold, and the same seed unless one of them is an ensemble (no seed)."""
+    if _fold(a) != _fold(b):
+        return False
+    return _empty(a["seed"]) or _empty(b["seed"]) or int(a["seed"]) == int(b["seed"])
+
+
+def _fold(row: pd.Series) -> int | None:
     fold = row.get("fold")
-    return int(row["seed"]), (None if fold is None or pd.isna(fold) else int(fold))
+    return None if fold is None or pd.isna(fold) else int(fold)
 
 
-def _predictions(out_dir: Path, run_id: str, split: str):
-    frame = pd.read_csv(Path(out_dir) / "runs" / run_id / f"predictions_{split}.csv")
+def _predictions(out_dir: Path, row: pd.Series, split: str):
+    frame = pd.read_csv(predictions_path(out_dir, row, split))
     return frame["target"].to_numpy(), frame["pred"].to_numpy(), frame["score"].to_numpy()
+
+
+def with_ensembles(frame: pd.DataFrame, out_dir: Path, evaluation) -> pd.DataFrame:
+    """The runs' rows and, after them, the rows of ``evaluation.ensembles`` built from their predictions."""
+    if not getattr(evaluation, "ensembles", None) or frame.empty or "status" not in frame:
+        return frame
+    ok = frame[frame["status"] == "ok"]
+    if ok.empty:
+        return frame
+    columns = config_columns(ok)
+    labels = ok.apply(lambda r: config_label(r, columns), axis=1)
+    ensembles = ensemble_rows(out_dir, ok, evaluation, columns, labels)
+    return pd.concat([frame, ensembles], ignore_index=True) if not ensembles.empty else frame
 
 
 def grid_pivot(aggregated: pd.DataFrame, frame: pd.DataFrame, value_column: str) -> pd.DataFrame | None:
     """For a two-key grid: rows = first key, columns = second key, cells = mean of ``value_column``."""
-    grid = [c for c in config_columns(frame) if c not in ("model", "backbone", "head", "split")]
+    grid = [c for c in config_columns(frame) if c not in FIXED_COLUMNS]
     mean_col = f"{value_column}_mean"
     if len(grid) != 2 or aggregated.empty or mean_col not in aggregated:
         return None

@@ -67,11 +67,15 @@ class BatchPreprocessor(nn.Module):
         self.augmentation = nn.Sequential(*augmentation)
         self.normalize = K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std))
 
-    def forward(self, images: torch.Tensor, train: bool, groups: Sequence[int] | None = None) -> torch.Tensor:
-        """``groups``: sizes of the training batches ``images`` concatenates (see :func:`augment`)."""
+    def forward(self, images: torch.Tensor, train: bool, groups: Sequence[int] | None = None,
+                view: nn.Module | None = None) -> torch.Tensor:
+        """``groups``: sizes of the training batches ``images`` concatenates (see :func:`augment`);
+        ``view``: a test-time view applied before normalisation (see :mod:`benchkit.evaluation.tta`)."""
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         if train and len(self.augmentation):
             x = augment(self.augmentation, x, groups).clamp_(0.0, 1.0)
+        if view is not None:
+            x = view(x)
         return self.normalize(x)
 
 
