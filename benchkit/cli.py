@@ -318,7 +318,13 @@ def _cmd_predict(args) -> int:
 
     from rich.table import Table
 
-    from benchkit.predict import load_run
+    from benchkit.errors import ConfigError, format_listing
+    from benchkit.predict import device_problems, image_problems, load_run, run_folder_problems
+    problems = ([f"--run {p}" for p in run_folder_problems(args.run_dir)] + device_problems(args.device)
+                + image_problems(args.images))
+    if problems:
+        raise ConfigError(problems[0] if len(problems) == 1 else
+                          f"{len(problems)} bad arguments:\n{format_listing(problems, limit=20)}")
     results = load_run(args.run_dir, device=args.device).predict_files(args.images)
     if args.json:
         print(json.dumps(results, indent=2))

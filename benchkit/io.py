@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
+import re
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any, Iterator
 import torch
 from filelock import FileLock, Timeout
 
-from benchkit.errors import OutputError, describe_os_error
+from benchkit.errors import OutputError, WeightsError, describe_os_error
 
 _TEMP_SUFFIX = ".tmp"
 
@@ -125,6 +127,26 @@ def load_torch(path: str | Path, mmap: bool = False) -> Any:
     ``mmap=True`` maps the tensors instead of reading them: a cheap check that the file opens.
     """
     return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
+    """:func:`load_torch` for a file a user names; a WeightsError says why it cannot be read.
+
+    A file holding Python objects besides tensors is refused (loading objects can run code); a file
+    that is not a PyTorch file at all (an image, text, a truncated copy) is said to be one.
+    """
+    try:
+        return load_torch(path)
+    except Exception as exc:  # the weights-only unpickler, zip reader and pickle raise many types
+        lines = str(exc).splitlines() or [""]
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if unsafe:
+            reason = (f"refused: it holds a Python object ({unsafe.group(1)}) besides tensors; benchkit loads only "
+                      f"tensors and plain containers (weights_only=True), since loading objects can run code")
+        else:
+            detail = "" if isinstance(exc, pickle.UnpicklingError) else f" ({type(exc).__name__}: {lines[0][:100]})"
+            reason = f"not a PyTorch file, or a damaged one{detail}"
+        raise WeightsError(f"cannot read {what} file {path}: {reason}") from None
 
 
 def _json_default(value: Any):

@@ -20,10 +20,10 @@ from PIL import Image, UnidentifiedImageError
 
 from benchkit.config import RunSpec
 from benchkit.training.engine import autocast_dtype, resolve_device
-from benchkit.errors import BenchkitError, ConfigError, DataError
+from benchkit.errors import ConfigError, DataError, WeightsError, format_listing
 from benchkit.data.decode import decode_image
 from benchkit.data.rgb import to_rgb
-from benchkit.io import load_torch
+from benchkit.io import read_torch_file
 from benchkit.models.grader import GraderModel, build_model
 from benchkit.registry import import_plugins
 from benchkit.training.transforms import BatchPreprocessor
@@ -73,25 +73,80 @@ class LoadedRun:
         return results
 
     def predict_files(self, paths: Sequence[str | Path]) -> list[dict]:
-        """Read image files (any format PIL reads) and predict them; each result names its ``image``."""
+        """Read image files (any format PIL reads) and predict them; each result names its ``image``.
+
+        Every path that is not a readable image is reported, together, in one DataError.
+        """
+        problems = image_problems(paths)
+        if problems:
+            raise DataError(f"{len(problems)} of the {len(paths)} image(s) cannot be read:\n"
+                            + format_listing(problems))
         images = [_open_image(Path(p)) for p in paths]
         return [{"image": str(p), **result} for p, result in zip(paths, self.predict(images))]
+
+
+CHECKPOINT_KEYS = ("model", "classes", "input_size", "mean", "std")
+"""What a ``best.pt`` written by ``benchkit run`` holds (and prediction reads)."""
+
+
+def run_folder_problems(run_dir: str | Path) -> list[str]:
+    """Why ``run_dir`` is not a finished run folder (missing folder, config.yaml or best.pt); empty when it is."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return [f"{run_dir}: " + ("not a folder" if run_dir.exists() else "no such folder")]
+    return [f"{run_dir}: {name} is missing (is this a finished run folder, results/<experiment>/runs/"
+            f"<run_id>?)" for name in ("config.yaml", "best.pt") if not (run_dir / name).is_file()]
+
+
+def device_problems(device: str | None) -> list[str]:
+    """Why ``device`` cannot be used here (not a torch device, or CUDA absent); empty when it can."""
+    if device is None:
+        return []
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        return [f"--device {device!r}: not a torch device (e.g. cpu, cuda, cuda:1)"]
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        return [f"--device {device!r}: no CUDA device is available here (use cpu)"]
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        return [f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"]
+    return []
+
+
+def image_problems(paths: Sequence[str | Path]) -> list[str]:
+    """One line per path that is not a readable image file (missing, a folder, not an image)."""
+    problems = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            problems.append(f"{path}: is a folder, not an image file (give the image files, e.g. {path}/*.jpg)")
+        elif not path.exists():
+            problems.append(f"{path}: no such file")
+        else:
+            try:
+                with Image.open(path) as img:
+                    img.verify()
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+                problems.append(f"{path}: not a readable image ({type(exc).__name__}: {exc})")
+    return problems
 
 
 def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> LoadedRun:
     """Load a finished run folder (``config.yaml`` + ``best.pt``) for prediction."""
     run_dir = Path(run_dir)
     config_path, weights_path = run_dir / "config.yaml", run_dir / "best.pt"
-    for needed in (config_path, weights_path):
-        if not needed.is_file():
-            raise ConfigError(f"{run_dir}: {needed.name} is missing (is this a finished run folder, "
-                              f"results/<experiment>/runs/<run_id>?)")
+    problems = run_folder_problems(run_dir)
+    if problems:
+        raise ConfigError(problems[0])
     try:
         spec = RunSpec.model_validate(yaml.safe_load(config_path.read_text(encoding="utf-8")))
     except Exception as exc:
         raise ConfigError(f"{config_path}: not a run config: {exc}") from None
     import_plugins(spec.plugins, spec.base_dir)
-    checkpoint = load_torch(weights_path)
+    checkpoint = read_torch_file(weights_path)
+    if not isinstance(checkpoint, dict) or not all(key in checkpoint for key in CHECKPOINT_KEYS):
+        found = sorted(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise WeightsError(f"{weights_path}: not a checkpoint written by benchkit run (it holds "
+                           f"{', '.join(CHECKPOINT_KEYS)}; this file holds {found})")
     classes = list(checkpoint["classes"])
     architecture = spec.model.model_copy(deep=True)
     architecture.backbone.pretrained, architecture.backbone.weights = False, None
@@ -100,7 +155,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> L
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as exc:
-        raise BenchkitError(f"{weights_path}: weights do not fit the model of {config_path}: {exc}") from None
+        raise WeightsError(f"{weights_path}: weights do not fit the model of {config_path}: {exc}") from None
     device = torch.device(device) if device is not None else resolve_device("auto")
     model.to(device)
     if spec.train.channels_last:
@@ -110,8 +165,9 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> L
 
 
 def _open_image(path: Path) -> Image.Image:
-    if not path.is_file():
-        raise DataError(f"image not found: {path}")
+    problems = image_problems([path])
+    if problems:
+        raise DataError(problems[0])
     try:
         with Image.open(path) as img:
             return to_rgb(img)

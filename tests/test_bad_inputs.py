@@ -167,6 +167,10 @@ def _resnet34_weights_for_resnet18(raw, data, **backbone) -> None:
     raw["models"][0]["backbone"] = {"name": "resnet18", "weights": str(data.parent / "resnet34.pt"), **backbone}
 
 
+def weights_file_that_is_an_image(raw, data):
+    raw["models"][0]["backbone"] = {"name": "resnet18", "weights": str(data / "train" / "img_0_0.jpg")}
+
+
 def weights_of_a_larger_relative(raw, data):
     _resnet34_weights_for_resnet18(raw, data)
 
@@ -217,6 +221,7 @@ REJECTED = [  # (case, words the message must hold)
     (unknown_backbone, ["unknown backbone 'tiny_cn'", "did you mean 'tiny_cnn'"]),
     (unknown_head, ["unknown head 'regresion'", "did you mean 'regression'"]),
     (weights_of_another_architecture, ["tiny_cnn.pt", "another architecture"]),
+    (weights_file_that_is_an_image, ["cannot read weights file", "img_0_0.jpg", "not a PyTorch file"]),
     (weights_of_a_larger_relative, ["resnet34.pt", "in the file but not in the model", "layer1.2.conv1.weight",
                                     "weights_strict: false"]),
     (plugin_raising_at_import, ["plugin file", "broken_plugin.py", "line 4", "RuntimeError: no GPU driver found"]),

@@ -91,3 +91,75 @@ def test_missing_checkpoint_or_image_are_usage_errors(trained, tmp_path):
     out, paths = trained
     assert main(["predict", "--run", str(tmp_path), str(paths[0])]) == 2
     assert main(["predict", "--run", str(out / "runs" / "tiny_cnn-regression__s0"), str(tmp_path / "no.png")]) == 2
+
+
+class _Payload:
+    """Pickled into a checkpoint: creates ``marker`` when unpickled (if anything were to unpickle it)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _run_copy(trained, tmp_path, best=None):
+    """A copy of a finished run folder whose best.pt is replaced by ``best(path)`` when given."""
+    import shutil
+    out, _ = trained
+    run_dir = tmp_path / "run"
+    shutil.copytree(out / "runs" / "tiny_cnn-regression__s0", run_dir)
+    if best is not None:
+        best(run_dir / "best.pt")
+    return run_dir
+
+
+def _evil(path):
+    import torch
+    torch.save({"model": {}, "classes": ["a"], "extra": _Payload(path.parent / "pwned")}, path)
+
+
+def _state_dict_only(path):
+    import torch
+    torch.save(torch.load(path, weights_only=True)["model"], path)
+
+
+PREDICT_REJECTED = [  # (best.pt replacement or None, the image arguments, words the one-line message holds)
+    (None, lambda images, tmp: [str(images)], [": is a folder, not an image file"]),
+    (_evil, lambda images, tmp: [str(images / "0.png")],
+     ["best.pt", "refused: it holds a Python object", "weights_only=True"]),
+    (lambda p: p.write_text("not a checkpoint\n"), lambda images, tmp: [str(images / "0.png")],
+     ["cannot read checkpoint file", "best.pt", "not a PyTorch file"]),
+    (_state_dict_only, lambda images, tmp: [str(images / "0.png")],
+     ["best.pt", "not a checkpoint written by benchkit run"]),
+]
+
+
+@pytest.mark.parametrize("best, arguments, words", PREDICT_REJECTED,
+                         ids=["folder_as_image", "unsafe_checkpoint", "checkpoint_not_a_torch_file",
+                              "checkpoint_a_bare_state_dict"])
+def test_bad_predict_arguments_are_one_line_exit_2(trained, tmp_path, capsys, best, arguments, words):
+    _, paths = trained
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.open(paths[0]).save(images / "0.png")
+    run_dir = _run_copy(trained, tmp_path, best)
+    before = sorted(p.name for p in run_dir.iterdir())
+    capsys.readouterr()
+    assert main(["predict", "--run", str(run_dir), *arguments(images, tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    for word in words:
+        assert word in err, (word, err)
+    assert not (run_dir / "pwned").exists() and sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_every_bad_predict_argument_is_reported(tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.png").write_text("not an image")
+    assert main(["predict", "--run", str(tmp_path / "nowhere"), "--device", "gpu", str(tmp_path / "missing.png"),
+                 str(tmp_path / "folder"), str(tmp_path / "notes.png")]) == 2
+    err = capsys.readouterr().err
+    for word in ["5 bad arguments", f"--run {tmp_path / 'nowhere'}: no such folder", "--device 'gpu': not a torch device",
+                 "missing.png: no such file", f"{tmp_path / 'folder'}: is a folder", "notes.png: not a readable image"]:
+        assert word in err, (word, err)

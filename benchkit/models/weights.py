@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from benchkit.errors import ConfigError, WeightsError, format_listing
+from benchkit.io import read_torch_file
 
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "params")
 _LISTED = 5
@@ -78,14 +79,15 @@ def load_state_dict_file(path: str | os.PathLike, weights_map: dict[str, str] | 
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
             obj = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and safetensors each raise their own types
-        raise WeightsError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # safetensors raises its own types
+            raise WeightsError(f"cannot read weights file {path}: not a safetensors file, or a damaged one "
+                               f"({type(exc).__name__}: {exc})") from None
+    else:
+        obj = read_torch_file(path, "weights")
     state_dict = _unwrap(obj, path)
     if state_dict and all(k.startswith("module.") for k in state_dict):
         state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
