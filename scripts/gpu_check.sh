@@ -7,9 +7,9 @@
 #
 # Steps, each under its own timeout, the whole inside 9 minutes (activate ~1 min before it):
 #   1. the machine: nvidia-smi, torch and its CUDA                                     (20 s)
-#   2. benchmarks/run.py --device cuda --quick on the 224 px hair-loss copy            (<= 400 s; no figure
-#      starts after --budget 300 s, so the last one has room to end)
-#   3. pytest -m gpu: the CUDA-only tests                                              (<= 75 s)
+#   2. benchmarks/run.py --device cuda --quick on the 224 px hair-loss copy            (<= 380 s; no figure
+#      starts after --budget 290 s, so the last one has room to end)
+#   3. pytest -m gpu: the CUDA-only tests                                              (<= 90 s)
 #   4. $OUT/gpu_check.tar.gz: the log, results.json and the environment                (a few s)
 # What comes back ($OUT, at most 8 files): gpu_check.log, results.json, gpu_check.tar.gz.
 set -uo pipefail
@@ -32,9 +32,9 @@ step() {  # step NAME SECONDS COMMAND...: runs it under a timeout (SIGINT first,
   step "machine" 20 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc;
     python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda,
     torch.cuda.get_device_name(0), torch.backends.cudnn.version())"'
-  step "benchmarks --device cuda --quick" 400 \
-    python3 benchmarks/run.py --device cuda --quick --budget 300 --results "$out/results.json"
-  step "pytest -m gpu" 75 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py tests/test_memory.py
+  step "benchmarks --device cuda --quick" 380 \
+    python3 benchmarks/run.py --device cuda --quick --budget 290 --results "$out/results.json"
+  step "pytest -m gpu" 90 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py tests/test_memory.py
   echo "=== done in $(( $(date +%s) - begin )) s"
 } 2>&1 | tee "$log"
 
