@@ -34,7 +34,7 @@ step() {  # step NAME SECONDS COMMAND...: runs it under a timeout (SIGINT first,
     torch.cuda.get_device_name(0), torch.backends.cudnn.version())"'
   step "benchmarks --device cuda --quick" 380 \
     python3 benchmarks/run.py --device cuda --quick --budget 290 --results "$out/results.json"
-  step "pytest -m gpu" 90 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py tests/test_memory.py
+  step "pytest -m gpu" 90 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py tests/test_memory.py tests/test_devices.py
   echo "=== done in $(( $(date +%s) - begin )) s"
 } 2>&1 | tee "$log"
 

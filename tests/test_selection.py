@@ -81,7 +81,7 @@ def test_the_saved_weights_are_the_evaluated_ones(selected, name):
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
     """Runs whose heads decode with calibration, on a dataset whose valid (24) and test (16) splits differ;
-    every call of ``calibrate`` is recorded."""
+    every fit of a decoding (``calibrate_estimate``, which ``calibrate`` calls too) is recorded."""
     tmp = tmp_path_factory.mktemp("calibrated")
     models = [{"backbone": "tiny_cnn", "head": {"name": head, "decode": "calibrated"}} for head in ("regression", "coral")]
     path = small_experiment(tmp, models=models, data={
@@ -90,10 +90,10 @@ def calibrated(tmp_path_factory):
     seen = []
     with pytest.MonkeyPatch.context() as patch:
         for cls in (RegressionHead, CoralHead):
-            def recording(self, outputs, targets, _fit=cls.calibrate):
+            def recording(self, estimate, targets, _fit=cls.calibrate_estimate):
                 seen.append((type(self).__name__, targets.tolist()))
-                return _fit(self, outputs, targets)
-            patch.setattr(cls, "calibrate", recording)
+                return _fit(self, estimate, targets)
+            patch.setattr(cls, "calibrate_estimate", recording)
         assert main(["run", str(path), "--out", str(tmp / "out"), "--quiet"]) == 0
     return tmp / "out", seen
 
