@@ -249,7 +249,11 @@ class RayExecutor(Executor):
         self._started = False
         if not ray.is_initialized():
             if address:
-                ray.init(address=address)
+                try:
+                    ray.init(address=address)
+                except (ValueError, ConnectionError) as exc:  # a malformed or unreachable address
+                    raise ConfigError(f"--ray-address {address}: cannot connect ({' '.join(str(exc).split())})"
+                                      ) from None
             else:
                 ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
             self._started = True

@@ -79,6 +79,10 @@ def missing_data_folder(raw, data):
     raw["data"]["root"] = str(data.parent / "nowhere")
 
 
+def data_root_is_a_file(raw, data):
+    raw["data"]["root"] = str(data / "train" / "_classes.csv")
+
+
 def empty_split(raw, data):
     _write_csv_lines(data, "train", _csv_lines(data, "train")[:1])
 
@@ -208,6 +212,7 @@ REJECTED = [  # (case, words the message must hold)
     (unknown_nested_key, ["models.0.backbone.pretrianed", "did you mean 'pretrained'"]),
     (wrong_type, ["train.batch_size", "'large'"]),
     (missing_data_folder, ["data folder not found", "nowhere"]),
+    (data_root_is_a_file, ["data.root", "_classes.csv is a file; give the dataset folder"]),
     (empty_split, ["split 'train' has no images"]),
     (csv_row_missing_a_column, ["valid/_classes.csv", "line 3", "3 fields, expected 4"]),
     (csv_row_not_one_hot, ["train/_classes.csv", "line 2", "img_0_0.jpg", "not one-hot"]),

@@ -116,3 +116,13 @@ def test_os_errors_are_users_mistakes_other_exceptions_are_bugs():
     assert user_error_message(PermissionError(13, "Permission denied", "/r/o")) == "/r/o: Permission denied"
     assert user_error_message(ConfigError("bad key")) == "bad key"
     assert user_error_message(KeyError("x")) is None and user_error_message(TypeError("y")) is None
+
+
+def test_an_invalid_ray_address_is_a_users_mistake(tmp_path, capsys):
+    pytest.importorskip("ray")
+    from conftest import small_experiment
+    experiment = small_experiment(tmp_path)
+    out = tmp_path / "out"
+    assert main(["run", str(experiment), "--out", str(out), "--executor", "ray", "--ray-address", "nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--ray-address nowhere: cannot connect" in err and not out.exists()

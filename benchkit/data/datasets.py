@@ -95,9 +95,7 @@ def read_roboflow_csv(root: Path, classes: Sequence[str] | None = None,
     Every problem of every split (a missing CSV, bad rows, unreadable images, a class column with no
     image) is raised together in one DataError.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data folder not found: {root} (see data/README.md for how to get the data)")
+    root = _data_folder(root)
     found: dict[str, Split] = {}
     problems: list[str] = []
     header_classes: list[str] | None = None
@@ -132,6 +130,16 @@ def read_roboflow_csv(root: Path, classes: Sequence[str] | None = None,
     if problems:
         raise DataError(f"dataset {root}: {len(problems)} problem(s):\n" + format_listing(problems))
     return dataset
+
+
+def _data_folder(root: Path) -> Path:
+    """``root`` as a Path; a DataError when it is missing or a file."""
+    root = Path(root)
+    if root.is_file():
+        raise DataError(f"data.root {root} is a file; give the dataset folder (with train/, valid/, test/)")
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root} (see data/README.md for how to get the data)")
+    return root
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -201,9 +209,7 @@ def _read_classes_csv(csv_path: Path, split_name: str, classes: Sequence[str] | 
 def read_imagefolder(root: Path, classes: Sequence[str], splits: Sequence[str] = SPLITS,
                      check_images: bool = True) -> Dataset:
     """Read ``root/<split>/<class>/<image>``; ``classes`` gives the level order (required)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data folder not found: {root}")
+    root = _data_folder(root)
     if not classes:
         raise DataError("imagefolder data needs data.classes: the class folder names in level order")
     found: dict[str, Split] = {}
