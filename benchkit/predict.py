@@ -19,13 +19,13 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from benchkit.config import RunSpec
-from benchkit.training.engine import autocast_dtype, resolve_device
 from benchkit.errors import ConfigError, DataError, WeightsError, format_listing
 from benchkit.data.decode import decode_image
 from benchkit.data.rgb import to_rgb
 from benchkit.io import read_torch_file
 from benchkit.models.grader import GraderModel, build_model
 from benchkit.registry import import_plugins
+from benchkit.training.runtime import Runtime, forward_all
 from benchkit.training.transforms import BatchPreprocessor
 
 
@@ -33,12 +33,14 @@ class LoadedRun:
     """A trained run, ready for inference on PIL images."""
 
     def __init__(self, run_dir: Path, spec: RunSpec, model: GraderModel, classes: list[str],
-                 input_size: int, mean: Sequence[float], std: Sequence[float], device: torch.device):
+                 input_size: int, mean: Sequence[float], std: Sequence[float], runtime: Runtime):
         self.run_dir, self.spec, self.model, self.classes = run_dir, spec, model, classes
-        self.input_size, self.device = input_size, device
-        self.preprocessor = BatchPreprocessor([], mean, std).to(device)
-        self.amp_dtype = autocast_dtype(spec.train, device)
-        self.batch_size = spec.train.eval_batch_size or 2 * spec.train.batch_size
+        self.input_size, self.runtime = input_size, runtime
+        self.preprocessor = BatchPreprocessor([], mean, std).to(runtime.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
 
     @property
     def has_probabilities(self) -> bool:
@@ -50,26 +52,20 @@ class LoadedRun:
         return torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, 3, self.input_size,
                                                                               self.input_size, dtype=torch.uint8)
 
-    @torch.inference_mode()
+    def outputs(self, images) -> torch.Tensor:
+        """Raw head outputs (float32, CPU) for uint8 ``(N, 3, S, S)`` images at the run's input size."""
+        return forward_all(self.model, images, self.runtime, self.preprocessor)
+
     def predict(self, images: Sequence[Image.Image]) -> list[dict]:
         """Per image: ``level`` (0-based), ``level_name``, ``score`` and, where the head has them, ``probabilities``."""
-        batch = self.preprocess(images)
-        self.model.eval()
+        pred = self.model.head.predict(self.outputs(self.preprocess(images)))
         results = []
-        for start in range(0, len(batch), self.batch_size):
-            inputs = self.preprocessor(batch[start:start + self.batch_size].to(self.device), train=False)
-            if self.spec.train.channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
-                outputs = self.model(inputs).float()
-            pred = self.model.head.predict(outputs.cpu())
-            for i in range(len(pred.level)):
-                level = int(pred.level[i])
-                item = {"level": level, "level_name": self.classes[level], "score": float(pred.score[i])}
-                if pred.probs is not None:
-                    item["probabilities"] = {name: float(p) for name, p in zip(self.classes, pred.probs[i])}
-                results.append(item)
+        for i in range(len(pred.level)):
+            level = int(pred.level[i])
+            item = {"level": level, "level_name": self.classes[level], "score": float(pred.score[i])}
+            if pred.probs is not None:
+                item["probabilities"] = {name: float(p) for name, p in zip(self.classes, pred.probs[i])}
+            results.append(item)
         return results
 
     def predict_files(self, paths: Sequence[str | Path]) -> list[dict]:
@@ -156,12 +152,9 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> L
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as exc:
         raise WeightsError(f"{weights_path}: weights do not fit the model of {config_path}: {exc}") from None
-    device = torch.device(device) if device is not None else resolve_device("auto")
-    model.to(device)
-    if spec.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return LoadedRun(run_dir, spec, model.eval(), classes, int(checkpoint["input_size"]),
-                     checkpoint["mean"], checkpoint["std"], device)
+    runtime = Runtime.resolve(spec.train, device=device if device is not None else "auto")
+    return LoadedRun(run_dir, spec, runtime.place(model).eval(), classes, int(checkpoint["input_size"]),
+                     checkpoint["mean"], checkpoint["std"], runtime)
 
 
 def _open_image(path: Path) -> Image.Image:

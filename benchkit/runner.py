@@ -24,7 +24,7 @@ import torch
 from benchkit.config import DataConfig, RunSpec, dump_yaml
 from benchkit.data.datasets import Dataset, Split, read_imagefolder, read_roboflow_csv
 from benchkit.data.image_cache import cached_split, resolve_cache_dir
-from benchkit.training.engine import Engine, monitor_is_max, resolve_device
+from benchkit.training.engine import Engine, monitor_is_max
 from benchkit.training.memory import PeakMemory, describe_out_of_memory, is_out_of_memory
 from benchkit.errors import BenchkitError, DataError
 from benchkit.training.feature_cache import (FeaturePassThrough, feature_cache_applies, feature_sets, head_only,
@@ -38,6 +38,7 @@ from benchkit.results.plots import try_plots, write_run_plots
 from benchkit.progress import RunProgress
 from benchkit.registry import import_plugins
 from benchkit.results.tracking import RunTracker, open_tracker
+from benchkit.training.runtime import Runtime
 from benchkit.training.transforms import BatchPreprocessor, build_augmentation
 
 EVAL_SPLITS = ("valid", "test")
@@ -166,16 +167,17 @@ def execute_run(spec: RunSpec, out_dir: Path, quiet: bool = False, resume: bool 
     row = base_row(spec)
     started = time.perf_counter()
     tracker = None
-    with PeakMemory(resolve_device(spec.train.device)) as peak:
+    runtime = Runtime.resolve(spec.train)
+    with PeakMemory(runtime.device) as peak:
         try:
             tracker = open_tracker(spec, out_dir)
-            row.update(_train_and_evaluate(spec, run_dir, quiet, resume, tracker))
+            row.update(_train_and_evaluate(spec, run_dir, runtime, quiet, resume, tracker))
             row["status"] = "ok"
             (run_dir / "error.log").unlink(missing_ok=True)
             if spec.evaluation.plots:
                 try_plots(write_run_plots, run_dir)
         except Exception as exc:
-            row.update(status="failed", error=_describe_error(exc, spec))
+            row.update(status="failed", error=_describe_error(exc, spec, runtime))
             write_text(run_dir / "error.log", traceback.format_exc())
             discard_results(run_dir)
     row.update(peak.row())
@@ -224,13 +226,13 @@ def _chain(*callbacks):
     return call
 
 
-def _describe_error(exc: Exception, spec: RunSpec) -> str:
+def _describe_error(exc: Exception, spec: RunSpec, runtime: Runtime) -> str:
     if is_out_of_memory(exc):
-        return describe_out_of_memory(spec.train.batch_size, resolve_device(spec.train.device))
+        return describe_out_of_memory(spec.train.batch_size, runtime.device)
     return f"{type(exc).__name__}: {exc}"
 
 
-def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool,
+def _train_and_evaluate(spec: RunSpec, run_dir: Path, runtime: Runtime, quiet: bool, resume: bool,
                         tracker: RunTracker | None = None) -> dict:
     import_plugins(spec.plugins, spec.base_dir)
     dataset = prepare_dataset(spec)
@@ -244,17 +246,18 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool,
     sets = {name: ImageArrayDataset(decoded_split(spec, dataset, name, size), split.labels)
             for name, split in dataset.splits.items()}
     trained, engine_prep = model, preprocessor
-    use_features = feature_cache_applies(spec, model, augmentation)
+    use_features = feature_cache_applies(spec.data.feature_cache, model, augmentation)
     if use_features:
-        sets = feature_sets(spec, model, preprocessor, size, {n: s.images for n, s in sets.items()},
+        sets = feature_sets(spec.model.backbone, model, preprocessor, size, {n: s.images for n, s in sets.items()},
                             {n: s.labels for n, s in sets.items()},
-                            cache_dir(spec) if spec.data.cache else None)
+                            cache_dir(spec) if spec.data.cache else None, runtime)
         trained, engine_prep = head_only(model), FeaturePassThrough()
     class_weights = _class_weights(spec, dataset.splits["train"].labels, num_classes)
     monitor = spec.train.early_stopping.monitor
     maximize = monitor_is_max(monitor, spec.train.early_stopping.mode)
     with RunProgress(spec.run_id, spec.train.epochs, monitor, quiet, maximize=maximize) as progress:
-        engine = Engine(trained, engine_prep, spec.train, num_classes, class_weights=class_weights,
+        engine = Engine(trained, engine_prep, spec.train, num_classes, runtime=runtime,
+                        class_weights=class_weights,
                         on_epoch=_chain(progress.epoch, tracker and tracker.epoch),
                         on_step=progress.step, on_resume=progress.resumed)
         result = engine.fit(sets["train"], sets["valid"], spec.seed,
@@ -289,7 +292,7 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, quiet: bool, resume: bool,
             frame.to_csv(tmp, index=False)
     write_json(run_dir / "details.json", {"bootstrap": scores.details, "calibration": scores.calibration,
                                           "feature_cache": use_features, "weights": model.backbone.weights_report,
-                                          "environment": environment()})
+                                          "environment": environment(runtime)})
     return row
 
 
@@ -313,14 +316,15 @@ def _class_weights(spec: RunSpec, labels: np.ndarray, num_classes: int) -> torch
     return torch.tensor(choice, dtype=torch.float32)
 
 
-def environment() -> dict:
-    """Versions and device, recorded with every run."""
+def environment(runtime: Runtime) -> dict:
+    """Versions, device and precision, recorded with every run."""
     import kornia
     import timm
     import torchvision
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "timm": timm.__version__,
-            "kornia": kornia.__version__, "device": str(resolve_device()),
+            "kornia": kornia.__version__, "device": str(runtime.device),
+            "precision": runtime.precision,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "torch_threads": torch.get_num_threads(), "platform": platform.platform()}

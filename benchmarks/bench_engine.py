@@ -19,7 +19,8 @@ import torch
 
 import benchkit.backbones  # noqa: F401
 from benchkit.config import ModelConfig, TrainConfig
-from benchkit.training.engine import Engine, autocast_dtype, resolve_device
+from benchkit.training.engine import Engine
+from benchkit.training.runtime import Runtime
 from benchkit.data.decode import ImageArrayDataset
 from benchkit.models.grader import build_model
 from benchkit.training.transforms import BatchPreprocessor
@@ -38,16 +39,17 @@ def _steps_per_second(stamps: list[float]) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
-def _hand_loop(model, batches, device, amp_dtype, mean, std) -> list[float]:
+def _hand_loop(model, batches, runtime, mean, std) -> list[float]:
     """The minimal loop: normalise, forward, loss, backward, AdamW step; the time after each step."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5, weight_decay=1e-8)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    device = runtime.device
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp_dtype == torch.float16)
     model.train()
     stamps = []
     for images, targets in batches:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         x = (images.float() / 255.0 - mean) / std
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with runtime.autocast():
             out = model(x)
         loss = model.head.loss(out.float(), targets)
         opt.zero_grad(set_to_none=True)
@@ -70,9 +72,9 @@ def _engine_epoch(model, config, train, valid) -> list[float]:
 
 
 def engine_overhead(steps: int = 6, batch: int = 32, size: int = 112, repeats: int = 3) -> Figure:
-    device = resolve_device()
     config = _config(batch, steps)
-    amp = autocast_dtype(config, device)
+    runtime = Runtime.resolve(config)
+    device, amp = runtime.device, runtime.amp_dtype
     torch.manual_seed(0)
     base = build_model(ModelConfig(backbone={"name": "resnet18", "freeze": 0}, head="regression"), CLASSES)
     rng = np.random.default_rng(0)
@@ -87,7 +89,7 @@ def engine_overhead(steps: int = 6, batch: int = 32, size: int = 112, repeats: i
 
     hand_rate, engine_rate = [], []
     for _ in range(repeats):
-        hand_rate.append(_steps_per_second(_hand_loop(copy.deepcopy(base).to(device), batches, device, amp,
+        hand_rate.append(_steps_per_second(_hand_loop(copy.deepcopy(base).to(device), batches, runtime,
                                                       mean, std)))
         engine_rate.append(_steps_per_second(_engine_epoch(copy.deepcopy(base), config, train, valid)))
     ratios = [e / h for e, h in zip(engine_rate, hand_rate)]

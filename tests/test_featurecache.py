@@ -16,6 +16,7 @@ from benchkit.training.feature_cache import (FeatureDataset, compute_features, f
                                    split_fingerprint, weights_hash)
 from benchkit.models.grader import build_model
 from benchkit.registry import import_plugins
+from benchkit.training.runtime import Runtime
 from benchkit.training.transforms import BatchPreprocessor, build_augmentation
 from benchkit_process import ENV, run_command
 from conftest import TINY_PLUGIN, small_experiment
@@ -120,13 +121,12 @@ def _spec(tmp_path, **train) -> RunSpec:
 def test_the_cache_applies_only_to_frozen_unaugmented_runs(tmp_path):
     spec = _spec(tmp_path)
     frozen = build_model(spec.model, 4)
-    assert feature_cache_applies(spec, frozen, [])
-    assert not feature_cache_applies(spec, frozen, build_augmentation("reference", 32))
+    assert feature_cache_applies(spec.data.feature_cache, frozen, [])
+    assert not feature_cache_applies(spec.data.feature_cache, frozen, build_augmentation("reference", 32))
     partial = build_model(spec.model.model_copy(update={"backbone": spec.model.backbone.model_copy(
         update={"freeze": 2})}), 4)
-    assert not feature_cache_applies(spec, partial, [])
-    off = spec.model_copy(update={"data": spec.data.model_copy(update={"feature_cache": False})})
-    assert not feature_cache_applies(off, frozen, [])
+    assert not feature_cache_applies(spec.data.feature_cache, partial, [])
+    assert not feature_cache_applies(False, frozen, [])
 
 
 def test_a_fully_frozen_backbone_stays_in_eval_mode_when_training(tmp_path):
@@ -142,19 +142,21 @@ def test_the_key_changes_with_weights_size_content_and_precision(tmp_path):
     model = build_model(spec.model, 4)
     images = np.random.default_rng(0).integers(0, 256, (5, 3, 32, 32), dtype=np.uint8)
     content = split_fingerprint(images)
-    key = feature_key(spec, model, 32, content)
-    assert key == feature_key(spec, model, 32, split_fingerprint(images.copy()))
+    runtime = Runtime.resolve(spec.train)
+    backbone = spec.model.backbone
+    key = feature_key(backbone, model, 32, content, runtime)
+    assert key == feature_key(backbone, model, 32, split_fingerprint(images.copy()), runtime)
     changed = images.copy()
     changed[0, 0, 0, 0] ^= 1
-    assert feature_key(spec, model, 32, split_fingerprint(changed)) != key
-    assert feature_key(spec, model, 48, content) != key
+    assert feature_key(backbone, model, 32, split_fingerprint(changed), runtime) != key
+    assert feature_key(backbone, model, 48, content, runtime) != key
     before = weights_hash(model.backbone)
     with torch.no_grad():
         next(model.backbone.parameters()).add_(1e-3)
     assert weights_hash(model.backbone) != before
-    assert feature_key(spec, model, 32, content) != key
-    bf16 = _spec(tmp_path, amp_dtype="bfloat16")
-    assert feature_key(bf16, model, 32, content) != feature_key(spec, model, 32, content)
+    assert feature_key(backbone, model, 32, content, runtime) != key
+    bf16 = Runtime.resolve(_spec(tmp_path, amp_dtype="bfloat16").train)
+    assert feature_key(backbone, model, 32, content, bf16) != feature_key(backbone, model, 32, content, runtime)
 
 
 def test_computed_features_equal_the_backbone_forward(tmp_path):
@@ -162,8 +164,7 @@ def test_computed_features_equal_the_backbone_forward(tmp_path):
     model = build_model(spec.model, 4)
     prep = BatchPreprocessor([], model.backbone.mean, model.backbone.std)
     images = np.random.default_rng(1).integers(0, 256, (7, 3, 32, 32), dtype=np.uint8)
-    feats = compute_features(model.backbone, prep, images, device=torch.device("cpu"), amp_dtype=None,
-                             channels_last=False, batch_size=3)
+    feats = compute_features(model.backbone, prep, images, Runtime.resolve(device="cpu", eval_batch_size=3))
     model.eval()
     with torch.no_grad():
         expected = model.backbone(prep(torch.from_numpy(images), train=False))

@@ -30,6 +30,7 @@ from benchkit.evaluation.metrics import HIGHER_IS_BETTER, compute_metrics
 from benchkit.training.compiled import compile_mode, compiled_forward, replays_cuda_graphs
 from benchkit.training.batches import ResidentSplits, choose_loader, chunk_batches, preprocessed
 from benchkit.training.optim import Schedule, create_optimizer, create_schedule
+from benchkit.training.runtime import Runtime, forward_all
 from benchkit.training.transforms import BatchPreprocessor
 
 
@@ -64,22 +65,6 @@ class _State:
     history: list[dict] = field(default_factory=list)
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; anything else is passed to ``torch.device``."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
-
-
-def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """float16 on CUDA (bfloat16 if asked); on CPU only when ``amp_dtype: bfloat16`` is asked."""
-    if not config.amp:
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if config.amp_dtype == "bfloat16" else torch.float16
-    return torch.bfloat16 if config.amp_dtype == "bfloat16" else None
-
-
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; return the generator that orders the training batches."""
     random.seed(seed)
@@ -98,25 +83,23 @@ class Engine:
     """Trains one model. ``fit`` runs the epochs; ``outputs`` gives raw head outputs for a split."""
 
     def __init__(self, model: nn.Module, preprocessor: BatchPreprocessor, config: TrainConfig,
-                 num_classes: int, *, device: torch.device | None = None,
+                 num_classes: int, *, runtime: Runtime | None = None,
                  class_weights: torch.Tensor | None = None,
                  on_epoch: Callable[[dict], None] | None = None,
                  on_step: Callable[[int, torch.Tensor | None], None] | None = None,
                  on_resume: Callable[[int], None] | None = None):
         self.config = config
-        self.device = device or resolve_device(config.device)
-        self.model = model.to(self.device)
-        if config.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.runtime = runtime or Runtime.resolve(config)
+        self.device = self.runtime.device
+        self.model = self.runtime.place(model)
         self.preprocessor = preprocessor.to(self.device)
         self.num_classes = num_classes
         self.class_weights = class_weights.to(self.device) if class_weights is not None else None
-        self.amp_dtype = autocast_dtype(config, self.device)
         self.on_epoch = on_epoch or (lambda row: None)
         self.on_step = on_step or (lambda step, loss: None)
         self.on_resume = on_resume or (lambda epoch: None)
         self.optimizer = create_optimizer(self.model, config.optimizer)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.runtime.amp_dtype == torch.float16)
         self.ema = (EMA(self.model, beta=config.ema.beta, update_after_step=config.ema.update_after_step,
                         update_every=config.ema.update_every, include_online_model=False,
                         use_foreach=True)  # one lerp launch for all tensors, not one per tensor
@@ -191,11 +174,8 @@ class Engine:
         for step, (inputs, targets) in enumerate(batches, start=1):
             if graphs:
                 torch.compiler.cudagraph_mark_step_begin()
-            if cfg.channels_last and inputs.dim() == 4:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
-                outputs = self._forward(inputs)
+            with self.runtime.autocast():
+                outputs = self._forward(self.runtime.inputs(inputs))
             loss = self.model.head.loss(outputs.float(), targets, self.class_weights)
             finite = torch.isfinite(loss)
             if cfg.nan_policy == "skip" and not bool(finite):
@@ -247,20 +227,9 @@ class Engine:
 
     # ------------------------------------------------------------------ inference
 
-    @torch.inference_mode()
-    def outputs(self, dataset: Dataset, model: nn.Module | None = None) -> torch.Tensor:
-        """Raw head outputs (float32, CPU) for every item of ``dataset``, in order."""
-        model = model or self.eval_model
-        model.eval()
-        chunks = []
-        for images, _ in self._loader(dataset, shuffle=False):
-            inputs = self.preprocessor(images.to(self.device, non_blocking=True), train=False)
-            if self.config.channels_last and inputs.dim() == 4:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
-                chunks.append(model(inputs).float())
-        return torch.cat(chunks).cpu()
+    def outputs(self, dataset: Dataset) -> torch.Tensor:
+        """Raw head outputs of the eval model (float32, CPU) for every item of ``dataset``, in order."""
+        return forward_all(self.eval_model, self._loader(dataset, shuffle=False), self.runtime, self.preprocessor)
 
     def load_best(self) -> None:
         """Put the selected weights into the eval model (no-op if no epoch improved)."""
@@ -271,8 +240,7 @@ class Engine:
 
     def _loader(self, dataset: Dataset, shuffle: bool, generator: torch.Generator | None = None):
         """Batches of ``dataset`` arriving on the device (held there when it fits, see batches.py)."""
-        batch = self.config.batch_size if shuffle else (self.config.eval_batch_size or
-                                                          2 * self.config.batch_size)
+        batch = self.config.batch_size if shuffle else self.runtime.eval_batch_size
         return choose_loader(dataset, batch, self.device, on_device=self.config.data_on_device, shuffle=shuffle,
                              generator=generator, num_workers=self.config.num_workers, resident=self._resident,
                              drop_last=shuffle and self.compile_mode is not None)  # static shapes when compiled

@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from benchkit.config import RunSpec
 from benchkit.data.image_cache import file_lock
-from benchkit.training.engine import autocast_dtype, resolve_device
 from benchkit.io import atomic_path, write_json
 from benchkit.models.grader import GraderModel
+from benchkit.training.runtime import Runtime, forward_all
 from benchkit.training.transforms import BatchPreprocessor
 
 FEATURE_FORMAT = "features-v1"
@@ -34,9 +33,10 @@ MEMORY_ENTRIES = 32
 _MEMORY: OrderedDict[str, torch.Tensor] = OrderedDict()
 
 
-def feature_cache_applies(spec: RunSpec, model: GraderModel, augmentation) -> bool:
-    """Whether the run may train on cached features: enabled, no augmentation, backbone fully frozen."""
-    return (spec.data.feature_cache and len(augmentation) == 0
+def feature_cache_applies(enabled: bool, model: GraderModel, augmentation) -> bool:
+    """Whether a run may train on cached features: enabled (``data.feature_cache``), no augmentation,
+    backbone fully frozen."""
+    return (enabled and len(augmentation) == 0
             and not any(p.requires_grad for p in model.backbone.parameters()))
 
 
@@ -99,78 +99,42 @@ def split_fingerprint(images) -> str:
     return digest.hexdigest()
 
 
-def feature_key(spec: RunSpec, model: GraderModel, size: int, split_content: str,
+def feature_key(backbone_config, model: GraderModel, size: int, split_content: str, runtime: Runtime,
                 weights: str | None = None) -> str:
-    """The cache key of one split's features for this run's backbone and settings."""
-    device = resolve_device(spec.train.device)
-    backbone = spec.model.backbone
-    parts = {"format": FEATURE_FORMAT, "backbone": backbone.name, "options": backbone.options,
-             "drop_path": backbone.drop_path, "weights": weights or weights_hash(model.backbone),
+    """The cache key of one split's features for a run's backbone (its ``BackboneConfig``) and runtime."""
+    parts = {"format": FEATURE_FORMAT, "backbone": backbone_config.name, "options": backbone_config.options,
+             "drop_path": backbone_config.drop_path, "weights": weights or weights_hash(model.backbone),
              "size": size, "mean": list(model.backbone.mean), "std": list(model.backbone.std),
-             "precision": str(autocast_dtype(spec.train, device)), "device": device.type,
-             "channels_last": spec.train.channels_last, "split": split_content}
+             "precision": runtime.precision, "device": runtime.device.type,
+             "channels_last": runtime.channels_last, "split": split_content}
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
 
-@torch.inference_mode()
-def compute_features(backbone: nn.Module, preprocessor: BatchPreprocessor, images, *,
-                     device: torch.device, amp_dtype: torch.dtype | None, channels_last: bool,
-                     batch_size: int) -> torch.Tensor:
-    """Pooled features ``(N, F)`` float32 on the CPU, computed as the engine's forward would."""
-    was_training = backbone.training
-    backbone.eval()
-    preprocessor = preprocessor.to(device)
-    loader = DataLoader(_Images(images), batch_size=batch_size, shuffle=False,
-                        pin_memory=device.type == "cuda")
-    chunks = []
-    try:
-        for batch in loader:
-            inputs = preprocessor(batch.to(device, non_blocking=True), train=False)
-            if channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                chunks.append(backbone(inputs).float())
-    finally:
-        backbone.train(was_training)
-    if not chunks:
-        return torch.empty(0, 0)
-    return torch.cat(chunks).cpu()
+def compute_features(backbone: nn.Module, preprocessor: BatchPreprocessor, images, runtime: Runtime) -> torch.Tensor:
+    """Pooled features ``(N, F)`` float32 on the CPU, through the one inference path."""
+    runtime.place(backbone)
+    features = forward_all(backbone, images, runtime, preprocessor.to(runtime.device))
+    return features if len(features) else torch.empty(0, 0)
 
 
-class _Images(Dataset):
-    def __init__(self, images):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.from_numpy(np.array(self.images[index]))
-
-
-def feature_sets(spec: RunSpec, model: GraderModel, preprocessor: BatchPreprocessor, size: int,
-                 images: dict, labels: dict, cache_dir: Path | None) -> dict[str, FeatureDataset]:
+def feature_sets(backbone_config, model: GraderModel, preprocessor: BatchPreprocessor, size: int,
+                 images: dict, labels: dict, cache_dir: Path | None, runtime: Runtime) -> dict[str, FeatureDataset]:
     """Every split as a :class:`FeatureDataset`, from memory, from ``cache_dir`` or computed once.
 
     ``cache_dir`` None keeps the features in process memory only.
     """
-    device = resolve_device(spec.train.device)
-    amp = autocast_dtype(spec.train, device)
-    batch = spec.train.eval_batch_size or 2 * spec.train.batch_size
     weights = weights_hash(model.backbone)
     home = next(model.backbone.parameters(), torch.empty(0)).device
     out = {}
     try:
         for name, array in images.items():
-            key = feature_key(spec, model, size, split_fingerprint(array), weights)
+            key = feature_key(backbone_config, model, size, split_fingerprint(array), runtime, weights)
 
             def compute(array=array):
-                model.backbone.to(device)
-                return compute_features(model.backbone, preprocessor, array, device=device, amp_dtype=amp,
-                                        channels_last=spec.train.channels_last, batch_size=batch)
+                return compute_features(model.backbone, preprocessor, array, runtime)
 
-            features = _lookup(key, compute, cache_dir, {"backbone": spec.model.backbone.name,
+            features = _lookup(key, compute, cache_dir, {"backbone": backbone_config.name,
                                                          "size": size, "split": name, "images": len(array)})
             out[name] = FeatureDataset(features, labels[name])
     finally:
