@@ -227,9 +227,10 @@ class Engine:
 
     # ------------------------------------------------------------------ inference
 
-    def outputs(self, dataset: Dataset) -> torch.Tensor:
-        """Raw head outputs of the eval model (float32, CPU) for every item of ``dataset``, in order."""
-        return forward_all(self.eval_model, self._loader(dataset, shuffle=False), self.runtime, self.preprocessor)
+    def outputs(self, dataset: Dataset, model: nn.Module | None = None) -> torch.Tensor:
+        """Raw head outputs (float32, CPU) of ``model`` (default: the eval model) for every item of ``dataset``."""
+        return forward_all(model or self.eval_model, self._loader(dataset, shuffle=False), self.runtime,
+                           self.preprocessor)
 
     def load_best(self) -> None:
         """Put the selected weights into the eval model (no-op if no epoch improved)."""
