@@ -3,16 +3,14 @@
 Does nothing unless ``BENCHKIT_TEST_KILL`` is set when it is imported (as a plugin, or by a test's script):
 
 - ``step:N``: as the N-th optimizer step of the process begins (its N-1 predecessors done);
-- ``write:NAME:N``: inside the N-th write of a file whose name contains NAME, by ``torch.save``,
-  ``DataFrame.to_csv`` or openpyxl's ``Workbook.save``: the writer writes its output, the file is cut to half
-  its size (a write the kill interrupted), then the process dies.
+- ``write:NAME:N``: inside the N-th atomic write of a file whose name contains NAME: as the finished temporary
+  file is about to replace it (``os.replace``), the temporary file is cut to half its size (a write the kill
+  interrupted) and the process dies. A file written in place, not through a temporary file, is never killed
+  there, so the test that expects the kill fails.
 """
 import os
 import signal
 
-import pandas as pd
-import torch
-from openpyxl import Workbook
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 SPEC = os.environ.get("BENCHKIT_TEST_KILL", "")
@@ -35,23 +33,17 @@ def _kill_at_step(n: int) -> None:
 
 def _kill_inside_write(name: str, n: int) -> None:
     writes = [0]
+    replace = os.replace
 
-    def wrap(write, target_of):
-        def writing(*args, **kwargs):
-            target = target_of(*args, **kwargs)
-            if not isinstance(target, (str, os.PathLike)) or name not in os.fspath(target):
-                return write(*args, **kwargs)
+    def replacing(src, dst, *args, **kwargs):
+        if name in os.path.basename(os.fspath(dst)):
             writes[0] += 1
-            if writes[0] != n:
-                return write(*args, **kwargs)
-            write(*args, **kwargs)
-            os.truncate(target, os.path.getsize(target) // 2)
-            _die()
-        return writing
+            if writes[0] == n:
+                os.truncate(src, os.path.getsize(src) // 2)
+                _die()
+        return replace(src, dst, *args, **kwargs)
 
-    torch.save = wrap(torch.save, lambda obj, f, *a, **k: getattr(f, "name", f))  # a path or an open file
-    pd.DataFrame.to_csv = wrap(pd.DataFrame.to_csv, lambda self, path=None, *a, **k: path)
-    Workbook.save = wrap(Workbook.save, lambda self, filename: filename)
+    os.replace = replacing
 
 
 if SPEC.startswith("step:"):
