@@ -56,7 +56,7 @@ def _synchronisations(device: str, steps: int) -> int:
 @CUDA
 def test_float16_training_on_cuda_uses_fused_adamw_and_never_waits_for_the_gpu_inside_a_step():
     engine = _engine("cuda")
-    assert engine.scaler.is_enabled()  # float16 autocast
+    assert engine.runtime.amp_dtype == torch.float16 and engine.scaler.is_enabled()
     assert engine.optimizer.defaults["fused"] is True
     result = engine.fit(_arrays(48, 1), _arrays(16, 2), seed=0)
     assert all(np.isfinite(row["train_loss"]) for row in result.history)
@@ -81,7 +81,7 @@ def test_the_device_held_split_on_cuda_gives_the_loaders_batches():
 @CUDA
 def test_a_compiled_step_replays_cuda_graphs_on_full_batches_only():
     engine = _engine("cuda", augmentation=True, compile="reduce-overhead", amp_dtype="bfloat16")
-    assert engine.compile_mode == "reduce-overhead"
+    assert engine.runtime.cuda_graphs and engine.runtime.static_shapes
     steps = []
     engine.on_step = lambda step, loss: steps.append(step)
     before = {k: v.clone() for k, v in engine.model.state_dict().items()}
@@ -102,16 +102,34 @@ def test_runs_packed_on_one_gpu_report_their_gpu_memory(tmp_path, monkeypatch):
 
 
 def test_fused_adamw_is_used_where_asked_and_automatically_on_cuda_only():
-    from benchkit.config import OptimizerConfig
     from benchkit.errors import ConfigError
-    from benchkit.training.optim import create_optimizer, uses_fused
+    from benchkit.training.optim import create_optimizer
+    from benchkit.training.runtime import Runtime
+    assert not Runtime.resolve(TrainConfig(device="cpu")).fused
+    assert Runtime.resolve(TrainConfig(device="cuda")).fused
+    assert not Runtime.resolve(TrainConfig(device="cuda", optimizer={"name": "lamb"})).fused
+    assert not Runtime.resolve(TrainConfig(device="cuda", optimizer={"fused": False})).fused
+    assert Runtime.resolve(TrainConfig(device="cpu", optimizer={"fused": True})).fused
     model = torch.nn.Linear(3, 1)
-    assert not uses_fused(model, OptimizerConfig())  # auto, parameters on the CPU
-    assert create_optimizer(model, OptimizerConfig(fused=True)).defaults["fused"] is True
-    assert not create_optimizer(model, OptimizerConfig(fused=False)).defaults.get("fused")
-    assert not uses_fused(model, OptimizerConfig(name="lamb"))
+    assert create_optimizer(model, TrainConfig().optimizer, fused=True).defaults["fused"] is True
+    assert not create_optimizer(model, TrainConfig().optimizer).defaults.get("fused")
+    assert _engine("cpu", optimizer={"lr": 1e-3, "fused": True}).optimizer.defaults["fused"] is True
     with pytest.raises(ConfigError, match="'lamb' has no fused kernels"):
-        uses_fused(model, OptimizerConfig(name="lamb", fused=True))
+        create_optimizer(model, TrainConfig(optimizer={"name": "lamb"}).optimizer, fused=True)
+
+
+def test_the_runtime_holds_the_gpu_settings():
+    from benchkit.training.runtime import Runtime
+    cpu = Runtime.resolve(TrainConfig(device="cpu", batch_size=32))
+    assert (cpu.compile_mode, cpu.static_shapes, cpu.cuda_graphs, cpu.augment_batches, cpu.eval_batch_size) == (
+        None, False, False, 1, 64)
+    cuda = Runtime.resolve(TrainConfig(device="cuda", batch_size=32, compile="reduce-overhead"))
+    assert (cuda.compile_mode, cuda.static_shapes, cuda.cuda_graphs, cuda.augment_batches, cuda.eval_batch_size) == (
+        "reduce-overhead", True, True, 8, 256)
+    assert Runtime.resolve(TrainConfig(device="cpu", compile=True)).compile_mode == "default"
+    assert not Runtime.resolve(TrainConfig(device="cpu", compile="reduce-overhead")).cuda_graphs
+    assert Runtime.resolve(TrainConfig(device="cuda", batch_size=200)).eval_batch_size == 400
+    assert Runtime.resolve(TrainConfig(device="cpu", augment_chunk=64, batch_size=16)).augment_batches == 4
 
 
 def test_the_engine_reports_the_running_loss_as_a_device_tensor_without_reading_it():
@@ -128,7 +146,7 @@ def test_the_engine_reports_the_running_loss_as_a_device_tensor_without_reading_
 def test_a_compiled_run_on_the_cpu_gives_the_eager_runs_validation_mae():
     eager = _engine("cpu").fit(_arrays(48, 1), _arrays(24, 2), seed=0)
     engine = _engine("cpu", compile=True)
-    assert engine.compile_mode == "default"
+    assert engine.runtime.static_shapes and not engine.runtime.cuda_graphs
     from torch._dynamo.utils import counters
     counters.clear()
     compiled = engine.fit(_arrays(48, 1), _arrays(24, 2), seed=0)  # 48 = 6 full batches: nothing dropped

@@ -27,8 +27,7 @@ from benchkit.config import TrainConfig
 from benchkit.errors import BenchkitError
 from benchkit.io import load_torch, save_torch
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER, compute_metrics
-from benchkit.training.compiled import compile_mode, compiled_forward, replays_cuda_graphs
-from benchkit.training.batches import ResidentSplits, choose_loader, chunk_batches, preprocessed
+from benchkit.training.batches import ResidentSplits, preprocessed
 from benchkit.training.optim import Schedule, create_optimizer, create_schedule
 from benchkit.training.runtime import Runtime, forward_all
 from benchkit.training.transforms import BatchPreprocessor
@@ -98,14 +97,13 @@ class Engine:
         self.on_epoch = on_epoch or (lambda row: None)
         self.on_step = on_step or (lambda step, loss: None)
         self.on_resume = on_resume or (lambda epoch: None)
-        self.optimizer = create_optimizer(self.model, config.optimizer)
+        self.optimizer = create_optimizer(self.model, config.optimizer, fused=self.runtime.fused)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.runtime.amp_dtype == torch.float16)
         self.ema = (EMA(self.model, beta=config.ema.beta, update_after_step=config.ema.update_after_step,
                         update_every=config.ema.update_every, include_online_model=False,
                         use_foreach=True)  # one lerp launch for all tensors, not one per tensor
                     if config.ema.enabled else None)
-        self.compile_mode = compile_mode(config.compile)
-        self._forward = compiled_forward(self.model, self.compile_mode)
+        self._forward = self.runtime.compiled(self.model)
         self.schedule = Schedule()
         self._resident = ResidentSplits()
         self.state = _State()
@@ -168,11 +166,10 @@ class Engine:
         loss_sum = torch.zeros((), device=self.device)
         first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
         seen = 0
-        chunk = chunk_batches(cfg.augment_chunk, cfg.batch_size, self.device)
-        batches = preprocessed(itertools.islice(loader, steps_per_epoch), self.preprocessor, chunk)
-        graphs = replays_cuda_graphs(self.compile_mode, self.device)
+        batches = preprocessed(itertools.islice(loader, steps_per_epoch), self.preprocessor,
+                               self.runtime.augment_batches)
         for step, (inputs, targets) in enumerate(batches, start=1):
-            if graphs:
+            if self.runtime.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
             with self.runtime.autocast():
                 outputs = self._forward(self.runtime.inputs(inputs))
@@ -240,11 +237,9 @@ class Engine:
     # ------------------------------------------------------------------ plumbing
 
     def _loader(self, dataset: Dataset, shuffle: bool, generator: torch.Generator | None = None):
-        """Batches of ``dataset`` arriving on the device (held there when it fits, see batches.py)."""
-        batch = self.config.batch_size if shuffle else self.runtime.eval_batch_size
-        return choose_loader(dataset, batch, self.device, on_device=self.config.data_on_device, shuffle=shuffle,
-                             generator=generator, num_workers=self.config.num_workers, resident=self._resident,
-                             drop_last=shuffle and self.compile_mode is not None)  # static shapes when compiled
+        batch = self.config.batch_size if shuffle else None
+        return self.runtime.loader(dataset, shuffle=shuffle, generator=generator, batch_size=batch,
+                                   resident=self._resident)
 
     def _save_checkpoint(self, path: Path, generator: torch.Generator) -> None:
         state = self.state

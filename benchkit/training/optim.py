@@ -24,8 +24,12 @@ from torch import nn
 from benchkit.config import OptimizerConfig, SchedulerConfig
 from benchkit.errors import BenchkitError, ConfigError
 
+FUSED = ("adamw", "adam", "sgd")
+"""timm names of torch optimizers with fused kernels (one launch per few tensors, no host sync with GradScaler);
+``Runtime.fused`` says whether a run uses them."""
 
-def create_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
+
+def create_optimizer(model: nn.Module, config: OptimizerConfig, fused: bool = False) -> torch.optim.Optimizer:
     """The optimizer of ``model``'s trainable parameters, each group at its own (layer-decayed) lr.
 
     timm leaves a layer's factor in ``lr_scale`` for its own schedulers to apply; here it is applied
@@ -37,7 +41,9 @@ def create_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.O
     if config.name not in list_optimizers():
         raise ConfigError(f"train.optimizer.name {config.name!r} is not a timm optimizer "
                           f"(e.g. adamw, sgd, lamb, lion; see timm.optim.list_optimizers())")
-    extra = {"fused": True} if uses_fused(model, config) else {}
+    if fused and config.name not in FUSED:
+        raise ConfigError(f"train.optimizer.fused: {config.name!r} has no fused kernels (use one of {FUSED})")
+    extra = {"fused": True} if fused else {}
     optimizer = create_optimizer_v2(model, opt=config.name, lr=config.lr, weight_decay=config.weight_decay,
                                     betas=tuple(config.betas), filter_bias_and_bn=config.filter_bias_and_bn,
                                     layer_decay=config.layer_decay, **extra)
@@ -47,23 +53,6 @@ def create_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.O
             group["lr"] = config.lr * scale
             group["layer_scale"] = scale
     return optimizer
-
-
-FUSED = ("adamw", "adam", "sgd")
-"""timm names of torch optimizers with fused kernels (one launch per few tensors, no host sync with GradScaler)."""
-
-
-def uses_fused(model: nn.Module, config: OptimizerConfig) -> bool:
-    """``optimizer.fused``: true asks for torch's fused kernels, ``auto`` uses them when every trainable
-    parameter is on a CUDA device (AdamW, Adam and SGD only)."""
-    if config.fused is False or config.name not in FUSED:
-        if config.fused is True:
-            raise ConfigError(f"train.optimizer.fused: {config.name!r} has no fused kernels (use one of {FUSED})")
-        return False
-    if config.fused is True:
-        return True
-    params = [p for p in model.parameters() if p.requires_grad]
-    return bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
 
 
 class Schedule:

@@ -1,9 +1,11 @@
-"""Where and how models run: device, precision, memory format and evaluation batch, decided once.
+"""Where and how models run: device, precision, memory format, compilation, batches, decided once.
 
 A :class:`Runtime` is resolved once from a training recipe (``Runtime.resolve(train)``) and asked by
 every loop that runs a model: the engine's training step and evaluation, the frozen-backbone
 feature cache and prediction. :func:`forward_all` is the one inference loop of benchkit, so those
-three give the same outputs for the same weights and images.
+three give the same outputs for the same weights and images. The GPU settings live here too:
+``torch.compile`` and its CUDA graphs, fused optimizer kernels, the data held on the device and
+how many training batches one augmentation call covers.
 
 >>> rt = Runtime.resolve(device="cpu", amp=True, amp_dtype="auto", channels_last=False, batch_size=4)
 >>> rt.amp_dtype is None, rt.eval_batch_size
@@ -21,26 +23,39 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from benchkit.training.batches import batch_loader
+from benchkit.training.batches import ResidentSplits, batch_loader, choose_loader, chunk_batches
+from benchkit.training.compiled import compile_mode, compiled_forward, replays_cuda_graphs
+from benchkit.training.optim import FUSED
+
+CUDA_EVAL_BATCH = 256
+"""Smallest default evaluation batch on CUDA: inference of a few hundred images is one or two calls."""
 
 
 @dataclass(frozen=True)
 class Runtime:
     """The settings every forward pass asks: device, autocast dtype (None: float32), channels-last,
-    the evaluation batch size and the DataLoader workers."""
+    the evaluation batch size and the DataLoader workers; for training also the ``torch.compile``
+    mode (None: eager), fused optimizer kernels, whether splits are held on the device (``"auto"``:
+    on CUDA when they fit) and the training batches per augmentation call."""
 
     device: torch.device
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
     eval_batch_size: int = 64
     num_workers: int = 0
+    compile_mode: str | None = None
+    fused: bool = False
+    data_on_device: bool | str = "auto"
+    augment_batches: int = 1
 
     @classmethod
     def resolve(cls, train=None, *, device: str | torch.device | None = None, **fields) -> "Runtime":
         """From a ``TrainConfig`` (or its fields as keywords); ``device`` overrides the recipe's.
 
         ``auto`` means CUDA when present, else CPU. Autocast: float16 on CUDA (bfloat16 when asked),
-        on the CPU only when ``amp_dtype: bfloat16`` is asked; none when ``amp`` is off.
+        on the CPU only when ``amp_dtype: bfloat16`` is asked; none when ``amp`` is off. Evaluation
+        batch: ``eval_batch_size``, else twice the training batch (at least 256 on CUDA). Fused
+        optimizer kernels when asked, or on CUDA for AdamW, Adam and SGD (``optimizer.fused: auto``).
         """
         get = (lambda key, default: getattr(train, key, default)) if train is not None else fields.get
         chosen = device if device is not None else get("device", "auto")
@@ -51,8 +66,36 @@ class Runtime:
         if get("amp", True):
             bf16 = get("amp_dtype", "auto") == "bfloat16"
             amp_dtype = torch.bfloat16 if bf16 else (torch.float16 if dev.type == "cuda" else None)
-        batch = get("eval_batch_size", None) or 2 * get("batch_size", 32)
-        return cls(dev, amp_dtype, bool(get("channels_last", False)), int(batch), int(get("num_workers", 0)))
+        train_batch = get("batch_size", 32)
+        batch = get("eval_batch_size", None) or max(2 * train_batch, CUDA_EVAL_BATCH if dev.type == "cuda" else 0)
+        optimizer = get("optimizer", None)
+        fused = optimizer is not None and (optimizer.fused is True or (
+            optimizer.fused == "auto" and dev.type == "cuda" and optimizer.name in FUSED))
+        return cls(dev, amp_dtype, bool(get("channels_last", False)), int(batch), int(get("num_workers", 0)),
+                   compile_mode(get("compile", False)), fused, get("data_on_device", "auto"),
+                   chunk_batches(get("augment_chunk", "auto"), train_batch, dev))
+
+    @property
+    def static_shapes(self) -> bool:
+        """Compiled training sees one batch shape: the ragged last training batch is dropped."""
+        return self.compile_mode is not None
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Each training step replays CUDA graphs and must be marked as a new iteration."""
+        return replays_cuda_graphs(self.compile_mode, self.device)
+
+    def compiled(self, model: nn.Module) -> nn.Module:
+        """The training forward: ``model`` itself when eager, else its compiled wrapper."""
+        return compiled_forward(model, self.compile_mode)
+
+    def loader(self, dataset: Dataset, *, shuffle: bool, generator: torch.Generator | None = None,
+               batch_size: int | None = None, resident: ResidentSplits | None = None):
+        """Batches of ``dataset`` arriving on the device (held there when it fits, see batches.py);
+        shuffled ones are training batches (full ones only when compiled)."""
+        return choose_loader(dataset, batch_size or self.eval_batch_size, self.device, on_device=self.data_on_device,
+                             shuffle=shuffle, generator=generator, num_workers=self.num_workers, resident=resident,
+                             drop_last=shuffle and self.static_shapes)
 
     @property
     def precision(self) -> str:
