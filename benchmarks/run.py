@@ -93,7 +93,8 @@ def _device_main(args, argv) -> int:
         return 2
     sizes = sizes_for(device, args.quick, args.compile_on_cpu)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"benchkit device benchmarks ({'quick' if args.quick else 'full'}) on {device} ({name}): torch "
+    mode = "check sizes" if device.type != "cuda" else ("quick" if args.quick else "full")
+    print(f"benchkit device benchmarks ({mode}) on {device} ({name}): torch "
           f"{torch.__version__}, {os.cpu_count()} CPU(s), budget {args.budget or 'none'} s", flush=True)
     work = Path(tempfile.mkdtemp(prefix="benchkit-bench-device-"))
     os.environ["BENCHKIT_CACHE_DIR"] = str(work / "cache")

@@ -118,6 +118,16 @@ def test_fused_adamw_is_used_where_asked_and_automatically_on_cuda_only():
         create_optimizer(model, TrainConfig(optimizer={"name": "lamb"}).optimizer, fused=True)
 
 
+def test_compiled_training_reads_full_batches_only_and_evaluation_reads_every_image():
+    from benchkit.training.runtime import Runtime
+    data = _arrays(44, 3)  # 5 batches of 8 and a ragged 4
+    for compile_setting, batches in ((False, [8] * 5 + [4]), (True, [8] * 5)):
+        runtime = Runtime.resolve(TrainConfig(device="cpu", compile=compile_setting))
+        loader = runtime.loader(data, shuffle=True, batch_size=8, generator=torch.Generator().manual_seed(0))
+        assert [len(y) for _, y in loader] == batches and len(loader) == len(batches)
+        assert sum(len(y) for _, y in runtime.loader(data, shuffle=False, batch_size=8)) == 44
+
+
 def test_the_runtime_holds_the_gpu_settings():
     from benchkit.training.runtime import Runtime
     cpu = Runtime.resolve(TrainConfig(device="cpu", batch_size=32))
