@@ -22,6 +22,7 @@ EPILOG = """examples:
   benchkit run experiments/quickstart.yaml --executor ray --ray-address auto
   benchkit report results/quickstart
   benchkit predict --run results/quickstart/runs/<run_id> scalp1.jpg scalp2.jpg --json
+  benchkit predict --run results/quickstart/runs/<run_id> photos/ --csv grades.csv
   benchkit export results/quickstart/runs/<run_id> --out exported/
   benchkit cache info
   benchkit schema > experiment.schema.json
@@ -87,13 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output", type=Path, help="where to write the HTML (default: DIR/report.html)")
     report.set_defaults(func=_cmd_report)
 
-    predict = sub.add_parser("predict", help="grade images with a finished run",
-                             description="Load a run folder (config.yaml + best.pt) and print, per image, the "
+    predict = sub.add_parser("predict", help="grade images (files or folders) with a finished run",
+                             description="Load a run folder (config.yaml + best.pt) and give, per image, the "
                                          "level, the continuous score and, where the head has them, the class "
-                                         "probabilities. The run's own preprocessing is applied.")
+                                         "probabilities. Folders are searched recursively for image files; "
+                                         "images are decoded a batch at a time with the run's own preprocessing.")
     predict.add_argument("--run", dest="run_dir", type=Path, required=True, help="results/<exp>/runs/<run_id>")
-    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    predict.add_argument("--csv", type=Path, metavar="FILE",
+                         help="write image, level, level_name, score and prob_<class> columns to FILE "
+                              "(instead of printing a table)")
     predict.add_argument("--device", default=None, help="torch device (default: CUDA when present)")
     predict.set_defaults(func=_cmd_predict)
 
@@ -325,9 +330,17 @@ def _cmd_predict(args) -> int:
     if problems:
         raise ConfigError(problems[0] if len(problems) == 1 else
                           f"{len(problems)} bad arguments:\n{format_listing(problems, limit=20)}")
-    results = load_run(args.run_dir, device=args.device).predict_files(args.images)
+    run = load_run(args.run_dir, device=args.device)
+    results = run.predict_files(args.images, progress=True)
+    if args.csv:
+        from benchkit.io import atomic_path
+        from benchkit.predict import predictions_frame
+        with atomic_path(args.csv) as tmp:
+            predictions_frame(results, run.classes).to_csv(tmp, index=False)
+        console.print(f"{len(results)} prediction(s): {args.csv}")
     if args.json:
         print(json.dumps(results, indent=2))
+    if args.csv or args.json:
         return 0
     table = Table(title=f"predictions of {args.run_dir.name}", header_style="bold cyan")
     for col in ("image", "level", "score", "probabilities"):

@@ -2,35 +2,36 @@
 
 ``load_run(RUN_DIR)`` reads ``config.yaml`` (imports the plugins it names, builds the model without
 downloading anything) and ``best.pt`` (``weights_only=True``), and returns a :class:`LoadedRun`
-whose ``predict(images)`` resizes each PIL image to the run's input size exactly as training did
-(:func:`benchkit.data.decode.decode_image`), normalises with the backbone's mean/std, applies no
-augmentation, and decodes the head's outputs into level, continuous score and, for heads that have
-them, class probabilities.
+whose ``predict(images)`` takes image files, folders, PIL images, uint8 arrays or tensors
+(:mod:`benchkit.data.inputs`), resizes each to the run's input size exactly as training did
+(:func:`benchkit.data.decode.decode_image`), a batch at a time, normalises with the backbone's
+mean/std, applies no augmentation, and decodes the head's outputs into level, continuous score and,
+for heads that have them, class probabilities.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-import numpy as np
+import pandas as pd
 import torch
 import yaml
 from PIL import Image, UnidentifiedImageError
 
 from benchkit.config import RunSpec
+from benchkit.data import inputs
 from benchkit.errors import ConfigError, DataError, WeightsError, format_listing
-from benchkit.data.decode import decode_image
-from benchkit.data.rgb import to_rgb
 from benchkit.io import read_torch_file
 from benchkit.models.grader import GraderModel, build_model
+from benchkit.progress import TaskProgress
 from benchkit.registry import import_plugins
 from benchkit.training.runtime import Runtime, forward_all
 from benchkit.training.transforms import BatchPreprocessor
 
 
 class LoadedRun:
-    """A trained run, ready for inference on PIL images."""
+    """A trained run, ready for inference on image files, folders, PIL images, arrays and tensors."""
 
     def __init__(self, run_dir: Path, spec: RunSpec, model: GraderModel, classes: list[str],
                  input_size: int, mean: Sequence[float], std: Sequence[float], runtime: Runtime):
@@ -46,39 +47,66 @@ class LoadedRun:
     def has_probabilities(self) -> bool:
         return bool(getattr(self.model.head, "has_probabilities", False))
 
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """PIL images -> ``(N, 3, S, S)`` uint8 at the run's input size (no augmentation)."""
-        arrays = [decode_image(to_rgb(img), self.input_size) for img in images]
-        return torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, 3, self.input_size,
-                                                                              self.input_size, dtype=torch.uint8)
+    def preprocess(self, images: Any) -> torch.Tensor:
+        """Images (any kind :meth:`predict` takes) -> ``(N, 3, S, S)`` uint8 at the run's input size."""
+        return inputs.decode(inputs.as_items(images), self.input_size)
 
     def outputs(self, images) -> torch.Tensor:
         """Raw head outputs (float32, CPU) for uint8 ``(N, 3, S, S)`` images at the run's input size."""
         return forward_all(self.model, images, self.runtime, self.preprocessor)
 
-    def predict(self, images: Sequence[Image.Image]) -> list[dict]:
-        """Per image: ``level`` (0-based), ``level_name``, ``score`` and, where the head has them, ``probabilities``."""
-        pred = self.model.head.predict(self.outputs(self.preprocess(images)))
-        results = []
-        for i in range(len(pred.level)):
-            level = int(pred.level[i])
-            item = {"level": level, "level_name": self.classes[level], "score": float(pred.score[i])}
-            if pred.probs is not None:
-                item["probabilities"] = {name: float(p) for name, p in zip(self.classes, pred.probs[i])}
-            results.append(item)
-        return results
+    def predict(self, images: Any, as_frame: bool = False, progress: bool = False) -> list[dict] | pd.DataFrame:
+        """Grade one image or many: paths, PIL images, uint8 arrays ``(H, W[, 3|4])``, tensors ``(C, H, W)``
+        (uint8, or float in 0..1), a list of those, or a 4-D array/tensor batch.
 
-    def predict_files(self, paths: Sequence[str | Path]) -> list[dict]:
-        """Read image files (any format PIL reads) and predict them; each result names its ``image``.
-
-        Every path that is not a readable image is reported, together, in one DataError.
+        Per image: ``level`` (0-based), ``level_name``, ``score``, ``probabilities`` (heads that have them)
+        and, for a path, ``image``. ``as_frame=True``: one DataFrame row per image (``image`` is the path or
+        the position; ``prob_<class>`` columns). Images are decoded a batch at a time; ``progress`` shows a
+        bar on standard error when there are several batches.
         """
+        items = inputs.as_items(images)
+        batch_size = self.runtime.eval_batch_size
+        results: list[dict] = []
+        with TaskProgress(f"predicting {len(items)} image(s)", len(items), progress and len(items) > batch_size) as bar:
+            for start, batch in inputs.decode_batches(items, self.input_size, batch_size):
+                pred = self.model.head.predict(self.outputs(batch))
+                for i in range(len(pred.level)):
+                    results.append(self._result(items[start + i], pred, i))
+                bar.advance(len(batch))
+        if not as_frame:
+            return results
+        return predictions_frame([{"image": inputs.describe(item, i), **r} for i, (item, r) in
+                                  enumerate(zip(items, results))], self.classes)
+
+    def predict_files(self, paths: Sequence[str | Path], progress: bool = False) -> list[dict]:
+        """Read image files and the image files in folders (recursively; any format PIL reads) and predict
+        them; each result names its ``image``. Bad paths are reported, together, in one DataError."""
         problems = image_problems(paths)
         if problems:
-            raise DataError(f"{len(problems)} of the {len(paths)} image(s) cannot be read:\n"
+            raise DataError(f"{len(problems)} of the {len(paths)} path(s) cannot be read:\n"
                             + format_listing(problems))
-        images = [_open_image(Path(p)) for p in paths]
-        return [{"image": str(p), **result} for p, result in zip(paths, self.predict(images))]
+        return self.predict(inputs.image_files(paths), progress=progress)
+
+    def _result(self, item: Any, pred, i: int) -> dict:
+        level = int(pred.level[i])
+        result = {"image": str(item)} if isinstance(item, (str, Path)) else {}
+        result.update(level=level, level_name=self.classes[level], score=float(pred.score[i]))
+        if pred.probs is not None:
+            result["probabilities"] = {name: float(p) for name, p in zip(self.classes, pred.probs[i])}
+        return result
+
+
+def predictions_frame(results: list[dict], classes: Sequence[str]) -> pd.DataFrame:
+    """Prediction results as a table: ``image, level, level_name, score`` and ``prob_<class>`` columns."""
+    rows = []
+    for result in results:
+        row = {key: result[key] for key in ("image", "level", "level_name", "score") if key in result}
+        row.update({f"prob_{name}": p for name, p in (result.get("probabilities") or {}).items()})
+        rows.append(row)
+    columns = ["image", "level", "level_name", "score"]
+    if any("probabilities" in r for r in results):
+        columns += [f"prob_{name}" for name in classes]
+    return pd.DataFrame(rows, columns=columns)
 
 
 CHECKPOINT_KEYS = ("model", "classes", "input_size", "mean", "std")
@@ -110,11 +138,13 @@ def device_problems(device: str | None) -> list[str]:
 
 
 def image_problems(paths: Sequence[str | Path]) -> list[str]:
-    """One line per path that is not a readable image file (missing, a folder, not an image)."""
+    """One line per path that cannot be predicted: missing, a folder without image files, a file that
+    is not a readable image (files inside folders are read when their batch is reached)."""
     problems = []
     for path in map(Path, paths):
         if path.is_dir():
-            problems.append(f"{path}: is a folder, not an image file (give the image files, e.g. {path}/*.jpg)")
+            if not inputs.folder_images(path):
+                problems.append(f"{path}: a folder without image files")
         elif not path.exists():
             problems.append(f"{path}: no such file")
         else:
@@ -161,8 +191,4 @@ def _open_image(path: Path) -> Image.Image:
     problems = image_problems([path])
     if problems:
         raise DataError(problems[0])
-    try:
-        with Image.open(path) as img:
-            return to_rgb(img)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: not a readable image: {exc}") from None
+    return inputs.open_image(path)

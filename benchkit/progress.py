@@ -51,6 +51,40 @@ def progress_file(out_dir: Path, run_id: str) -> Path:
     return Path(out_dir) / PROGRESS_FOLDER / f"{run_id}.json"
 
 
+class TaskProgress:
+    """One long task counted in items (decoding, predicting): a rich bar on the log console when this
+    process may draw, else a start line (with ``note``) and an end line; ``enabled=False`` says nothing."""
+
+    def __init__(self, description: str, total: int, enabled: bool = True, note: str = ""):
+        self.description, self.total, self.enabled, self.note = description, total, enabled, note
+        self._bar: Progress | None = None
+        self._task = None
+        self._start = 0.0
+
+    def __enter__(self) -> "TaskProgress":
+        self._start = time.perf_counter()
+        if not self.enabled:
+            return self
+        if can_draw():
+            self._bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                 console=log_console, transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=self.total)
+        else:
+            log_console.print(self.description + (f" ({self.note})" if self.note else ""))
+        return self
+
+    def advance(self, count: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, count)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        if self.enabled and exc[0] is None:
+            log_console.print(f"{self.description}: done in {time.perf_counter() - self._start:.1f}s")
+
+
 class RunProgress:
     """Shows one training run. ``quiet=True`` prints one line per epoch instead of a live bar; in a
     worker (see :func:`reporting_to`) it only writes its state for the driver."""

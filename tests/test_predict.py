@@ -124,8 +124,14 @@ def _state_dict_only(path):
     torch.save(torch.load(path, weights_only=True)["model"], path)
 
 
+def _empty_folder(tmp):
+    (tmp / "no_images").mkdir(exist_ok=True)
+    (tmp / "no_images" / "notes.txt").write_text("not an image")
+    return tmp / "no_images"
+
+
 PREDICT_REJECTED = [  # (best.pt replacement or None, the image arguments, words the one-line message holds)
-    (None, lambda images, tmp: [str(images)], [": is a folder, not an image file"]),
+    (None, lambda images, tmp: [str(_empty_folder(tmp))], [": a folder without image files"]),
     (_evil, lambda images, tmp: [str(images / "0.png")],
      ["best.pt", "refused: it holds a Python object", "weights_only=True"]),
     (lambda p: p.write_text("not a checkpoint\n"), lambda images, tmp: [str(images / "0.png")],
@@ -136,7 +142,7 @@ PREDICT_REJECTED = [  # (best.pt replacement or None, the image arguments, words
 
 
 @pytest.mark.parametrize("best, arguments, words", PREDICT_REJECTED,
-                         ids=["folder_as_image", "unsafe_checkpoint", "checkpoint_not_a_torch_file",
+                         ids=["folder_without_images", "unsafe_checkpoint", "checkpoint_not_a_torch_file",
                               "checkpoint_a_bare_state_dict"])
 def test_bad_predict_arguments_are_one_line_exit_2(trained, tmp_path, capsys, best, arguments, words):
     _, paths = trained
@@ -161,5 +167,6 @@ def test_every_bad_predict_argument_is_reported(tmp_path, capsys):
                  str(tmp_path / "folder"), str(tmp_path / "notes.png")]) == 2
     err = capsys.readouterr().err
     for word in ["5 bad arguments", f"--run {tmp_path / 'nowhere'}: no such folder", "--device 'gpu': not a torch device",
-                 "missing.png: no such file", f"{tmp_path / 'folder'}: is a folder", "notes.png: not a readable image"]:
+                 "missing.png: no such file", f"{tmp_path / 'folder'}: a folder without image files",
+                 "notes.png: not a readable image"]:
         assert word in err, (word, err)

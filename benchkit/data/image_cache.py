@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -186,47 +185,14 @@ class ImageCache:
             except Exception as exc:
                 raise DataError(f"{path}: cannot be decoded ({type(exc).__name__}: {exc})") from None
 
-        with ThreadPoolExecutor(self.workers) as pool, _Progress(
-                f"decoding {len(todo)} {split_name} image(s) at {self.size}px", len(todo), progress) as bar:
+        from benchkit.progress import TaskProgress
+        with ThreadPoolExecutor(self.workers) as pool, TaskProgress(
+                f"decoding {len(todo)} {split_name} image(s) at {self.size}px", len(todo), progress,
+                note="cached for later runs") as bar:
             for h, pixels in pool.map(work, todo.items()):
                 self.decoded += 1
                 bar.advance()
                 yield h, pixels
-
-
-class _Progress:
-    """A rich progress bar on the log console when it is a terminal, else a start and an end line."""
-
-    def __init__(self, description: str, total: int, enabled: bool):
-        self.description, self.total, self.enabled = description, total, enabled
-        self._bar = self._task = None
-        self._start = 0.0
-
-    def __enter__(self) -> "_Progress":
-        from benchkit.progress import can_draw, log_console
-        self._start = time.perf_counter()
-        if not self.enabled:
-            return self
-        if can_draw():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-            self._bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), console=log_console, transient=True)
-            self._bar.start()
-            self._task = self._bar.add_task(self.description, total=self.total)
-        else:
-            log_console.print(f"{self.description} (cached for later runs)")
-        return self
-
-    def advance(self) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task)
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-        if self.enabled and exc[0] is None:
-            from benchkit.progress import log_console
-            log_console.print(f"{self.description}: done in {time.perf_counter() - self._start:.1f}s")
 
 
 def cached_split(split: Split, size: int, cache_dir: str | Path | None = None,
