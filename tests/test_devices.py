@@ -21,6 +21,9 @@ K = 4
 CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
                                             reason="needs CUDA (a GPU and a CUDA build of torch)")]
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+TOLERANCE = {"cpu": 1e-6, "cuda": 1e-3}
+"""Relative agreement of two runs that must be the same: CUDA's backward of adaptive pooling adds with atomics,
+so two CUDA runs differ in the last bits; a lost random state (other dropout masks) differs by far more."""
 
 
 def _engine(device: str, **train) -> Engine:
@@ -70,7 +73,7 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_weights(device, tmp_pat
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
     for column in ("train_loss", "valid_loss", "valid_mae", "lr"):
         assert [row[column] for row in resumed.history] == pytest.approx(
-            [row[column] for row in expected.history], rel=1e-6, abs=1e-9), column
+            [row[column] for row in expected.history], rel=TOLERANCE[device], abs=1e-9), column
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -104,4 +107,4 @@ def test_training_from_the_split_held_on_cuda_equals_training_from_the_pinned_lo
         results[on_device] = engine.fit(train, valid, seed=5)
     for column in ("train_loss", "valid_mae"):
         assert [row[column] for row in results[True].history] == pytest.approx(
-            [row[column] for row in results[False].history], rel=1e-6), column
+            [row[column] for row in results[False].history], rel=TOLERANCE["cuda"]), column
