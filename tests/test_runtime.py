@@ -32,14 +32,14 @@ def test_runtime_resolves_device_precision_and_batch_once():
     assert Runtime.resolve(TrainConfig(device="cuda"), device="cpu").device == torch.device("cpu")
 
 
-def test_forward_all_keeps_order_mode_and_batches():
+def test_forward_all_keeps_order_and_batches_and_leaves_eval_mode():
     model = torch.nn.Linear(3 * 2 * 2, 2)
     flat = torch.nn.Sequential(torch.nn.Flatten(), model).train()
     images = np.random.default_rng(0).integers(0, 256, (7, 3, 2, 2), dtype=np.uint8)
     runtime = Runtime.resolve(device="cpu", eval_batch_size=3)
     prep = BatchPreprocessor([], (0.5,) * 3, (0.25,) * 3)
     out = forward_all(flat, images, runtime, prep)
-    assert flat.training and out.dtype == torch.float32 and out.shape == (7, 2)
+    assert not flat.training and out.dtype == torch.float32 and out.shape == (7, 2)
     with torch.no_grad():
         torch.testing.assert_close(out, flat((torch.from_numpy(images).float() / 255 - 0.5) / 0.25))
     assert torch.equal(out, forward_all(flat, torch.from_numpy(images), runtime, prep))

@@ -113,8 +113,12 @@ def feature_key(backbone_config, model: GraderModel, size: int, split_content: s
 
 def compute_features(backbone: nn.Module, preprocessor: BatchPreprocessor, images, runtime: Runtime) -> torch.Tensor:
     """Pooled features ``(N, F)`` float32 on the CPU, through the one inference path."""
+    was_training = backbone.training
     runtime.place(backbone)
-    features = forward_all(backbone, images, runtime, preprocessor.to(runtime.device))
+    try:
+        features = forward_all(backbone, images, runtime, preprocessor.to(runtime.device))
+    finally:
+        backbone.train(was_training)
     return features if len(features) else torch.empty(0, 0)
 
 

@@ -126,22 +126,19 @@ def forward_all(model: nn.Module, data, runtime: Runtime, preprocess: nn.Module 
 
     ``data`` is a dataset of ``(image, level)`` items or a uint8 image array or tensor ``(N, 3, S, S)``
     (read ``runtime.eval_batch_size`` images at a time), or a loader: any iterable of image batches
-    or ``(images, levels)`` batches (the engine's, held on the device). ``preprocess(batch, train=False)`` runs on the device. The model is
-    evaluated in eval mode and left in the mode it had.
+    or ``(images, levels)`` batches (the engine's, held on the device). ``preprocess(batch, train=False)``
+    runs on the device. The model is left in eval mode, as after any evaluation (the engine's next
+    epoch puts it back in training mode; the feature cache restores its backbone's mode).
     """
-    was_training = model.training
     model.eval()
     chunks = []
-    try:
-        for batch in _batches(data, runtime):
-            images = batch[0] if isinstance(batch, (tuple, list)) else batch
-            inputs = images.to(runtime.device, non_blocking=True)
-            if preprocess is not None:
-                inputs = preprocess(inputs, train=False)
-            with runtime.autocast():
-                chunks.append(model(runtime.inputs(inputs)).float())
-    finally:
-        model.train(was_training)
+    for batch in _batches(data, runtime):
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        inputs = images.to(runtime.device, non_blocking=True)
+        if preprocess is not None:
+            inputs = preprocess(inputs, train=False)
+        with runtime.autocast():
+            chunks.append(model(runtime.inputs(inputs)).float())
     return torch.cat(chunks).cpu() if chunks else torch.empty(0)
 
 
