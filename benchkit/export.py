@@ -103,6 +103,17 @@ def architecture(body: nn.Module, backbone_name: str, input_size: int) -> dict[s
             "note": "a benchkit plugin backbone: rebuild it with benchkit.load_run(this folder)"}
 
 
+def read_export(folder: str | Path) -> tuple[dict, dict]:
+    """An exported folder as what :func:`benchkit.load_run` reads from a run folder: the run config (raw)
+    and a checkpoint (``model`` state dict under the grader's keys, ``classes``, ``input_size``, ``mean``, ``std``)."""
+    from safetensors.torch import load_file
+    config = read_export_config(folder)
+    tensors = load_file(str(Path(folder) / WEIGHTS_FILE))
+    checkpoint = {"model": grader_state_dict(tensors), "classes": config["classes"],
+                  "input_size": config["input_size"], "mean": config["mean"], "std": config["std"]}
+    return config["benchkit"]["run"], checkpoint
+
+
 def read_export_config(folder: str | Path) -> dict:
     """``config.json`` of an exported folder (a ConfigError if it is not one)."""
     if not is_export(folder):

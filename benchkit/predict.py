@@ -114,10 +114,14 @@ CHECKPOINT_KEYS = ("model", "classes", "input_size", "mean", "std")
 
 
 def run_folder_problems(run_dir: str | Path) -> list[str]:
-    """Why ``run_dir`` is not a finished run folder (missing folder, config.yaml or best.pt); empty when it is."""
+    """Why ``run_dir`` is not a finished run folder (missing folder, config.yaml or best.pt) nor an exported
+    one; empty when it is."""
+    from benchkit.export import is_export
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return [f"{run_dir}: " + ("not a folder" if run_dir.exists() else "no such folder")]
+    if is_export(run_dir):
+        return []
     return [f"{run_dir}: {name} is missing (is this a finished run folder, results/<experiment>/runs/"
             f"<run_id>?)" for name in ("config.yaml", "best.pt") if not (run_dir / name).is_file()]
 
@@ -157,9 +161,33 @@ def image_problems(paths: Sequence[str | Path]) -> list[str]:
 
 
 def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> LoadedRun:
-    """Load a finished run folder (``config.yaml`` + ``best.pt``) for prediction."""
+    """Load a finished run folder (``config.yaml`` + ``best.pt``), or a folder ``benchkit export`` wrote
+    (``config.json`` + ``model.safetensors``), for prediction."""
+    from benchkit.export import is_export, read_export
     run_dir = Path(run_dir)
-    config_path, weights_path = run_dir / "config.yaml", run_dir / "best.pt"
+    if is_export(run_dir):
+        raw, checkpoint = read_export(run_dir)
+        config_path, weights_path = run_dir / "config.json", run_dir / "model.safetensors"
+        spec = RunSpec.model_validate(raw)
+        import_plugins(spec.plugins, spec.base_dir)
+    else:
+        config_path, weights_path = run_dir / "config.yaml", run_dir / "best.pt"
+        spec, checkpoint = _read_run_folder(run_dir, config_path, weights_path)
+    classes = list(checkpoint["classes"])
+    architecture = spec.model.model_copy(deep=True)
+    architecture.backbone.pretrained, architecture.backbone.weights = False, None
+    architecture.backbone.weights_map = None
+    model = build_model(architecture, len(classes))
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        raise WeightsError(f"{weights_path}: weights do not fit the model of {config_path}: {exc}") from None
+    runtime = Runtime.resolve(spec.train, device=device if device is not None else "auto")
+    return LoadedRun(run_dir, spec, runtime.place(model).eval(), classes, int(checkpoint["input_size"]),
+                     checkpoint["mean"], checkpoint["std"], runtime)
+
+
+def _read_run_folder(run_dir: Path, config_path: Path, weights_path: Path) -> tuple[RunSpec, dict]:
     problems = run_folder_problems(run_dir)
     if problems:
         raise ConfigError(problems[0])
@@ -173,18 +201,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> L
         found = sorted(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise WeightsError(f"{weights_path}: not a checkpoint written by benchkit run (it holds "
                            f"{', '.join(CHECKPOINT_KEYS)}; this file holds {found})")
-    classes = list(checkpoint["classes"])
-    architecture = spec.model.model_copy(deep=True)
-    architecture.backbone.pretrained, architecture.backbone.weights = False, None
-    architecture.backbone.weights_map = None
-    model = build_model(architecture, len(classes))
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as exc:
-        raise WeightsError(f"{weights_path}: weights do not fit the model of {config_path}: {exc}") from None
-    runtime = Runtime.resolve(spec.train, device=device if device is not None else "auto")
-    return LoadedRun(run_dir, spec, runtime.place(model).eval(), classes, int(checkpoint["input_size"]),
-                     checkpoint["mean"], checkpoint["std"], runtime)
+    return spec, checkpoint
 
 
 def _open_image(path: Path) -> Image.Image:

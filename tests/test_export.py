@@ -67,3 +67,24 @@ def test_config_json_says_size_normalisation_classes_head_and_decoding(timm_run)
     assert config["run_id"] == "resnet18-coral__s0" and config["benchkit"]["run"]["model"]["head"]["name"] == "coral"
     head_keys = {k[len(HEAD_PREFIX):] for k in load_file(exported / "model.safetensors") if k.startswith(HEAD_PREFIX)}
     assert head_keys == {k[len("head."):] for k in checkpoint["model"] if k.startswith("head.")}
+
+
+def test_load_run_accepts_the_exported_folder_and_predicts_as_the_run(timm_run, tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+    run_dir, exported = timm_run
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(exported, moved)            # only the two files: no run folder, no best.pt
+    assert sorted(p.name for p in moved.iterdir()) == ["config.json", "model.safetensors"]
+    original, loaded = benchkit.load_run(run_dir, device="cpu"), benchkit.load_run(moved, device="cpu")
+    assert loaded.classes == original.classes and loaded.input_size == original.input_size
+    pictures = [np.random.default_rng(seed).integers(0, 256, (40, 40, 3), dtype=np.uint8) for seed in range(6)]
+    a, b = original.predict(pictures), loaded.predict(pictures)
+    assert [r["level"] for r in a] == [r["level"] for r in b] and [r["score"] for r in a] == [r["score"] for r in b]
+    assert [r["probabilities"] for r in a] == [r["probabilities"] for r in b]
+    Image.fromarray(pictures[0]).save(tmp_path / "p.png")
+    assert main(["predict", "--run", str(moved), str(tmp_path / "p.png"), "--csv", str(tmp_path / "p.csv")]) == 0
+    assert pd.read_csv(tmp_path / "p.csv").level.tolist() == [a[0]["level"]]
