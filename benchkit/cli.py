@@ -342,7 +342,8 @@ def _cmd_predict(args) -> int:
         print(json.dumps(results, indent=2))
     if args.csv or args.json:
         return 0
-    table = Table(title=f"predictions of {args.run_dir.name}", header_style="bold cyan")
+    table = Table(title=f"predictions of {args.run_dir.name} (test-time augmentation: {run.tta})",
+                  header_style="bold cyan")
     for col in ("image", "level", "score", "probabilities"):
         table.add_column(col, justify="right" if col == "score" else "left")
     for item in results:

@@ -5,8 +5,9 @@ downloading anything) and ``best.pt`` (``weights_only=True``), and returns a :cl
 whose ``predict(images)`` takes image files, folders, PIL images, uint8 arrays or tensors
 (:mod:`benchkit.data.inputs`), resizes each to the run's input size exactly as training did
 (:func:`benchkit.data.decode.decode_image`), a batch at a time, normalises with the backbone's
-mean/std, applies no augmentation, and decodes the head's outputs into level, continuous score and,
-for heads that have them, class probabilities.
+mean/std, applies no augmentation, averages over the run's test-time views (``evaluation.tta``) when
+it had them, and decodes the head's estimate into level, continuous score and, for heads that have
+them, class probabilities; every result names the TTA used (``tta``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from benchkit.config import RunSpec
 from benchkit.data import inputs
 from benchkit.errors import ConfigError, DataError, WeightsError, format_listing
+from benchkit.evaluation.tta import build_views, tta_estimate, tta_label
 from benchkit.io import read_torch_file
 from benchkit.models.grader import GraderModel, build_model
 from benchkit.progress import TaskProgress
@@ -38,6 +40,8 @@ class LoadedRun:
         self.run_dir, self.spec, self.model, self.classes = run_dir, spec, model, classes
         self.input_size, self.runtime = input_size, runtime
         self.preprocessor = BatchPreprocessor([], mean, std).to(runtime.device)
+        self.views = build_views(spec.evaluation.tta)
+        self.tta = tta_label(spec.evaluation.tta)
 
     @property
     def device(self) -> torch.device:
@@ -51,9 +55,18 @@ class LoadedRun:
         """Images (any kind :meth:`predict` takes) -> ``(N, 3, S, S)`` uint8 at the run's input size."""
         return inputs.decode(inputs.as_items(images), self.input_size)
 
-    def outputs(self, images) -> torch.Tensor:
-        """Raw head outputs (float32, CPU) for uint8 ``(N, 3, S, S)`` images at the run's input size."""
-        return forward_all(self.model, images, self.runtime, self.preprocessor)
+    def outputs(self, images, preprocessor=None) -> torch.Tensor:
+        """Raw head outputs (float32, CPU) for uint8 ``(N, 3, S, S)`` images at the run's input size
+        (``preprocessor``: another than the run's, e.g. a test-time view)."""
+        return forward_all(self.model, images, self.runtime, preprocessor or self.preprocessor)
+
+    def estimate(self, images) -> dict:
+        """The head's estimate of uint8 images: one forward pass, or the mean over the run's test-time views."""
+        head = self.model.head
+        if not self.views:
+            return head.estimate(self.outputs(images))
+        return tta_estimate(head, self.views, self.preprocessor, lambda prep: self.outputs(images, prep),
+                            seed=self.spec.seed)
 
     def predict(self, images: Any, as_frame: bool = False, progress: bool = False) -> list[dict] | pd.DataFrame:
         """Grade one image or many: paths, PIL images, uint8 arrays ``(H, W[, 3|4])``, tensors ``(C, H, W)``
@@ -69,7 +82,8 @@ class LoadedRun:
         results: list[dict] = []
         with TaskProgress(f"predicting {len(items)} image(s)", len(items), progress and len(items) > batch_size) as bar:
             for start, batch in inputs.decode_batches(items, self.input_size, batch_size):
-                pred = self.model.head.predict(self.outputs(batch))
+                head = self.model.head
+                pred = head.decode_estimate(self.estimate(batch), include_unfitted=True)[head.decode]
                 for i in range(len(pred.level)):
                     results.append(self._result(items[start + i], pred, i))
                 bar.advance(len(batch))
@@ -90,7 +104,7 @@ class LoadedRun:
     def _result(self, item: Any, pred, i: int) -> dict:
         level = int(pred.level[i])
         result = {"image": str(item)} if isinstance(item, (str, Path)) else {}
-        result.update(level=level, level_name=self.classes[level], score=float(pred.score[i]))
+        result.update(level=level, level_name=self.classes[level], score=float(pred.score[i]), tta=self.tta)
         if pred.probs is not None:
             result["probabilities"] = {name: float(p) for name, p in zip(self.classes, pred.probs[i])}
         return result

@@ -33,6 +33,7 @@ from benchkit.data.decode import ImageArrayDataset, decode_split
 from benchkit.io import atomic_path, read_json, save_torch, write_json, write_text
 from benchkit.evaluation.prediction_files import prediction_frame
 from benchkit.evaluation.scoring import score_estimates
+from benchkit.evaluation.tta import build_views, tta_estimate, tta_label
 from benchkit.models.grader import GraderModel, build_model, count_parameters
 from benchkit.results.plots import try_plots, write_run_plots
 from benchkit.progress import RunProgress
@@ -243,8 +244,8 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, runtime: Runtime, quiet: b
     counts = count_parameters(model)
     augmentation = build_augmentation(spec.train.augmentation, size)
     preprocessor = BatchPreprocessor(augmentation, model.backbone.mean, model.backbone.std)
-    sets = {name: ImageArrayDataset(decoded_split(spec, dataset, name, size), split.labels)
-            for name, split in dataset.splits.items()}
+    sets = images = {name: ImageArrayDataset(decoded_split(spec, dataset, name, size), split.labels)
+                     for name, split in dataset.splits.items()}
     trained, engine_prep = model, preprocessor
     use_features = feature_cache_applies(spec.data.feature_cache, model, augmentation)
     if use_features:
@@ -270,7 +271,7 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, runtime: Runtime, quiet: b
     if use_features:
         eval_model = with_backbone(model, eval_model)
     head = eval_model.head
-    estimates = {name: head.estimate(engine.outputs(sets[name])) for name in EVAL_SPLITS if name in sets}
+    estimates = _estimates(spec, engine, eval_model, preprocessor, sets, images)
     targets = {name: dataset.splits[name].labels for name in estimates}
     scores = score_estimates(head, estimates, targets, num_classes, spec.evaluation.bootstrap)
     save_torch(run_dir / "best.pt", {
@@ -283,7 +284,7 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, runtime: Runtime, quiet: b
            "input_size": size, "weights_source": model.backbone.weights_source,
            **_weights_skipped(model.backbone.weights_report),
            "device": str(engine.device), "skipped_steps": result.skipped_steps,
-           "num_classes": num_classes}
+           "num_classes": num_classes, "tta": tta_label(spec.evaluation.tta)}
     row.update(scores.row)
     for name, estimate in estimates.items():
         split = dataset.splits[name]
@@ -294,6 +295,23 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, runtime: Runtime, quiet: b
                                           "feature_cache": use_features, "weights": model.backbone.weights_report,
                                           "environment": environment(runtime)})
     return row
+
+
+def _estimates(spec: RunSpec, engine: Engine, eval_model: GraderModel, preprocessor: BatchPreprocessor,
+               sets: dict, images: dict) -> dict:
+    """Each evaluated split's estimate: one forward pass, or with ``evaluation.tta`` the mean over its views.
+
+    Views transform images, so with TTA the whole model runs on the images even when training used
+    cached backbone features.
+    """
+    head = eval_model.head
+    names = [name for name in EVAL_SPLITS if name in sets]
+    views = build_views(spec.evaluation.tta)
+    if not views:
+        return {name: head.estimate(engine.outputs(sets[name])) for name in names}
+    full, prep = eval_model.to(engine.device), preprocessor.to(engine.device)
+    return {name: tta_estimate(head, views, prep, lambda view_prep, name=name: engine.outputs(
+        images[name], full, view_prep), seed=spec.seed) for name in names}
 
 
 def _weights_skipped(report: dict | None) -> dict:

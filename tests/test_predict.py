@@ -73,7 +73,7 @@ def test_python_api_predicts_pil_images_like_the_cli(trained):
     assert [r["level"] for r in results] == [expected.loc[p.name].pred for p in paths[:5]]
     assert sum(results[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     bigger = run.predict([images[0].resize((64, 64), Image.BILINEAR)])[0]  # resized to the run's input size
-    assert set(bigger) == {"level", "level_name", "score", "probabilities"}
+    assert set(bigger) == {"level", "level_name", "score", "tta", "probabilities"} and bigger["tta"] == "none"
     by_hand = run.predict([images[0].resize((64, 64), Image.BILINEAR).resize((32, 32), Image.BILINEAR)])[0]
     assert bigger["level"] == by_hand["level"] and bigger["score"] == pytest.approx(by_hand["score"], abs=1e-6)
     assert list(bigger["probabilities"].values()) == pytest.approx(list(by_hand["probabilities"].values()), abs=1e-6)

@@ -224,10 +224,12 @@ class Engine:
 
     # ------------------------------------------------------------------ inference
 
-    def outputs(self, dataset: Dataset, model: nn.Module | None = None) -> torch.Tensor:
-        """Raw head outputs (float32, CPU) of ``model`` (default: the eval model) for every item of ``dataset``."""
+    def outputs(self, dataset: Dataset, model: nn.Module | None = None,
+                preprocessor: nn.Module | None = None) -> torch.Tensor:
+        """Raw head outputs (float32, CPU) of ``model`` (default: the eval model) for every item of ``dataset``
+        (``preprocessor``: another preprocessing than the engine's, e.g. a test-time view)."""
         return forward_all(model or self.eval_model, self._loader(dataset, shuffle=False), self.runtime,
-                           self.preprocessor)
+                           preprocessor or self.preprocessor)
 
     def load_best(self) -> None:
         """Put the selected weights into the eval model (no-op if no epoch improved)."""
