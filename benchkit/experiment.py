@@ -23,7 +23,7 @@ from rich.table import Table
 
 from benchkit.evaluation.ensembles import EnsemblePlan, plan_ensembles
 from benchkit.evaluation.tta import build_views, tta_label
-from benchkit.results.aggregate import aggregated_table, config_columns, config_label, summary_views, with_ensembles
+from benchkit.results.aggregate import aggregated_table, config_columns, config_labels, summary_views, with_ensembles
 from benchkit.config import ExperimentConfig, RunSpec, dump_yaml, expand_runs, load_experiment
 from benchkit.errors import BenchkitError, ConfigError, OutputError
 from benchkit.executors import Executor, LocalExecutor, RunTask
@@ -63,7 +63,7 @@ def planned_ensembles(config: ExperimentConfig, runs: list[RunSpec]) -> list[Ens
         return []
     frame = pd.DataFrame([{**base_row(spec), "status": "ok"} for spec in runs])
     columns = config_columns(frame)
-    labels = frame.apply(lambda r: config_label(r, columns), axis=1)
+    labels = config_labels(frame, columns)
     for item in config.evaluation.ensembles:
         unknown = [m for m in getattr(item, "members", [])
                    if not (frame["model"].eq(m).any() or labels.eq(m).any() or frame["run_id"].eq(m).any())]

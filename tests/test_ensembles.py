@@ -133,3 +133,34 @@ def test_dry_run_lists_tta_and_ensembles(tmp_path, capsys):
     assert "test-time augmentation: identity+hflip" in out
     assert "ensemble soft__seeds: mean of 2 run(s): soft__s0, soft__s1" in out
     assert "ensemble mixed: mean of 4 run(s)" in out
+
+
+def test_configurations_of_one_model_name_over_a_backbone_grid_get_distinct_labels(tmp_path):
+    """A named model with grid backbone.name: each backbone is its own configuration, reference and ensemble."""
+    experiment = small_experiment(
+        tmp_path, models=[{"name": "m", "backbone": "tiny_cnn", "head": "softmax"}], seeds=[0, 1],
+        grid={"backbone.name": ["tiny_cnn", "tiny_cnn_wide"]}, plugins=[str(TINY_PLUGIN), str(_wide_plugin(tmp_path))],
+        evaluation={"bootstrap": {"n_resamples": 200, "seed": 0}, "plots": False,
+                    "reference": "m backbone=tiny_cnn", "ensembles": ["seeds"]})
+    out = tmp_path / "out"
+    assert main(["run", str(experiment), "--out", str(out), "--quiet"]) == 0
+    aggregated = pd.read_csv(out / "leaderboard_aggregated.csv").set_index("config")
+    assert sorted(aggregated.index) == ["m backbone=tiny_cnn", "m backbone=tiny_cnn [seeds]",
+                                        "m backbone=tiny_cnn_wide", "m backbone=tiny_cnn_wide [seeds]"]
+    assert aggregated.loc["m backbone=tiny_cnn", "significance"] == "reference"
+    assert aggregated.loc["m backbone=tiny_cnn_wide", "runs"] == 2
+    board = pd.read_csv(out / "leaderboard.csv")
+    wide = board[(board.backbone == "tiny_cnn_wide") & board.ensemble.isna()]
+    assert aggregated.loc["m backbone=tiny_cnn_wide", "test_mae_mean"] == pytest.approx(wide.test_mae.mean())
+
+
+def _wide_plugin(tmp_path):
+    path = tmp_path / "wide.py"
+    path.write_text(
+        "from benchkit import register_backbone\n"
+        "from benchkit.registry import BACKBONES\n"
+        "\n"
+        "@register_backbone('tiny_cnn_wide', force=True)\n"
+        "def tiny_cnn_wide(pretrained=False, weights=None, weights_map=None, drop_path=None):\n"
+        "    return BACKBONES.get('tiny_cnn')(width=12)\n")
+    return path

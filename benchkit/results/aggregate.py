@@ -31,16 +31,30 @@ def config_columns(frame: pd.DataFrame) -> list[str]:
     return fixed + grid
 
 
-def config_label(row: pd.Series, columns: list[str]) -> str:
+def config_label(row: pd.Series, columns: list[str], varying: tuple[str, ...] = ()) -> str:
     """``model`` plus ``key=value`` for every grid value: a readable configuration name.
 
-    Ensemble rows end in ``[seeds]`` (the mean of a configuration's seeds) or ``[ensemble]``.
+    ``varying``: of ``backbone`` and ``head``, those that differ between runs of the same model name (a
+    grid over ``backbone.name``), named too. Ensemble rows end in ``[seeds]`` (the mean of a
+    configuration's seeds) or ``[ensemble]``.
     """
+    ensemble = row.get("ensemble")
+    named = [f"{c}={row[c]}" for c in varying if c in row and not _empty(row[c])
+             and (_empty(ensemble) or ensemble == "seeds")]
     grid = [f"{c}={row[c]}" for c in columns if c not in FIXED_COLUMNS and not _empty(row[c])]
     split = [] if row.get("split", "official") == "official" else [str(row["split"])]
-    ensemble = row.get("ensemble")
     kind = [] if _empty(ensemble) else ["[seeds]" if ensemble == "seeds" else "[ensemble]"]
-    return " ".join([str(row["model"])] + grid + split + kind)
+    return " ".join([str(row["model"])] + named + grid + split + kind)
+
+
+def config_labels(frame: pd.DataFrame, columns: list[str] | None = None) -> pd.Series:
+    """The configuration label of every row of ``frame`` (distinct for distinct configurations)."""
+    columns = config_columns(frame) if columns is None else columns
+    if frame.empty:
+        return pd.Series(dtype=str)
+    runs = frame[frame["ensemble"].apply(_empty)] if "ensemble" in frame else frame
+    varying = tuple(c for c in ("backbone", "head") if c in runs and (runs.groupby("model")[c].nunique() > 1).any())
+    return frame.apply(lambda r: config_label(r, columns, varying), axis=1)
 
 
 def _empty(value) -> bool:
@@ -53,11 +67,12 @@ def aggregate_runs(frame: pd.DataFrame, splits=("valid", "test"), metrics=CORE_M
     if ok.empty:
         return pd.DataFrame()
     columns = config_columns(ok)
+    labels = config_labels(ok, columns)
     rows = []
     for _, group in ok.groupby(columns, dropna=False, sort=False):
         first = group.iloc[0]
         row = {c: first[c] for c in columns}
-        row["config"] = config_label(first, columns)
+        row["config"] = labels[group.index[0]]
         row["runs"] = len(group)
         row["seeds"] = ",".join(str(int(s)) for s in sorted(group["seed"].dropna().unique()))
         for split in splits:
@@ -94,17 +109,16 @@ def add_significance(aggregated: pd.DataFrame, frame: pd.DataFrame, out_dir: Pat
     """
     split, metric = metric_column.split("_", 1)[0], metric_of(metric_column)
     ok = frame[frame["status"] == "ok"]
-    columns = config_columns(ok)
-    labels = ok.apply(lambda r: config_label(r, columns), axis=1)
+    labels = config_labels(ok)
     ensembles = ok.apply(is_ensemble, axis=1) if not ok.empty else pd.Series(dtype=bool)
     ref_rows = ok[(labels == reference) | ((ok["model"] == reference) & ~ensembles)]
     aggregated = aggregated.copy()
     for col in ("delta", "p_value", "significance", "p_wilcoxon"):
         aggregated[col] = np.nan if col != "significance" else ""
-    if ref_rows.empty or ref_rows.apply(lambda r: config_label(r, columns), axis=1).nunique() != 1:
+    if ref_rows.empty or labels[ref_rows.index].nunique() != 1:
         aggregated["significance"] = f"reference {reference!r} not found (or not unique)"
         return aggregated
-    ref_label = config_label(ref_rows.iloc[0], columns)
+    ref_label = labels[ref_rows.index[0]]
     num_classes = int(ok["num_classes"].dropna().iloc[0]) if "num_classes" in ok else None
     for i, agg in aggregated.iterrows():
         if agg["config"] == ref_label:
@@ -151,8 +165,7 @@ def with_ensembles(frame: pd.DataFrame, out_dir: Path, evaluation) -> pd.DataFra
     if ok.empty:
         return frame
     columns = config_columns(ok)
-    labels = ok.apply(lambda r: config_label(r, columns), axis=1)
-    ensembles = ensemble_rows(out_dir, ok, evaluation, columns, labels)
+    ensembles = ensemble_rows(out_dir, ok, evaluation, columns, config_labels(ok, columns))
     return pd.concat([frame, ensembles], ignore_index=True) if not ensembles.empty else frame
 
 
