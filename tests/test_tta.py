@@ -17,6 +17,7 @@ from benchkit.errors import ConfigError
 from benchkit.evaluation.tta import NAMED_VIEWS, build_views, tta_estimate, tta_label
 from benchkit.models.backbone import Backbone
 from benchkit.models.grader import GraderModel, build_model, create_head
+from benchkit.training.runtime import Runtime, forward_all
 from benchkit.training.transforms import BatchPreprocessor
 
 ROTATIONS = ["identity", "rot90", "rot180", "rot270"]
@@ -27,12 +28,10 @@ def _images(n=10, size=16, seed=0):
                          dtype=torch.uint8)
 
 
-def _forward(model, images, batch=4):
-    """``forward(preprocess)``: the model's raw outputs over ``images``, a few at a time."""
-    @torch.inference_mode()
-    def forward(preprocess):
-        return torch.cat([model(preprocess(images[i:i + batch], train=False)) for i in range(0, len(images), batch)])
-    return forward
+def _forward(model, images):
+    """``forward(preprocess)``: the model's raw outputs over ``images`` through the one inference loop."""
+    runtime = Runtime.resolve(device="cpu", amp=False, batch_size=2)
+    return lambda preprocess: forward_all(model, images, runtime, preprocess)
 
 
 def _prep():
