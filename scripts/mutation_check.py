@@ -109,6 +109,10 @@ def check(copy: Path, mutant: Mutant, timeout: float) -> tuple[str, str, float]:
         return "skipped", "only tests marked gpu can kill it and CUDA is absent here", 0.0
     try:
         code, tail, seconds = run_tests(copy, mutant.tests, timeout)
+        for _ in range(2):  # pytest itself was killed (out of memory, a stray signal): try again
+            if code is None or code >= 0:
+                break
+            code, tail, seconds = run_tests(copy, mutant.tests, timeout)
     finally:
         (copy / mutant.file).write_text(original, encoding="utf-8")
     if code is None:
@@ -142,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_baseline:
             tests = test_files(chosen)
             code, tail, seconds = run_tests(copy, tests, args.timeout * 2)
+            if code is not None and code < 0:
+                code, tail, seconds = run_tests(copy, tests, args.timeout * 2)
             print(f"baseline (no bug planted): {'pass' if code == 0 else 'FAIL'} in {seconds:.0f}s", flush=True)
             if code != 0:
                 print(tail)

@@ -9,6 +9,7 @@ from openpyxl import load_workbook
 from sklearn.metrics import accuracy_score, cohen_kappa_score, mean_absolute_error
 
 from benchkit.cli import main
+from benchkit.results.leaderboard import build_leaderboard
 from conftest import small_experiment
 
 RUN_FILES = ["config.yaml", "metrics.json", "history.csv", "predictions_valid.csv",
@@ -67,6 +68,11 @@ def test_leaderboard_sorted_by_configured_metric_failed_last(finished):
     board = pd.read_csv(out / "leaderboard.csv")
     ok = board[board.status == "ok"].test_mae.tolist()
     assert ok == sorted(ok) and board.status.tolist()[-2:] == ["failed", "failed"]
+    for metric, best_first in (("test_qwk", True), ("test_mape", False)):
+        rebuilt = build_leaderboard(out, sort_by=metric)
+        values = rebuilt[rebuilt.status == "ok"][metric].tolist()
+        assert values == sorted(values, reverse=best_first) and len(set(values)) > 1, (metric, values)
+        assert rebuilt.status.tolist()[-2:] == ["failed", "failed"]
 
 
 def test_xlsx_has_split_sheets_config_and_highlight(finished):
