@@ -9,7 +9,9 @@
 # `run` trains experiments/best_grader.yaml (official split, 12 runs) and then best_grader_5fold.yaml (15 runs) into
 # one results folder with --jobs runs packed on the GPU, each step under its own timeout (the whole inside 8 minutes
 # on an H200 by the sizing in README "The best grader"), and copies what a reader needs to $OUT (at most 8 files):
-# best_grader.log, leaderboard.csv, leaderboard_aggregated.csv, leaderboard.xlsx, timing.txt.
+# best_grader.log, leaderboard.csv, leaderboard_aggregated.csv, leaderboard.xlsx, timing.txt. Extra KEY=VALUE
+# arguments after `run` go to both experiments; JOBS (6), OFFICIAL_LIMIT (300 s), FOLDS_LIMIT (170 s) and RESULTS
+# (/tmp/best_grader) may be set in the environment.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +36,8 @@ PY
 }
 
 run() {
-  local out=${OUT:-/tmp/best-grader} results=/tmp/best_grader jobs=${JOBS:-6} begin
+  local out=${OUT:-/tmp/best-grader} results=${RESULTS:-/tmp/best_grader} jobs=${JOBS:-6} begin
+  local official_limit=${OFFICIAL_LIMIT:-300} folds_limit=${FOLDS_LIMIT:-170}
   mkdir -p "$out"
   begin=$(date +%s)
   export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
@@ -47,9 +50,9 @@ run() {
   }
   {
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; nproc
-    step "best_grader.yaml (official)" 300 benchkit run experiments/best_grader.yaml --out "$results" \
+    step "best_grader.yaml (official)" "$official_limit" benchkit run experiments/best_grader.yaml --out "$results" \
       --jobs "$jobs" --quiet "$data" "$@"
-    step "best_grader_5fold.yaml (subject-disjoint)" 170 benchkit run experiments/best_grader_5fold.yaml \
+    step "best_grader_5fold.yaml (subject-disjoint)" "$folds_limit" benchkit run experiments/best_grader_5fold.yaml \
       --out "$results" --jobs "$jobs" --quiet "$data" "$@"
     step "leaderboard" 20 benchkit leaderboard "$results"
     echo "=== done in $(( $(date +%s) - begin )) s"
