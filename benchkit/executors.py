@@ -129,9 +129,9 @@ class Executor:
                         if task is None:
                             exhausted = True
                         else:
-                            in_flight[self.submit(task)] = task
-                            if display is not None:
+                            if display is not None:  # first: it clears a stale progress file of the run
                                 display.started(task.spec.run_id)
+                            in_flight[self.submit(task)] = task
                     if not in_flight:
                         return
                     finished = self.wait_any(list(in_flight), REFRESH_SECONDS if display is not None else None)
