@@ -76,3 +76,15 @@ def test_engine_feature_cache_and_predict_give_identical_outputs(finished_run):
     pred = model.head.predict(by_predict)
     assert (saved.pred.to_numpy() == pred.level.numpy()).all()
     np.testing.assert_array_equal(saved.score.to_numpy().astype(np.float32), pred.score.numpy())
+
+
+def test_forward_all_reads_memory_mapped_cache_rows_like_an_array():
+    """The image cache hands splits over as MappedRows (a memory-mapped view): one batch path for both."""
+    from benchkit.data.image_cache import MappedRows
+    pixels = np.random.default_rng(0).integers(0, 256, (7, 3, 8, 8), dtype=np.uint8)
+    rows = MappedRows(pixels, np.array([4, 0, 6, 2, 1]), "test")
+    runtime = Runtime.resolve(TrainConfig(device="cpu", eval_batch_size=2))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    as_rows = forward_all(model, rows, runtime, lambda x, train: x.float())
+    as_array = forward_all(model, np.asarray(rows), runtime, lambda x, train: x.float())
+    assert torch.equal(as_rows, as_array) and as_rows.shape == (5, 2)

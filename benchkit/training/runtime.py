@@ -143,7 +143,7 @@ def forward_all(model: nn.Module, data, runtime: Runtime, preprocess: nn.Module 
 
 
 def _batches(data, runtime: Runtime) -> Iterable:
-    if isinstance(data, (np.ndarray, torch.Tensor)):
+    if isinstance(data, (np.ndarray, torch.Tensor)) or hasattr(data, "__array__"):  # MappedRows too
         return _array_batches(data, runtime)
     if isinstance(data, Dataset):
         return batch_loader(data, runtime.eval_batch_size, shuffle=False, num_workers=runtime.num_workers,

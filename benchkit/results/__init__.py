@@ -1,0 +1,1 @@
+"""Results: the leaderboard, seed aggregation, plots, the HTML report and experiment tracking."""
