@@ -269,8 +269,26 @@ class ExperimentConfig(_Strict):
         return value
 
 
+class BuildInputs(_Strict):
+    """What building and training a run's model needs beyond its config, resolved before any run:
+    the class names (from the data), the input size (``data.image_size`` or the backbone's own) and
+    the loss's class weights (``train.class_weights`` as numbers, ``balanced`` from the train labels)."""
+
+    classes: list[str] = Field(min_length=2)
+    input_size: int = Field(ge=8)
+    class_weights: list[float] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
 class RunSpec(_Strict):
-    """Everything one run needs: what ``runs/<run_id>/config.yaml`` holds, fully resolved."""
+    """Everything one run needs: what ``runs/<run_id>/config.yaml`` holds, fully resolved.
+
+    ``build`` is filled from the data and the backbone before the run starts
+    (:func:`benchkit.models.grader.resolve_build`).
+    """
 
     run_id: str
     experiment: str
@@ -287,6 +305,7 @@ class RunSpec(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     plugins: list[str] = []
     base_dir: Path = Path(".")
+    build: BuildInputs | None = None
 
 
 # ---------------------------------------------------------------- loading

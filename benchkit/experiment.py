@@ -25,18 +25,21 @@ from benchkit.evaluation.ensembles import EnsemblePlan, plan_ensembles
 from benchkit.evaluation.tta import build_views, tta_label
 from benchkit.results.aggregate import aggregated_table, config_columns, config_labels, summary_views, with_ensembles
 from benchkit.config import ExperimentConfig, RunSpec, dump_yaml, expand_runs, load_experiment
-from benchkit.errors import BenchkitError, ConfigError, OutputError
+from benchkit.errors import BenchkitError, ConfigError, DataError, OutputError
 from benchkit.executors import Executor, LocalExecutor, RunTask
 from benchkit.io import file_lock, folder_write_problem, load_torch, remove_temporary_files, write_text
 from benchkit.results.leaderboard import build_leaderboard, order_columns, rich_table, sort_rows, write_leaderboard
-from benchkit.models.grader import build_model, count_parameters
+from benchkit.models.grader import count_parameters, forget_kept_models, keep_model_for, model_for, resolve_build
 from benchkit.results.plots import try_plots, write_experiment_plots
 from benchkit.progress import RunsInFlight, console, log_console
 from benchkit.registry import import_plugins
-from benchkit.runner import base_row, load_dataset, prepare_dataset, read_run_row, run_dir_of
+from benchkit.data.prepare import load_dataset, prepare_dataset
+from benchkit.runner import base_row, read_run_row, run_dir_of
 
-UNCHECKED_CHANGES = ("experiment", "evaluation.sort_by", "evaluation.reference", "resources", "tracking")
-"""Config keys that do not change a run's results: editing them keeps finished and interrupted runs."""
+UNCHECKED_CHANGES = ("experiment", "evaluation.sort_by", "evaluation.reference", "resources", "tracking",
+                     "build")
+"""Config keys that do not change a run's results: editing them keeps finished and interrupted runs.
+``build`` is derived from the checked keys and the data, and resolved only for the runs that run."""
 
 
 def plan(source: str | Path | Mapping, overrides: Sequence[str] = ()) -> tuple[ExperimentConfig, list[RunSpec]]:
@@ -86,26 +89,37 @@ def default_out_dir(config: ExperimentConfig) -> Path:
     return config.output_dir or Path("results") / config.name
 
 
-def dry_run(runs: list[RunSpec], num_classes: int | None = None) -> Table:
-    """Build every model (architecture only, no weights) and tabulate parameter counts."""
+def dry_run(runs: list[RunSpec]) -> Table:
+    """Build every model (architecture only, no weights) and tabulate parameter counts.
+
+    The class count comes from the data where it can be read, else from ``data.classes``.
+    """
     table = Table(title=f"{len(runs)} run(s)", header_style="bold cyan")
     for col in ("run_id", "backbone", "head", "seed", "params_total", "params_trainable", "weights"):
         table.add_column(col, justify="right" if col.startswith("params") else "left")
     built: dict[str, dict] = {}
     for spec in runs:
-        key = spec.model.model_dump_json()
+        spec = resolve_build(spec, _classes_for_dry_run(spec))
+        key = json.dumps([spec.model.model_dump(mode="json"), spec.build.model_dump(mode="json")])
         if key not in built:
-            arch = spec.model.model_copy(deep=True)
-            arch.backbone.pretrained, arch.backbone.weights = False, None
-            k = num_classes or (spec.data.synthetic.num_classes if spec.data.format == "synthetic"
-                                else len(spec.data.classes or []) or 6)
-            built[key] = count_parameters(build_model(arch, k, spec.data.image_size))
+            built[key] = count_parameters(model_for(spec, weights=False))
         counts = built[key]
         weights = ("local file" if spec.model.backbone.weights else
                    "pretrained" if spec.model.backbone.pretrained else "random init")
         table.add_row(spec.run_id, spec.model.backbone.name, spec.model.head.name, str(spec.seed),
                       f"{counts['total']:,}", f"{counts['trainable']:,}", weights)
     return table
+
+
+def _classes_for_dry_run(spec: RunSpec) -> list[str]:
+    try:
+        return prepare_dataset(spec).classes
+    except DataError as exc:
+        if not spec.data.classes:
+            raise
+        log_console.print(f"[yellow]note:[/] data not read ({exc}); {len(spec.data.classes)} classes "
+                          f"from data.classes")
+        return list(spec.data.classes)
 
 
 def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path, *,
@@ -124,7 +138,8 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
     problem = folder_write_problem(out_dir)
     if problem:
         raise OutputError(f"cannot write the results to {out_dir}: {problem}")
-    check_inputs(pending)
+    executor = executor or LocalExecutor()
+    resolved = {spec.run_id: spec for spec in check_inputs(pending, keep_models=not executor.in_workers)}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "experiment.yaml", dump_yaml(config.model_dump(mode="json")))
     claims: dict[str, ExitStack] = {}
@@ -149,7 +164,7 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
                 continue
             resume = _prepare_resume(spec, run_dir)
             log_console.print(f"[{i}/{len(runs)}] {spec.run_id}" + (" (resuming)" if resume else ""))
-            yield RunTask(spec, out_dir.resolve(), resume=resume, quiet=quiet)
+            yield RunTask(resolved.get(spec.run_id, spec), out_dir.resolve(), resume=resume, quiet=quiet)
 
     def finished(task: RunTask, row: dict) -> None:
         claims.pop(task.spec.run_id).close()
@@ -158,9 +173,9 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
         refresh_leaderboard(config, out_dir)
 
     try:
-        (executor or LocalExecutor()).run(claimed_tasks(), finished,
-                                          display=RunsInFlight(out_dir, total=len(pending), quiet=quiet))
+        executor.run(claimed_tasks(), finished, display=RunsInFlight(out_dir, total=len(pending), quiet=quiet))
     finally:
+        forget_kept_models()
         for held in claims.values():
             held.close()
     frame = refresh_leaderboard(config, out_dir)
@@ -191,38 +206,46 @@ def rebuild_leaderboard(out_dir: Path, evaluation, config_text: str | None,
     return frame, sheets
 
 
-def check_inputs(runs: list[RunSpec]) -> None:
-    """Read every run's data and build every model (weights included) before any training.
+def check_inputs(runs: list[RunSpec], keep_models: bool = False) -> list[RunSpec]:
+    """Read every run's data, resolve its build inputs and build every model (weights included)
+    before any training; return the runs with their build inputs resolved.
 
     Bad data, weights files, backbone or head names and options are raised together as one
     error (exit status 2). Other exceptions are left to the run, which records them as failed.
+    ``keep_models`` keeps each model built here for its run (when the runs execute in this process).
     """
     problems: list[BenchkitError] = []
-    num_classes: dict[str, int | None] = {}
-    built: set[tuple[str, int]] = set()
+    built: set[str] = set()
     notes: set[str] = set()
+    resolved = []
     for spec in runs:
-        data_key = json.dumps([spec.data.model_dump(mode="json"), spec.fold, str(spec.base_dir)])
-        if data_key not in num_classes:
-            num_classes[data_key] = _check_data(spec, problems, notes)
-        classes = num_classes[data_key]
-        if classes is None or (spec.model.model_dump_json(), classes) in built:
-            continue
-        built.add((spec.model.model_dump_json(), classes))
-        try:
-            build_model(spec.model, classes, spec.data.image_size)
-        except BenchkitError as exc:
-            problems.append(type(exc)(f"model {spec.model_name!r}: {exc}"))
-        except Exception:  # a plugin bug: the run itself fails and records the traceback
-            continue
+        dataset = _check_data(spec, problems, notes)
+        if dataset is not None:
+            try:
+                spec = resolve_build(spec, dataset.classes, dataset.splits["train"].labels)
+                key = json.dumps([spec.model.model_dump(mode="json"), spec.build.model_dump(mode="json")])
+                if key not in built:
+                    built.add(key)
+                    if keep_models:
+                        keep_model_for(spec)
+                    else:
+                        model_for(spec)
+            except BenchkitError as exc:
+                problems.append(type(exc)(f"model {spec.model_name!r}: {exc}"))
+            except Exception:  # a plugin bug: the run itself fails and records the traceback
+                pass
+        resolved.append(spec)
     if problems:
+        forget_kept_models()
         messages = list(dict.fromkeys(str(p) for p in problems))
         raise type(problems[0])(messages[0] if len(messages) == 1 else
                                 f"{len(messages)} problems found before training:\n"
                                 + "\n".join(f"- {m}" for m in messages))
+    return resolved
 
 
-def _check_data(spec: RunSpec, problems: list[BenchkitError], notes: set[str]) -> int | None:
+def _check_data(spec: RunSpec, problems: list[BenchkitError], notes: set[str]):
+    """The run's prepared dataset, or None with the problem recorded; the reader's notes said once."""
     try:
         dataset = prepare_dataset(spec)
     except BenchkitError as exc:
@@ -233,7 +256,7 @@ def _check_data(spec: RunSpec, problems: list[BenchkitError], notes: set[str]) -
         if note not in notes:
             notes.add(note)
             log_console.print(f"[yellow]note:[/] {source.root or source.name}: {note}")
-    return dataset.num_classes
+    return dataset
 
 
 def config_changes(spec: RunSpec, run_dir: Path) -> list[str]:

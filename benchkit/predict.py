@@ -20,12 +20,12 @@ import torch
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from benchkit.config import RunSpec
+from benchkit.config import BuildInputs, RunSpec
 from benchkit.data import inputs
 from benchkit.errors import ConfigError, DataError, WeightsError, format_listing
 from benchkit.evaluation.tta import build_views, tta_estimate, tta_label
 from benchkit.io import read_torch_file
-from benchkit.models.grader import GraderModel, build_model
+from benchkit.models.grader import GraderModel, model_for
 from benchkit.progress import TaskProgress
 from benchkit.registry import import_plugins
 from benchkit.training.runtime import Runtime, forward_all
@@ -187,17 +187,17 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> L
     else:
         config_path, weights_path = run_dir / "config.yaml", run_dir / "best.pt"
         spec, checkpoint = _read_run_folder(run_dir, config_path, weights_path)
-    classes = list(checkpoint["classes"])
-    architecture = spec.model.model_copy(deep=True)
-    architecture.backbone.pretrained, architecture.backbone.weights = False, None
-    architecture.backbone.weights_map = None
-    model = build_model(architecture, len(classes))
+    if spec.build is None:  # a run folder written before build inputs were saved with the config
+        spec = spec.model_copy(update={"build": BuildInputs(classes=list(checkpoint["classes"]),
+                                                            input_size=int(checkpoint["input_size"]))})
+    classes = spec.build.classes
+    model = model_for(spec, weights=False)
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as exc:
         raise WeightsError(f"{weights_path}: weights do not fit the model of {config_path}: {exc}") from None
     runtime = Runtime.resolve(spec.train, device=device if device is not None else "auto")
-    return LoadedRun(run_dir, spec, runtime.place(model).eval(), classes, int(checkpoint["input_size"]),
+    return LoadedRun(run_dir, spec, runtime.place(model).eval(), classes, spec.build.input_size,
                      checkpoint["mean"], checkpoint["std"], runtime)
 
 

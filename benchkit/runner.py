@@ -14,27 +14,23 @@ import os
 import platform
 import time
 import traceback
-from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-from benchkit.config import DataConfig, RunSpec, dump_yaml
-from benchkit.data.datasets import Dataset, Split, read_imagefolder, read_roboflow_csv
-from benchkit.data.image_cache import cached_split, resolve_cache_dir
+from benchkit.config import RunSpec, dump_yaml
+from benchkit.data.prepare import cache_dir, decoded_split, prepare_dataset
 from benchkit.training.engine import Engine, monitor_is_max
 from benchkit.training.memory import PeakMemory, describe_out_of_memory, is_out_of_memory
-from benchkit.errors import BenchkitError, DataError
 from benchkit.training.feature_cache import (FeaturePassThrough, feature_cache_applies, feature_sets, head_only,
                                    with_backbone)
-from benchkit.data.decode import ImageArrayDataset, decode_split
+from benchkit.data.decode import ImageArrayDataset
 from benchkit.io import atomic_path, read_json, save_torch, write_json, write_text
 from benchkit.evaluation.prediction_files import prediction_frame
 from benchkit.evaluation.scoring import score_estimates
 from benchkit.evaluation.tta import build_views, tta_estimate, tta_label
-from benchkit.models.grader import GraderModel, build_model, count_parameters
+from benchkit.models.grader import GraderModel, count_parameters, model_for, resolve_build
 from benchkit.results.plots import try_plots, write_run_plots
 from benchkit.progress import RunProgress
 from benchkit.registry import import_plugins
@@ -43,115 +39,6 @@ from benchkit.training.runtime import Runtime
 from benchkit.training.transforms import BatchPreprocessor, build_augmentation
 
 EVAL_SPLITS = ("valid", "test")
-
-
-# ---------------------------------------------------------------- data
-
-def resolve_data_root(data: DataConfig, base_dir: Path) -> Path | None:
-    """``data.root`` if absolute, else relative to the experiment file's folder, else to the current one.
-
-    A root found in neither place resolves beside the experiment file, which the error then names.
-    """
-    if data.root is None:
-        return None
-    if data.root.is_absolute():
-        return data.root
-    beside = base_dir / data.root
-    return data.root if data.root.exists() and not beside.exists() else beside
-
-
-def load_dataset(data: DataConfig, base_dir: Path = Path(".")) -> Dataset:
-    """Read the dataset a data config names (cached per process)."""
-    root = resolve_data_root(data, base_dir)
-    return _load_dataset_cached(data.model_dump_json(), str(root) if root else None)
-
-
-@lru_cache(maxsize=4)
-def _load_dataset_cached(data_json: str, root: str | None) -> Dataset:
-    data = DataConfig.model_validate_json(data_json)
-    if data.format == "synthetic":
-        from benchkit.data.synthetic import make_synthetic_dataset
-        syn = data.synthetic
-        return make_synthetic_dataset(syn.num_classes, {"train": syn.train, "valid": syn.valid,
-                                                        "test": syn.test}, syn.image_size, syn.seed)
-    if data.format == "imagefolder":
-        return read_imagefolder(Path(root), data.classes)
-    return read_roboflow_csv(Path(root), data.classes)
-
-
-def prepare_dataset(spec: RunSpec) -> Dataset:
-    """The run's train/valid/test: official or subject-disjoint split, then the optional slice."""
-    dataset = load_dataset(spec.data, spec.base_dir)
-    if spec.data.split != "official":
-        from benchkit.data.splits import make_splits
-        chosen = make_splits(dataset, spec.data.split, k=spec.data.folds, fold=spec.fold,
-                             fractions=spec.data.holdout_fractions, seed=spec.data.split_seed,
-                             subject_regex=spec.data.subject_regex,
-                             subject_with_label=spec.data.subject_with_label)
-        dataset = chosen[0][1]
-    if spec.data.max_per_split:
-        dataset = Dataset(dataset.name, dataset.classes,
-                          {n: _stratified_slice(s, spec.data.max_per_split, spec.data.split_seed)
-                           for n, s in dataset.splits.items()}, dataset.root)
-    for needed in ("train", "valid"):
-        if needed not in dataset.splits or len(dataset.splits[needed]) == 0:
-            raise DataError(f"dataset {dataset.root or dataset.name}: split {needed!r} is missing or empty")
-    if len(dataset.splits["train"]) == 1:
-        raise DataError(f"dataset {dataset.root or dataset.name}: split 'train' has a single image; training "
-                        f"needs at least 2 (BatchNorm cannot normalise one)")
-    _check_label_coverage(dataset)
-    return dataset
-
-
-def _stratified_slice(split: Split, limit: int, seed: int) -> Split:
-    if len(split) <= limit:
-        return split
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(split))
-    by_class = [order[split.labels[order] == k] for k in np.unique(split.labels)]
-    picked = [idx for group in _round_robin(by_class) for idx in group][:limit]
-    return split.subset(sorted(picked))
-
-
-def _round_robin(groups):
-    """Interleave index arrays class by class: [[a0], [b0], [a1], [b1], ...]."""
-    longest = max(len(g) for g in groups)
-    for i in range(longest):
-        yield [g[i] for g in groups if i < len(g)]
-
-
-def _check_label_coverage(dataset: Dataset) -> None:
-    train_levels = set(dataset.splits["train"].labels.tolist())
-    for name, split in dataset.splits.items():
-        missing = sorted(set(split.labels.tolist()) - train_levels)
-        if missing:
-            names = [dataset.classes[k] for k in missing]
-            raise DataError(f"classes {names} occur in split {name!r} but not in train: a model "
-                            f"cannot learn them (check the labels or the split)")
-
-
-_DECODED: dict = {}
-
-
-def decoded_split(spec: RunSpec, dataset: Dataset, split_name: str, size: int) -> np.ndarray:
-    """The split's images as uint8 arrays at ``size``, decoded once per process.
-
-    Image files go through the disk cache (memory-mapped, decoded once per file content and size)
-    when ``data.cache`` is on; synthetic images are drawn in memory.
-    """
-    split = dataset.splits[split_name]
-    key = (dataset.name, str(dataset.root), split_name, tuple(split.ids), size, spec.data.cache)
-    if key not in _DECODED:
-        if spec.data.cache and split.paths is not None:
-            _DECODED[key] = cached_split(split, size, cache_dir(spec))
-        else:
-            _DECODED[key] = decode_split(split, size)
-    return _DECODED[key]
-
-
-def cache_dir(spec: RunSpec) -> Path:
-    """Where the run's decoded images and frozen-backbone features are cached."""
-    return resolve_cache_dir(spec.data.cache_dir, spec.base_dir)
 
 
 # ---------------------------------------------------------------- one run
@@ -237,10 +124,12 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, runtime: Runtime, quiet: b
                         tracker: RunTracker | None = None) -> dict:
     import_plugins(spec.plugins, spec.base_dir)
     dataset = prepare_dataset(spec)
-    num_classes = dataset.num_classes
-    torch.manual_seed(spec.seed)
-    model = build_model(spec.model, num_classes, spec.data.image_size)
-    size = spec.data.image_size or model.backbone.input_size
+    if spec.build is None:  # not resolved by an experiment's input check
+        spec = resolve_build(spec, dataset.classes, dataset.splits["train"].labels)
+        write_text(run_dir / "config.yaml", dump_yaml(spec.model_dump(mode="json")))
+    build = spec.build
+    num_classes, size = build.num_classes, build.input_size
+    model = model_for(spec)
     counts = count_parameters(model)
     augmentation = build_augmentation(spec.train.augmentation, size)
     preprocessor = BatchPreprocessor(augmentation, model.backbone.mean, model.backbone.std)
@@ -253,7 +142,7 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, runtime: Runtime, quiet: b
                             {n: s.labels for n, s in sets.items()},
                             cache_dir(spec) if spec.data.cache else None, runtime)
         trained, engine_prep = head_only(model), FeaturePassThrough()
-    class_weights = _class_weights(spec, dataset.splits["train"].labels, num_classes)
+    class_weights = torch.tensor(build.class_weights, dtype=torch.float32) if build.class_weights else None
     monitor = spec.train.early_stopping.monitor
     maximize = monitor_is_max(monitor, spec.train.early_stopping.mode)
     with RunProgress(spec.run_id, spec.train.epochs, monitor, quiet, maximize=maximize) as progress:
@@ -319,19 +208,6 @@ def _weights_skipped(report: dict | None) -> dict:
     if report is None:
         return {}
     return {"weights_skipped": len(report["missing"]) + len(report["unexpected"]) + len(report["mismatched"])}
-
-
-def _class_weights(spec: RunSpec, labels: np.ndarray, num_classes: int) -> torch.Tensor | None:
-    choice = spec.train.class_weights
-    if choice == "none":
-        return None
-    if choice == "balanced":
-        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-        weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
-        return torch.tensor(weights, dtype=torch.float32)
-    if len(choice) != num_classes:
-        raise BenchkitError(f"train.class_weights has {len(choice)} values for {num_classes} classes")
-    return torch.tensor(choice, dtype=torch.float32)
 
 
 def environment(runtime: Runtime) -> dict:

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 import benchkit.backbones  # noqa: F401  (registers the first-party backbones)
-from benchkit import runner
 from benchkit.training import feature_cache
 from benchkit.config import expand_runs, validate_experiment
-from benchkit.runner import execute_run, prepare_dataset
+from benchkit.data.prepare import decoded_split, prepare_dataset
+from benchkit.runner import execute_run
 
 from _bench import Figure, timed
 
@@ -59,7 +59,7 @@ def heads_comparison(root: Path, cache_dir: Path, per_split: int, epochs: int, s
         spec = expand_runs(validate_experiment(uncached_raw))[0]
         dataset = prepare_dataset(spec)
         for name in dataset.splits:  # the image cache is built before either side is timed
-            runner.decoded_split(spec, dataset, name, size)
+            decoded_split(spec, dataset, name, size)
         uncached_s, uncached = _runs(uncached_raw, work / "uncached")
         shutil.rmtree(cache_dir / "features", ignore_errors=True)
         feature_cache.clear_memory()

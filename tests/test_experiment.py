@@ -106,6 +106,27 @@ def test_same_seed_gives_identical_metrics(tmp_path, finished):
     pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
 
 
+def test_the_dataset_and_each_model_are_built_once_per_run(tmp_path, monkeypatch):
+    """The input check's prepared dataset and model (drawn from the run's seed) are the run's own."""
+    import benchkit.models.grader as grader
+    from benchkit.data import prepare
+    from benchkit.executors import RunTask, execute_task
+    from benchkit.experiment import plan
+    builds = []
+    real = grader.build_model
+    monkeypatch.setattr(grader, "build_model", lambda *a, **k: builds.append(a[0].backbone.name) or real(*a, **k))
+    prepare._prepared.cache_clear()
+    path = small_experiment(tmp_path, seeds=[0, 1])
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert builds == ["tiny_cnn", "tiny_cnn"] and prepare._prepared.cache_info().misses == 1
+    board = pd.read_csv(tmp_path / "out" / "leaderboard.csv").set_index("run_id")
+    _, runs = plan(path)
+    row = execute_task(RunTask(runs[0], tmp_path / "direct", quiet=True))  # builds its own model
+    assert len(builds) == 3
+    for column in ("test_mae", "test_qwk", "valid_mae", "best_epoch"):
+        assert row[column] == board.loc[runs[0].run_id, column]
+
+
 def test_rerun_skips_finished_runs(finished, tmp_path, capsys):
     """``benchkit run`` again on the same output folder trains none of the finished runs (the failed ones are
     tried again)."""

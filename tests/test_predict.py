@@ -11,7 +11,7 @@ from PIL import Image
 import benchkit
 from benchkit.cli import main
 from benchkit.config import RunSpec
-from benchkit.runner import prepare_dataset
+from benchkit.data.prepare import prepare_dataset
 from conftest import small_experiment
 
 MODELS = [{"backbone": "tiny_cnn", "head": "regression"}, {"backbone": "tiny_cnn", "head": "softmax"}]
@@ -170,3 +170,40 @@ def test_every_bad_predict_argument_is_reported(tmp_path, capsys):
                  "missing.png: no such file", f"{tmp_path / 'folder'}: a folder without image files",
                  "notes.png: not a readable image"]:
         assert word in err, (word, err)
+
+
+def _write_test_images(run_dir, folder) -> list:
+    spec = RunSpec.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    split = prepare_dataset(spec).splits["test"]
+    folder.mkdir()
+    paths = []
+    for i, image_id in enumerate(split.ids):
+        paths.append(folder / image_id.replace("/", "_"))
+        split.load_image(i).save(paths[-1], format="PNG")
+    return paths
+
+
+def test_a_maxvit_run_trained_at_64px_predicts_its_own_test_images(tmp_path, capsys):
+    """The README smoke recipe's shape: MaxViT-T at 64 px (partition size 2), random init, one epoch."""
+    data = {"format": "synthetic", "image_size": 64, "max_per_split": 8,
+            "synthetic": {"num_classes": 4, "train": 8, "valid": 8, "test": 8, "image_size": 64}}
+    models = [{"backbone": {"name": "maxvit_t", "pretrained": False}, "head": {"name": "regression"}}]
+    train = {"epochs": 1, "batch_size": 8, "augmentation": "none", "ema": {"enabled": False}}
+    path = small_experiment(tmp_path, models=models, data=data, train=train)
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    run_dir = out / "runs" / "maxvit_t-regression__s0"
+    saved = RunSpec.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    assert saved.build.input_size == 64 and saved.build.classes == [f"LEVEL_{k}" for k in range(4)]
+    run = benchkit.load_run(run_dir, device="cpu")
+    assert run.input_size == 64
+    paths = _write_test_images(run_dir, tmp_path / "images")
+    expected = _expected(run_dir)
+    results = run.predict_files(paths)
+    assert len(results) == len(expected) == 8
+    for item in results:
+        row = expected.loc[item["image"].rsplit("/", 1)[-1]]
+        assert item["level"] == row.pred and item["score"] == pytest.approx(row.score, abs=1e-5)
+    capsys.readouterr()
+    assert main(["predict", "--run", str(run_dir), str(paths[0]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["level"] == expected.loc[paths[0].name].pred

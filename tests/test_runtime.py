@@ -11,7 +11,7 @@ from benchkit import load_run
 from benchkit.cli import main
 from benchkit.config import RunSpec, TrainConfig
 from benchkit.data.decode import ImageArrayDataset
-from benchkit.runner import decoded_split, prepare_dataset
+from benchkit.data.prepare import decoded_split, prepare_dataset
 from benchkit.training.engine import Engine
 from benchkit.training.feature_cache import FeaturePassThrough, clear_memory, feature_sets, head_only
 from benchkit.training.runtime import Runtime, forward_all

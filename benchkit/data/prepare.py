@@ -1,0 +1,136 @@
+"""A run's data, ready to train on: the dataset read, split, sliced and decoded once per process.
+
+``prepare_dataset(spec)`` reads the dataset the run's ``data`` section names, applies the
+subject-disjoint split and the optional stratified slice, and checks that every split's classes
+occur in train. The input check of an experiment and the run itself ask for the same prepared
+dataset, which is built once per process; ``decoded_split`` decodes each split once per size.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from benchkit.config import DataConfig
+from benchkit.data.datasets import Dataset, Split, read_imagefolder, read_roboflow_csv
+from benchkit.data.decode import decode_split
+from benchkit.data.image_cache import cached_split, resolve_cache_dir
+from benchkit.errors import DataError
+
+
+def resolve_data_root(data: DataConfig, base_dir: Path) -> Path | None:
+    """``data.root`` if absolute, else relative to the experiment file's folder, else to the current one.
+
+    A root found in neither place resolves beside the experiment file, which the error then names.
+    """
+    if data.root is None:
+        return None
+    if data.root.is_absolute():
+        return data.root
+    beside = base_dir / data.root
+    return data.root if data.root.exists() and not beside.exists() else beside
+
+
+def load_dataset(data: DataConfig, base_dir: Path = Path(".")) -> Dataset:
+    """Read the dataset a data config names (cached per process)."""
+    root = resolve_data_root(data, base_dir)
+    return _load_dataset_cached(data.model_dump_json(), str(root) if root else None)
+
+
+@lru_cache(maxsize=4)
+def _load_dataset_cached(data_json: str, root: str | None) -> Dataset:
+    data = DataConfig.model_validate_json(data_json)
+    if data.format == "synthetic":
+        from benchkit.data.synthetic import make_synthetic_dataset
+        syn = data.synthetic
+        return make_synthetic_dataset(syn.num_classes, {"train": syn.train, "valid": syn.valid,
+                                                        "test": syn.test}, syn.image_size, syn.seed)
+    if data.format == "imagefolder":
+        return read_imagefolder(Path(root), data.classes)
+    return read_roboflow_csv(Path(root), data.classes)
+
+
+def prepare_dataset(spec) -> Dataset:
+    """The run's train/valid/test: official or subject-disjoint split, then the optional slice.
+
+    ``spec`` is a run (its ``data``, ``fold`` and ``base_dir``); the result is built once per process.
+    """
+    root = resolve_data_root(spec.data, spec.base_dir)
+    return _prepared(spec.data.model_dump_json(), spec.fold, str(spec.base_dir), str(root))
+
+
+@lru_cache(maxsize=8)
+def _prepared(data_json: str, fold: int | None, base_dir: str, root: str) -> Dataset:
+    data = DataConfig.model_validate_json(data_json)
+    dataset = load_dataset(data, Path(base_dir))
+    if data.split != "official":
+        from benchkit.data.splits import make_splits
+        chosen = make_splits(dataset, data.split, k=data.folds, fold=fold,
+                             fractions=data.holdout_fractions, seed=data.split_seed,
+                             subject_regex=data.subject_regex, subject_with_label=data.subject_with_label)
+        dataset = chosen[0][1]
+    if data.max_per_split:
+        dataset = Dataset(dataset.name, dataset.classes,
+                          {n: _stratified_slice(s, data.max_per_split, data.split_seed)
+                           for n, s in dataset.splits.items()}, dataset.root)
+    for needed in ("train", "valid"):
+        if needed not in dataset.splits or len(dataset.splits[needed]) == 0:
+            raise DataError(f"dataset {dataset.root or dataset.name}: split {needed!r} is missing or empty")
+    if len(dataset.splits["train"]) == 1:
+        raise DataError(f"dataset {dataset.root or dataset.name}: split 'train' has a single image; training "
+                        f"needs at least 2 (BatchNorm cannot normalise one)")
+    _check_label_coverage(dataset)
+    return dataset
+
+
+def _stratified_slice(split: Split, limit: int, seed: int) -> Split:
+    if len(split) <= limit:
+        return split
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(split))
+    by_class = [order[split.labels[order] == k] for k in np.unique(split.labels)]
+    picked = [idx for group in _round_robin(by_class) for idx in group][:limit]
+    return split.subset(sorted(picked))
+
+
+def _round_robin(groups):
+    """Interleave index arrays class by class: [[a0], [b0], [a1], [b1], ...]."""
+    longest = max(len(g) for g in groups)
+    for i in range(longest):
+        yield [g[i] for g in groups if i < len(g)]
+
+
+def _check_label_coverage(dataset: Dataset) -> None:
+    train_levels = set(dataset.splits["train"].labels.tolist())
+    for name, split in dataset.splits.items():
+        missing = sorted(set(split.labels.tolist()) - train_levels)
+        if missing:
+            names = [dataset.classes[k] for k in missing]
+            raise DataError(f"classes {names} occur in split {name!r} but not in train: a model "
+                            f"cannot learn them (check the labels or the split)")
+
+
+_DECODED: dict = {}
+
+
+def decoded_split(spec, dataset: Dataset, split_name: str, size: int) -> np.ndarray:
+    """The split's images as uint8 arrays at ``size``, decoded once per process.
+
+    Image files go through the disk cache (memory-mapped, decoded once per file content and size)
+    when ``data.cache`` is on; synthetic images are drawn in memory.
+    """
+    split = dataset.splits[split_name]
+    key = (dataset.name, str(dataset.root), split_name, tuple(split.ids), size, spec.data.cache)
+    if key not in _DECODED:
+        if spec.data.cache and split.paths is not None:
+            _DECODED[key] = cached_split(split, size, cache_dir(spec))
+        else:
+            _DECODED[key] = decode_split(split, size)
+    return _DECODED[key]
+
+
+def cache_dir(spec) -> Path:
+    """Where the run's decoded images and frozen-backbone features are cached."""
+    return resolve_cache_dir(spec.data.cache_dir, spec.base_dir)
