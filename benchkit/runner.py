@@ -142,12 +142,10 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, runtime: Runtime, quiet: b
                             {n: s.labels for n, s in sets.items()},
                             cache_dir(spec) if spec.data.cache else None, runtime)
         trained, engine_prep = head_only(model), FeaturePassThrough()
-    class_weights = torch.tensor(build.class_weights, dtype=torch.float32) if build.class_weights else None
     monitor = spec.train.early_stopping.monitor
     maximize = monitor_is_max(monitor, spec.train.early_stopping.mode)
     with RunProgress(spec.run_id, spec.train.epochs, monitor, quiet, maximize=maximize) as progress:
         engine = Engine(trained, engine_prep, spec.train, num_classes, runtime=runtime,
-                        class_weights=class_weights,
                         on_epoch=_chain(progress.epoch, tracker and tracker.epoch),
                         on_step=progress.step, on_resume=progress.resumed)
         result = engine.fit(sets["train"], sets["valid"], spec.seed,

@@ -7,37 +7,29 @@ mean absolute error of the levels (``mae``) on the validation outputs it is give
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
 
 from benchkit.models.head import Prediction
-from ._common import check_choice, check_number, probs_from_cumulative
+from benchkit.evaluation.metrics import quadratic_weighted_kappa
+from benchkit.models.options import check_choice, check_number
+
+from ._common import probs_from_cumulative
 
 CALIBRATE_METRICS = ("qwk", "mae")
 _MAX_CANDIDATES = 256
 _MAX_SWEEPS = 20
 
 
-def quadratic_weighted_kappa(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
-    """Cohen's kappa with quadratic weights (0 when both raters use a single class)."""
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
-    observed = np.bincount(y_true * num_classes + y_pred,
-                           minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-    levels = np.arange(num_classes)
-    weights = (levels[:, None] - levels[None, :]) ** 2
-    expected = np.outer(observed.sum(1), observed.sum(0)) / max(len(y_true), 1)
-    denominator = (weights * expected).sum()
-    if denominator <= 0:
-        return 0.0
-    return float(1.0 - (weights * observed).sum() / denominator)
-
-
 def decoding_quality(metric: str, y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
-    """Higher is better: QWK, or minus the mean absolute level error."""
+    """Higher is better: QWK (:func:`benchkit.evaluation.metrics.quadratic_weighted_kappa`, 0 where it is
+    undefined: both raters use a single class), or minus the mean absolute level error."""
     if metric == "qwk":
-        return quadratic_weighted_kappa(y_true, y_pred, num_classes)
+        kappa = quadratic_weighted_kappa(y_true, y_pred, num_classes)
+        return 0.0 if math.isnan(kappa) else kappa
     return -float(np.abs(np.asarray(y_true) - np.asarray(y_pred)).mean())
 
 

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchkit.models.head import Estimate, Head, Prediction
+from benchkit.models.options import check_choice
 from benchkit.registry import register_head
-from ._common import (categorical_decodings, check_choice, check_dropout, check_targets,
-                           inverse_softplus, weighted_mean)
+from ._common import categorical_decodings, inverse_softplus
 
 LINKS = ("logit", "probit")
 _MIN_GAP = 1e-12
@@ -38,11 +38,8 @@ class CumulativeLinkHead(Head):
 
     def __init__(self, in_features: int, num_classes: int, link: str = "logit",
                  decode: str = "argmax", dropout: float = 0.0):
-        super().__init__(in_features, num_classes)
+        super().__init__(in_features, num_classes, outputs=1, bias=False, dropout=dropout, decode=decode)
         self.link = check_choice("link", link, LINKS)
-        self.decode = check_choice("decode", decode, self.decodings)
-        self.dropout = nn.Dropout(check_dropout(dropout))
-        self.linear = nn.Linear(in_features, 1, bias=False)
         self.first_cut = nn.Parameter(torch.tensor(-(num_classes - 2) / 2.0))
         self.cut_gaps = nn.Parameter(torch.full((num_classes - 2,), inverse_softplus(1.0)))
 
@@ -59,9 +56,7 @@ class CumulativeLinkHead(Head):
         z = outputs.float()
         return torch.sigmoid(z) if self.link == "logit" else torch.special.ndtr(z)
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
-             class_weights: torch.Tensor | None = None) -> torch.Tensor:
-        targets = check_targets(targets, self.num_classes)
+    def sample_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         z = outputs.float()
         last = self.num_classes - 1
         upper = z.gather(1, targets.clamp(max=last - 1)[:, None])[:, 0]
@@ -76,7 +71,7 @@ class CumulativeLinkHead(Head):
             log_low = torch.special.log_ndtr(torch.where(flip, -upper, lower))
             log_middle = log_high + _log1mexp(log_high - log_low)
         log_prob = torch.where(targets == 0, log_first, torch.where(targets == last, log_last, log_middle))
-        return weighted_mean(-log_prob, targets, class_weights, self.num_classes)
+        return -log_prob
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         """K class probabilities ``F(z_k) - F(z_{k-1})``."""

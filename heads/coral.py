@@ -15,8 +15,7 @@ from torch import nn
 from benchkit.models.head import Estimate, Head, Prediction
 from benchkit.registry import register_head
 from ._calibration import ThresholdDecoder, threshold_decodings
-from ._common import (check_choice, check_dropout, check_targets,
-                           inverse_softplus, weighted_mean)
+from ._common import inverse_softplus
 
 
 @register_head("coral")
@@ -36,10 +35,7 @@ class CoralHead(Head):
 
     def __init__(self, in_features: int, num_classes: int, threshold: float = 0.5,
                  decode: str = "threshold", calibrate_metric: str = "qwk", dropout: float = 0.0):
-        super().__init__(in_features, num_classes)
-        self.decode = check_choice("decode", decode, self.decodings)
-        self.dropout = nn.Dropout(check_dropout(dropout))
-        self.linear = nn.Linear(in_features, 1, bias=False)
+        super().__init__(in_features, num_classes, outputs=1, bias=False, dropout=dropout, decode=decode)
         gap = 1.0 / (num_classes - 1)
         self.first_bias = nn.Parameter(torch.tensor(1.0))
         self.bias_gaps = nn.Parameter(torch.full((num_classes - 2,), inverse_softplus(gap)))
@@ -53,14 +49,11 @@ class CoralHead(Head):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(self.dropout(features)) + self.biases()
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
-             class_weights: torch.Tensor | None = None) -> torch.Tensor:
-        targets = check_targets(targets, self.num_classes)
+    def sample_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = outputs.float()
         ranks = torch.arange(self.num_classes - 1, device=logits.device)
         exceeds = (targets[:, None] > ranks).float()
-        per_sample = -(F.logsigmoid(logits) * exceeds + F.logsigmoid(-logits) * (1 - exceeds)).sum(1)
-        return weighted_mean(per_sample, targets, class_weights, self.num_classes)
+        return -(F.logsigmoid(logits) * exceeds + F.logsigmoid(-logits) * (1 - exceeds)).sum(1)
 
     def estimate(self, outputs: torch.Tensor) -> Estimate:
         return {"exceedance": torch.sigmoid(outputs.float())}

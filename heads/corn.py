@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from benchkit.models.head import Estimate, Head, Prediction
+from benchkit.models.head import Estimate, Head, Prediction, check_targets
 from benchkit.registry import register_head
 from ._calibration import ThresholdDecoder, threshold_decodings
-from ._common import check_choice, check_dropout, check_targets, sample_weights
 
 
 @register_head("corn")
@@ -34,24 +32,18 @@ class CornHead(Head):
 
     def __init__(self, in_features: int, num_classes: int, threshold: float = 0.5,
                  decode: str = "threshold", calibrate_metric: str = "qwk", dropout: float = 0.0):
-        super().__init__(in_features, num_classes)
-        self.decode = check_choice("decode", decode, self.decodings)
-        self.dropout = nn.Dropout(check_dropout(dropout))
-        self.linear = nn.Linear(in_features, num_classes - 1)
+        super().__init__(in_features, num_classes, outputs=num_classes - 1, dropout=dropout, decode=decode)
         self.decoder = ThresholdDecoder(num_classes, threshold, calibrate_metric)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.dropout(features))
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
-             class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, weighted: bool = True) -> torch.Tensor:
+        """Summed over the tasks' conditional subsets, divided by their total (weighted) size."""
         targets = check_targets(targets, self.num_classes)
         logits = outputs.float()
         ranks = torch.arange(self.num_classes - 1, device=logits.device)
         in_task = (targets[:, None] >= ranks).float()
         exceeds = (targets[:, None] > ranks).float()
         per_entry = -(F.logsigmoid(logits) * exceeds + F.logsigmoid(-logits) * (1 - exceeds))
-        weights = sample_weights(targets, class_weights, self.num_classes, logits.device)
+        weights = self.sample_weights(targets) if weighted else None
         if weights is not None:
             in_task = in_task * weights[:, None]
         return (per_entry * in_task).sum() / in_task.sum().clamp_min(torch.finfo(torch.float32).tiny)

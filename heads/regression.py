@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from benchkit.models.head import Estimate, Head, Prediction
+from benchkit.models.options import check_choice, check_number
 from benchkit.registry import register_head
 from ._calibration import CALIBRATE_METRICS, CutPointDecoder
-from ._common import check_choice, check_dropout, check_number, check_targets, weighted_mean
 
 LOSSES = ("l1", "mse", "huber")
 
@@ -29,21 +28,13 @@ class RegressionHead(Head):
 
     def __init__(self, in_features: int, num_classes: int, loss: str = "l1", huber_delta: float = 0.1,
                  decode: str = "round", calibrate_metric: str = "qwk", dropout: float = 0.0):
-        super().__init__(in_features, num_classes)
+        super().__init__(in_features, num_classes, outputs=1, dropout=dropout, decode=decode)
         self.loss_name = check_choice("loss", loss, LOSSES)
         self.huber_delta = check_number("huber_delta", huber_delta, low=0.0, low_open=True)
-        self.decode = check_choice("decode", decode, self.decodings)
-        self.dropout = nn.Dropout(check_dropout(dropout))
-        self.linear = nn.Linear(in_features, 1)
         self.decoder = CutPointDecoder(num_classes, check_choice("calibrate_metric", calibrate_metric,
                                                                  CALIBRATE_METRICS))
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.dropout(features))
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
-             class_weights: torch.Tensor | None = None) -> torch.Tensor:
-        targets = check_targets(targets, self.num_classes)
+    def sample_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         predicted = torch.sigmoid(outputs.float().reshape(-1))
         wanted = targets.float() / (self.num_classes - 1)
         if self.loss_name == "l1":
@@ -52,7 +43,7 @@ class RegressionHead(Head):
             per_sample = (predicted - wanted) ** 2
         else:
             per_sample = F.huber_loss(predicted, wanted, reduction="none", delta=self.huber_delta)
-        return weighted_mean(per_sample, targets, class_weights, self.num_classes)
+        return per_sample
 
     def scores(self, outputs: torch.Tensor) -> torch.Tensor:
         """The continuous level estimate ``sigmoid(output) * (K-1)``."""

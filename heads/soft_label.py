@@ -26,12 +26,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from benchkit.models.head import Estimate, Head, Prediction
+from benchkit.models.options import check_choice, check_number
 from benchkit.registry import register_head
-from ._common import (categorical_decodings, check_choice, check_dropout, check_number,
-                           check_targets, weighted_mean)
+from ._common import categorical_decodings
 
 SOFT_TARGETS = ("binomial", "poisson", "exponential", "triangular")
 _PARAMETER_OF = {"poisson": "tau", "exponential": "tau", "triangular": "alpha"}
@@ -53,7 +52,7 @@ class SoftLabelHead(Head):
     def __init__(self, in_features: int, num_classes: int, soft: str = "binomial",
                  tau: float | None = None, alpha: float | None = None, eta: float = 1.0,
                  label_smoothing: float = 0.0, decode: str = "argmax", dropout: float = 0.0):
-        super().__init__(in_features, num_classes)
+        super().__init__(in_features, num_classes, outputs=num_classes, dropout=dropout, decode=decode)
         self.soft = check_choice("soft", soft, SOFT_TARGETS)
         for name, value in (("tau", tau), ("alpha", alpha)):
             if value is not None and _PARAMETER_OF.get(soft) != name:
@@ -63,25 +62,16 @@ class SoftLabelHead(Head):
         tau = check_number("tau", 1.0 if tau is None else tau, low=0.0, low_open=True)
         alpha = check_number("alpha", 0.01 if alpha is None else alpha, low=0.0, high=0.2, low_open=True)
         eta = check_number("eta", eta, low=0.0, high=1.0, low_open=True)
-        self.decode = check_choice("decode", decode, self.decodings)
-        self.dropout = nn.Dropout(check_dropout(dropout))
-        self.linear = nn.Linear(in_features, num_classes)
         smoothing = check_number("label_smoothing", label_smoothing, low=0.0, high=1.0, high_open=True)
         targets = (1 - eta) * torch.eye(num_classes, dtype=torch.float64) + eta * soft_targets(
             soft, num_classes, tau=tau, alpha=alpha)
         targets = (1 - smoothing) * targets + smoothing / num_classes
         self.register_buffer("targets", targets.float(), persistent=False)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.dropout(features))
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
-             class_weights: torch.Tensor | None = None) -> torch.Tensor:
-        targets = check_targets(targets, self.num_classes)
+    def sample_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         log_probs = F.log_softmax(outputs.float(), dim=1)
         wanted = self.targets.to(log_probs.device)[targets]
-        per_sample = -(wanted * log_probs).sum(1)
-        return weighted_mean(per_sample, targets, class_weights, self.num_classes)
+        return -(wanted * log_probs).sum(1)
 
     def estimate(self, outputs: torch.Tensor) -> Estimate:
         return {"probs": torch.softmax(outputs.float(), dim=1)}

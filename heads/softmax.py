@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from benchkit.models.head import Estimate, Head, Prediction
+from benchkit.models.options import check_number
 from benchkit.registry import register_head
-from ._common import (categorical_decodings, check_choice, check_dropout, check_number,
-                           check_targets, weighted_mean)
+from ._common import categorical_decodings
 
 
 @register_head("softmax")
@@ -25,22 +24,12 @@ class SoftmaxHead(Head):
 
     def __init__(self, in_features: int, num_classes: int, label_smoothing: float = 0.0,
                  decode: str = "argmax", dropout: float = 0.0):
-        super().__init__(in_features, num_classes)
+        super().__init__(in_features, num_classes, outputs=num_classes, dropout=dropout, decode=decode)
         self.label_smoothing = check_number("label_smoothing", label_smoothing, low=0.0, high=1.0,
                                             high_open=True)
-        self.decode = check_choice("decode", decode, self.decodings)
-        self.dropout = nn.Dropout(check_dropout(dropout))
-        self.linear = nn.Linear(in_features, num_classes)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.dropout(features))
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
-             class_weights: torch.Tensor | None = None) -> torch.Tensor:
-        targets = check_targets(targets, self.num_classes)
-        per_sample = F.cross_entropy(outputs.float(), targets, reduction="none",
-                                     label_smoothing=self.label_smoothing)
-        return weighted_mean(per_sample, targets, class_weights, self.num_classes)
+    def sample_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs.float(), targets, reduction="none", label_smoothing=self.label_smoothing)
 
     def estimate(self, outputs: torch.Tensor) -> Estimate:
         return {"probs": torch.softmax(outputs.float(), dim=1)}

@@ -127,6 +127,28 @@ def test_the_dataset_and_each_model_are_built_once_per_run(tmp_path, monkeypatch
         assert row[column] == board.loc[runs[0].run_id, column]
 
 
+def test_class_weights_are_resolved_before_the_run_and_set_once_on_the_head(tmp_path):
+    from benchkit.data.prepare import prepare_dataset
+    from benchkit.errors import ConfigError
+    from benchkit.experiment import plan
+    from benchkit.models.grader import model_for, resolve_build
+    _, runs = plan(small_experiment(tmp_path, train={"class_weights": [1.0, 2.0, 3.0, 4.0]}))
+    dataset = prepare_dataset(runs[0])
+    spec = resolve_build(runs[0], dataset.classes, dataset.splits["train"].labels)
+    assert spec.build.class_weights == [1.0, 2.0, 3.0, 4.0] and spec.build.input_size == 32
+    model = model_for(spec)
+    assert model.head.class_weights.tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert not any("class_weights" in key for key in model.state_dict())
+    labels = dataset.splits["train"].labels[:-5]  # unbalanced levels
+    balanced = resolve_build(runs[0].model_copy(update={"train": runs[0].train.model_copy(
+        update={"class_weights": "balanced"})}), dataset.classes, labels).build.class_weights
+    counts = [int((labels == k).sum()) for k in range(4)]
+    assert balanced == pytest.approx([len(labels) / (4 * c) for c in counts])
+    with pytest.raises(ConfigError, match="train.class_weights has 2 values for 4 classes"):
+        resolve_build(runs[0].model_copy(update={"train": runs[0].train.model_copy(
+            update={"class_weights": [1.0, 2.0]})}), dataset.classes, labels)
+
+
 def test_rerun_skips_finished_runs(finished, tmp_path, capsys):
     """``benchkit run`` again on the same output folder trains none of the finished runs (the failed ones are
     tried again)."""

@@ -15,12 +15,22 @@ from benchkit.errors import ConfigError
 from benchkit.models.head import Head, Prediction, generic_decodings, mean_estimate
 from benchkit.models.grader import create_head
 from benchkit.registry import HEADS
-from benchkit.heads._calibration import fit_cut_points, quadratic_weighted_kappa
+from benchkit.evaluation.metrics import quadratic_weighted_kappa
+from benchkit.heads._calibration import fit_cut_points
 from benchkit.heads._common import inverse_softplus
 from benchkit.heads.soft_label import SOFT_TARGETS, soft_targets
 
 HEAD_NAMES = HEADS.names()
 FIRST_PARTY = ["clm", "coral", "corn", "regression", "soft_label", "softmax"]
+
+
+def weighted_loss(head: Head, outputs: torch.Tensor, targets: torch.Tensor, weights) -> torch.Tensor:
+    """The head's training loss with ``weights`` set as its class weights (then unset again)."""
+    head.set_class_weights(weights)
+    try:
+        return head.loss(outputs, targets)
+    finally:
+        head.set_class_weights(None)
 
 
 def _sp(x: float) -> float:
@@ -156,8 +166,8 @@ def test_bfloat16_autocast_with_large_features(name):
     x, y = _batch(6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = head(x * 1e3)
-        loss_inside = head.loss(out, y, torch.linspace(0.5, 2, 6))
-    loss = head.loss(out.float(), y, torch.linspace(0.5, 2, 6))
+        loss_inside = weighted_loss(head, out, y, torch.linspace(0.5, 2, 6))
+    loss = weighted_loss(head, out.float(), y, torch.linspace(0.5, 2, 6))
     assert torch.isfinite(loss_inside) and torch.isfinite(loss)
     assert loss.dtype == torch.float32
     loss.backward()
@@ -174,7 +184,7 @@ def test_float16_huge_logits_keep_loss_and_gradient_finite(name):
     width = head(x).shape[1]
     signs = torch.where(torch.rand(len(x), width, generator=torch.Generator().manual_seed(1)) > 0.5, 1.0, -1.0)
     out = (signs * 1e4).half().requires_grad_()
-    loss = head.loss(out, y, torch.linspace(0.5, 2, k))
+    loss = weighted_loss(head, out, y, torch.linspace(0.5, 2, k))
     assert torch.isfinite(loss)
     loss.backward()
     assert torch.isfinite(out.grad).all()
@@ -192,12 +202,16 @@ def test_class_weights_weight_samples_by_true_class(name):
     with torch.no_grad():
         out = head(x * 2)
     plain = head.loss(out, y)
-    torch.testing.assert_close(head.loss(out, y, torch.ones(k)), plain)
-    torch.testing.assert_close(head.loss(out, y, torch.full((k,), 3.0)), plain)
-    weighted = head.loss(out, y, torch.tensor([1.0, 5.0, 0.2, 2.0, 0.5]))
+    torch.testing.assert_close(weighted_loss(head, out, y, torch.ones(k)), plain)
+    torch.testing.assert_close(weighted_loss(head, out, y, torch.full((k,), 3.0)), plain)
+    weighted = weighted_loss(head, out, y, torch.tensor([1.0, 5.0, 0.2, 2.0, 0.5]))
     assert torch.isfinite(weighted) and abs(float(weighted - plain)) > 1e-4
     with pytest.raises(ValueError, match="class_weights has 3 values for 5 classes"):
-        head.loss(out, y, torch.ones(3))
+        weighted_loss(head, out, y, torch.ones(3))
+    head.set_class_weights([1.0, 5.0, 0.2, 2.0, 0.5])  # set once, used by every training loss
+    torch.testing.assert_close(head.loss(out, y), weighted)
+    torch.testing.assert_close(head.loss(out, y, weighted=False), plain)  # validation losses
+    assert "class_weights" not in head.state_dict()
 
 
 def _categorical_nll_by_hand(name: str, out: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -233,7 +247,7 @@ def test_class_weighted_loss_of_categorical_heads_by_hand(name):
     losses = _categorical_nll_by_hand(name, out, y)
     assert float(head.loss(out, y)) == pytest.approx(sum(losses) / len(losses), rel=1e-5)
     by_hand = sum(weights[t] * l for t, l in zip(y.tolist(), losses)) / sum(weights[t] for t in y.tolist())
-    assert float(head.loss(out, y, torch.tensor(weights))) == pytest.approx(by_hand, rel=1e-5)
+    assert float(weighted_loss(head, out, y, torch.tensor(weights))) == pytest.approx(by_hand, rel=1e-5)
 
 
 @pytest.mark.parametrize("name", FIRST_PARTY)
@@ -355,7 +369,7 @@ def test_regression_l1_mse_huber_on_two_samples():
     out = torch.tensor([[0.0], [math.log(3.0)]])  # sigmoid: 0.5 and 0.75
     y = torch.tensor([2, 4])  # scaled: 0.5 and 1.0 -> errors 0 and 0.25
     assert float(head.loss(out, y)) == pytest.approx(0.125)
-    assert float(head.loss(out, y, torch.tensor([1.0, 1.0, 1.0, 1.0, 3.0]))) == pytest.approx(0.75 / 4)
+    assert float(weighted_loss(head, out, y, torch.tensor([1.0, 1.0, 1.0, 1.0, 3.0]))) == pytest.approx(0.75 / 4)
     head.loss_name = "mse"
     assert float(head.loss(out, y)) == pytest.approx(0.0625 / 2)
     head.loss_name, head.huber_delta = "huber", 0.1
@@ -428,7 +442,7 @@ def test_coral_loss_by_hand():
     second = _sp(0.5) + _sp(2.0)    # [y>0]=0, [y>1]=0
     assert float(head.loss(logits, y)) == pytest.approx((first + second) / 2, rel=1e-6)
     weighted = (2.0 * first + 1.0 * second) / 3.0
-    assert float(head.loss(logits, y, torch.tensor([1.0, 2.0, 1.0]))) == pytest.approx(weighted, rel=1e-6)
+    assert float(weighted_loss(head, logits, y, torch.tensor([1.0, 2.0, 1.0]))) == pytest.approx(weighted, rel=1e-6)
 
 
 def test_coral_loss_matches_coral_pytorch_formula():
@@ -507,7 +521,7 @@ def test_corn_loss_by_hand():
     w = [1.0, 2.0, 4.0]
     weighted = (w[1] * task0[0] + w[0] * task0[1] + w[2] * task0[2] + w[1] * task1[0] + w[2] * task1[1])
     total = w[1] + w[0] + w[2] + w[1] + w[2]
-    assert float(head.loss(logits, y, torch.tensor(w))) == pytest.approx(weighted / total, rel=1e-6)
+    assert float(weighted_loss(head, logits, y, torch.tensor(w))) == pytest.approx(weighted / total, rel=1e-6)
 
 
 def test_corn_probabilities_are_conditional_products_and_sum_to_one():

@@ -203,6 +203,17 @@ def _batched_confusion(true: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray
     return np.bincount(keys, minlength=r * k * k).reshape(r, k, k).astype(np.float64)
 
 
+def quadratic_weighted_kappa(y_true, y_pred, num_classes: int) -> float:
+    """Cohen's kappa with quadratic weights of one set of levels (nan where undefined, as scikit-learn).
+
+    >>> quadratic_weighted_kappa([0, 1, 2], [0, 1, 2], 3)
+    1.0
+    """
+    true = np.asarray(y_true, dtype=np.int64)[None, :]
+    pred = np.asarray(y_pred, dtype=np.int64)[None, :]
+    return float(_quadratic_kappa(_batched_confusion(true, pred, num_classes))[0])
+
+
 def _quadratic_kappa(confusion: np.ndarray) -> np.ndarray:
     """Cohen's kappa with quadratic weights per confusion matrix, nan where it is undefined (as scikit-learn)."""
     k = confusion.shape[1]

@@ -174,7 +174,9 @@ def model_for(spec, *, weights: bool = True) -> GraderModel:
             torch.set_rng_state(rng_after)
             return model
         torch.manual_seed(spec.seed)
-        return build_model(spec.model, spec.build.num_classes, spec.build.input_size)
+        model = build_model(spec.model, spec.build.num_classes, spec.build.input_size)
+        model.head.set_class_weights(spec.build.class_weights)
+        return model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         return build_model(architecture(spec.model), spec.build.num_classes, spec.build.input_size)

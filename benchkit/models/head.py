@@ -19,6 +19,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from benchkit.models.options import check_choice, check_dropout
+
 
 @dataclass
 class Prediction:
@@ -40,6 +42,19 @@ def mean_estimate(estimates: list[Estimate]) -> Estimate:
     return {k: torch.stack([e[k].double() for e in estimates]).mean(0).to(estimates[0][k].dtype) for k in keys}
 
 
+def check_targets(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Targets as a long (B,) tensor; on CPU, levels outside ``0..K-1`` are a ValueError.
+
+    Tensors on an accelerator are not inspected, to keep the training step free of host syncs.
+    """
+    targets = targets.reshape(-1).long()
+    if targets.device.type == "cpu" and targets.numel():
+        low, high = int(targets.min()), int(targets.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"targets must be levels 0..{num_classes - 1}, got values in [{low}, {high}]")
+    return targets
+
+
 def generic_decodings(estimate: Estimate) -> dict[str, Prediction]:
     """Decoding of any estimate: the most probable level when it has ``probs``, else the rounded score."""
     probs = estimate.get("probs")
@@ -53,9 +68,14 @@ def generic_decodings(estimate: Estimate) -> dict[str, Prediction]:
 
 
 class Head(nn.Module):
-    """Base class of all heads. Subclasses set the class attributes and implement ``forward``,
-    ``loss`` and either ``predict`` or (to take part in test-time augmentation and ensembles with
-    their own decodings) ``estimate`` and ``decode_estimate``.
+    """Base class of all heads: the decoding choice, the optional dropout-plus-linear output layer and
+    the class weights of the loss live here.
+
+    A subclass sets ``has_probabilities`` and ``decodings`` (the first is the default ``decode``),
+    passes ``outputs`` (the width of its linear layer, after ``dropout``) to ``__init__`` or builds its
+    own layers, and implements ``sample_losses`` (or ``loss``) and either ``predict`` or (to take part
+    in test-time augmentation and ensembles with its own decodings) ``estimate`` and
+    ``decode_estimate``. ``forward`` defaults to the linear layer on the dropped-out features.
 
     ``calibrate`` is optional: heads whose decoding can be fitted on validation outputs
     (cut points, thresholds) store the result in buffers, so it travels with the checkpoint.
@@ -63,21 +83,51 @@ class Head(nn.Module):
 
     has_probabilities: ClassVar[bool] = False
     decodings: ClassVar[tuple[str, ...]] = ("default",)
-    decode: str = "default"
 
-    def __init__(self, in_features: int, num_classes: int):
+    def __init__(self, in_features: int, num_classes: int, *, outputs: int | None = None, bias: bool = True,
+                 dropout: float = 0.0, decode: str | None = None):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"an ordinal head needs at least 2 classes, got {num_classes}")
         self.in_features = in_features
         self.num_classes = num_classes
+        self.decode = check_choice("decode", self.decodings[0] if decode is None else decode, self.decodings)
+        if outputs is not None:
+            self.dropout = nn.Dropout(check_dropout(dropout))
+            self.linear = nn.Linear(in_features, outputs, bias=bias)
+        self.register_buffer("class_weights", None, persistent=False)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.dropout(features))
+
+    def set_class_weights(self, weights) -> None:
+        """The training loss's weight of each true class (K values; None: unweighted), set once when the
+        model is built (:func:`benchkit.models.grader.model_for`)."""
+        if weights is not None:
+            weights = torch.as_tensor(weights, dtype=torch.float32).reshape(-1)
+            if weights.numel() != self.num_classes:
+                raise ValueError(f"class_weights has {weights.numel()} values for {self.num_classes} classes")
+        self.class_weights = weights
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, weighted: bool = True) -> torch.Tensor:
+        """The mean of :meth:`sample_losses`, each sample weighted by its true class' weight (normalised by
+        the weights) when class weights are set and ``weighted`` (validation losses are unweighted)."""
+        targets = check_targets(targets, self.num_classes)
+        per_sample = self.sample_losses(outputs, targets)
+        weights = self.sample_weights(targets) if weighted else None
+        if weights is None:
+            return per_sample.mean()
+        return (weights * per_sample).sum() / weights.sum().clamp_min(torch.finfo(torch.float32).tiny)
+
+    def sample_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """The loss of each sample ``(B,)``, for levels ``targets`` checked by :func:`check_targets`."""
         raise NotImplementedError
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
-             class_weights: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    def sample_weights(self, targets: torch.Tensor) -> torch.Tensor | None:
+        """Each sample's class weight ``(B,)`` float32, or None without class weights."""
+        if self.class_weights is None:
+            return None
+        return self.class_weights.to(targets.device)[targets]
 
     def estimate(self, outputs: torch.Tensor) -> Estimate:
         """The averageable quantities this head decodes from (default: the score and probabilities of

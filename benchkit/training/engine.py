@@ -83,7 +83,6 @@ class Engine:
 
     def __init__(self, model: nn.Module, preprocessor: BatchPreprocessor, config: TrainConfig,
                  num_classes: int, *, runtime: Runtime | None = None,
-                 class_weights: torch.Tensor | None = None,
                  on_epoch: Callable[[dict], None] | None = None,
                  on_step: Callable[[int, torch.Tensor | None], None] | None = None,
                  on_resume: Callable[[int], None] | None = None):
@@ -93,7 +92,6 @@ class Engine:
         self.model = self.runtime.place(model)
         self.preprocessor = preprocessor.to(self.device)
         self.num_classes = num_classes
-        self.class_weights = class_weights.to(self.device) if class_weights is not None else None
         self.on_epoch = on_epoch or (lambda row: None)
         self.on_step = on_step or (lambda step, loss: None)
         self.on_resume = on_resume or (lambda epoch: None)
@@ -173,7 +171,7 @@ class Engine:
                 torch.compiler.cudagraph_mark_step_begin()
             with self.runtime.autocast():
                 outputs = self._forward(self.runtime.inputs(inputs))
-            loss = self.model.head.loss(outputs.float(), targets, self.class_weights)
+            loss = self.model.head.loss(outputs.float(), targets)
             finite = torch.isfinite(loss)
             if cfg.nan_policy == "skip" and not bool(finite):
                 self.state.skipped_steps += 1
@@ -217,7 +215,7 @@ class Engine:
     def _validate(self, valid_set: Dataset, targets: torch.Tensor) -> dict:
         outputs = self.outputs(valid_set)
         head = self.eval_model.head
-        loss = head.loss(outputs, targets, None).item()
+        loss = head.loss(outputs, targets, weighted=False).item()
         pred = head.predict(outputs)
         metrics = compute_metrics(targets.numpy(), pred.level.numpy(), pred.score.numpy(), self.num_classes)
         return {"valid_loss": loss, **{f"valid_{k}": v for k, v in metrics.items()}}

@@ -9,7 +9,7 @@ from benchkit.heads.regression import RegressionHead
 class DiesInTrainingHead(RegressionHead):
     """The regression head, except that the first training loss ends the process (exit status 3)."""
 
-    def loss(self, outputs, targets, class_weights=None):
+    def loss(self, outputs, targets, weighted=True):
         if self.training:
             os._exit(3)
-        return super().loss(outputs, targets, class_weights)
+        return super().loss(outputs, targets, weighted)
