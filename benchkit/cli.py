@@ -52,10 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print the resolved experiment (bases merged, overrides applied, defaults filled) as "
                           "YAML and exit")
     run.add_argument("--quiet", action="store_true", help="plain log lines instead of progress bars")
-    mode = run.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true",
-                      help="skip finished runs and continue interrupted ones (the default)")
-    mode.add_argument("--fresh", action="store_true",
+    run.add_argument("--fresh", action="store_true",
                       help="train these runs again, deleting their earlier results (what a concurrent command "
                            "finishes after this one started is kept)")
     run.add_argument("--refuse-changed", action="store_true",
@@ -189,7 +186,8 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from benchkit.export import export_run, read_export_config
+    from benchkit.export import export_run
+    from benchkit.results.exported import read_export_config
     out = export_run(args.run_dir, args.out)
     arch = read_export_config(out)["architecture"]
     console.print(f"exported {args.run_dir.name} to {out}: model.safetensors ({arch['library']} {arch['name']} "

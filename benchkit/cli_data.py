@@ -60,7 +60,8 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
 
 def run_check(args: argparse.Namespace) -> int:
     """Audit the dataset the arguments name; 0 when clean, 1 when problems were found."""
-    from benchkit.data.audit import audit_dataset, print_report, resolve_target
+    from benchkit.data.audit import audit_dataset, resolve_target
+    from benchkit.data.audit_report import print_report
 
     classes = [c.strip() for item in args.classes or [] for c in item.split(",") if c.strip()] or None
     target = resolve_target(args.dataset, layout=args.layout, classes=classes,

@@ -1,25 +1,17 @@
-"""The experiment file: a validated pydantic schema, dotted overrides and expansion into runs.
+"""The experiment schema: strict pydantic models of an experiment file and of one resolved run.
 
-Unknown keys are errors that name the file, the key path and the closest valid key; wrong types
-are errors that name the key path. Both raise :class:`~benchkit.errors.ConfigError` (exit 2).
+Reading a file (bases, overrides, unknown keys) is :mod:`benchkit.config_validation`; expanding an
+experiment into runs is :mod:`benchkit.expansion`.
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
-import itertools
 import re
-import types
-import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Sequence, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from benchkit.config_files import deep_merge, read_config_file, resolve_bases
-from benchkit.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -184,7 +176,9 @@ class EnsembleConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    splits: list[str] = ["valid", "test"]
+    splits: list[Literal["valid", "test"]] = Field(
+        ["valid", "test"], min_length=1, description="splits evaluated and reported (valid: also where calibrated "
+                                                     "decodings are fitted)")
     bootstrap: BootstrapConfig = BootstrapConfig()
     sort_by: str = "test_mae"
     reference: str | None = Field(None, description="run name the significance tests compare against")
@@ -306,261 +300,6 @@ class RunSpec(_Strict):
     plugins: list[str] = []
     base_dir: Path = Path(".")
     build: BuildInputs | None = None
-
-
-# ---------------------------------------------------------------- loading
-
-def load_experiment(source: str | Path | Mapping, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Read an experiment file, or take a mapping built in code (``base:`` files relative to the current
-    folder); merge its bases, override (``a.b=c``), check for unknown keys and validate."""
-    if isinstance(source, Mapping):
-        raw, name = resolve_bases(source, Path.cwd()), "<experiment>"
-    else:
-        raw, name = read_config_file(source), str(source)
-    for item in overrides:
-        apply_override(raw, item)
-    return validate_experiment(raw, source=name)
-
-
-def validate_experiment(raw: dict, source: str = "<experiment>") -> ExperimentConfig:
-    """Validate a raw mapping, reporting unknown keys with the closest valid spelling."""
-    problems = list(_unknown_keys(raw, ExperimentConfig, ()))
-    for i, model in enumerate(raw.get("models") or []):
-        if isinstance(model, dict) and isinstance(model.get("train"), dict):
-            problems += _unknown_keys(model["train"], TrainConfig, ("models", i, "train"))
-    if isinstance(raw.get("grid"), dict):
-        problems += _grid_problems(raw["grid"])
-    if problems:
-        raise ConfigError(f"{source}: " + "; ".join(problems))
-    try:
-        config = ExperimentConfig.model_validate(raw)
-        for model in config.models:
-            TrainConfig.model_validate(deep_merge(config.train.model_dump(), model.train))
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: " + _format_validation_error(exc)) from None
-    return config
-
-
-class _GridPaths(_Strict):
-    """What a grid key may point into: a model entry's keys, its ``train`` recipe, or ``data``."""
-
-    name: str | None = None
-    backbone: BackboneConfig
-    head: HeadConfig
-    train: TrainConfig
-    data: DataConfig
-
-
-def _grid_problems(grid: dict) -> list[str]:
-    """Empty value lists and misspelled grid keys, worded as for the same key under ``models:``."""
-    problems = []
-    for key, values in grid.items():
-        if isinstance(values, list) and not values:
-            problems.append(f"grid key {key!r} has an empty list of values (give at least one value, "
-                            f"or remove the key)")
-        for value in values if isinstance(values, list) and values else [None]:
-            nested: Any = value
-            for part in reversed(str(key).split(".")):
-                nested = {part: nested}
-            problems += [f"grid key {key!r}: {p}" for p in _unknown_keys(nested, _GridPaths, ("grid",))
-                         if f"grid key {key!r}: {p}" not in problems]
-    return problems
-
-
-def apply_override(raw: dict, item: str) -> None:
-    """Apply one ``dotted.key=value`` override; the value is parsed as YAML; ``*`` spans a list.
-
-    Under ``grid`` the rest of the key is one grid key: ``grid.backbone.dropout=[0, 0.5]``.
-    """
-    key, sep, value_text = item.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
-    try:
-        value = yaml.safe_load(value_text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from exc
-    parts = key.split(".")
-    if parts[0] == "grid" and len(parts) > 1:
-        parts = ["grid", ".".join(parts[1:])]
-    _set_path(raw, parts, value, key)
-
-
-def _set_path(node: Any, parts: list[str], value: Any, full_key: str) -> None:
-    head, rest = parts[0], parts[1:]
-    if isinstance(node, list):
-        targets = range(len(node)) if head == "*" else [_list_index(node, head, full_key)]
-        for i in targets:
-            if rest:
-                _set_path(node[i], rest, value, full_key)
-            else:
-                node[i] = copy.deepcopy(value)
-        return
-    if not isinstance(node, dict):
-        raise ConfigError(f"--set {full_key}: {head!r} is inside a value that is not a mapping")
-    if not rest:
-        node[head] = value
-        return
-    if node.get(head) is None:
-        node[head] = {}
-    elif isinstance(node[head], str) and head in ("backbone", "head"):
-        node[head] = {"name": node[head]}
-    _set_path(node[head], rest, value, full_key)
-
-
-def _list_index(node: list, text: str, full_key: str) -> int:
-    if not text.isdigit() or int(text) >= len(node):
-        raise ConfigError(f"--set {full_key}: {text!r} is not an index of a list of {len(node)} item(s)")
-    return int(text)
-
-
-def _unknown_keys(raw: Any, model_cls: type[BaseModel], loc: tuple) -> list[str]:
-    """Unknown keys in ``raw`` against ``model_cls`` and its nested models."""
-    if not isinstance(raw, dict) or model_cls.model_config.get("extra") != "forbid":
-        return []
-    problems = []
-    fields = model_cls.model_fields
-    for key, value in raw.items():
-        where = ".".join(str(p) for p in (*loc, key))
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(fields)})"
-            problems.append(f"unknown key {where!r}{hint}")
-            continue
-        for nested, is_list in _nested_models(fields[key].annotation):
-            if is_list and isinstance(value, list):
-                for i, item in enumerate(value):
-                    problems += _unknown_keys(item, nested, (*loc, key, i))
-            elif not is_list:
-                problems += _unknown_keys(value, nested, (*loc, key))
-    return problems
-
-
-def _nested_models(annotation) -> list[tuple[type[BaseModel], bool]]:
-    origin = typing.get_origin(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [(annotation, False)]
-    if origin is list:
-        return [(m, True) for m, _ in _nested_models(typing.get_args(annotation)[0])]
-    if origin in (Union, types.UnionType):
-        return [found for arg in typing.get_args(annotation) for found in _nested_models(arg)]
-    return []
-
-
-def _format_validation_error(exc: ValidationError) -> str:
-    messages = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal[")))
-        got = err.get("input")
-        got_text = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
-        messages.append(f"key {loc or '<top>'!r}: {err['msg']}{got_text}")
-    unique = list(dict.fromkeys(messages))
-    return "; ".join(unique[:5]) + (f"; ... {len(unique) - 5} more" if len(unique) > 5 else "")
-
-
-# ---------------------------------------------------------------- expansion
-
-def grid_column(key: str) -> str:
-    """Leaderboard column of a grid key: its last part (``head.name`` -> ``head``)."""
-    parts = key.split(".")
-    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
-
-
-def expand_runs(config: ExperimentConfig, base_dir: Path = Path(".")) -> list[RunSpec]:
-    """Every (model x grid cell x fold x seed) combination as a resolved :class:`RunSpec`.
-
-    Grid keys are paths inside a model entry (``backbone.freeze``, ``head.name``, ``train.epochs``)
-    or inside the data section (``data.split``), so official and subject-disjoint splits can sit in
-    one leaderboard.
-    """
-    grid_keys = list(config.grid)
-    empty = [key for key in grid_keys if not config.grid[key]]
-    if empty:
-        raise ConfigError(f"grid key(s) {empty} have an empty list of values (give at least one value, "
-                          f"or remove the key)")
-    cells = list(itertools.product(*(config.grid[k] for k in grid_keys)))
-    runs, seen = [], set()
-    for model in config.models:
-        for cell in cells:
-            values = dict(zip(grid_keys, cell))
-            resolved, train, data = _resolve_cell(config, model, values)
-            name = model.name or resolved.display_name
-            id_values = {k: v for k, v in values.items()
-                         if model.name or k not in ("backbone.name", "head.name")}
-            for split_label, fold in _folds(data):
-                for seed in config.seeds:
-                    run_id = _run_id(name, id_values, split_label, fold, seed)
-                    if run_id in seen:
-                        raise ConfigError(f"two runs would share the id {run_id!r}: give the models "
-                                          f"distinct 'name's")
-                    seen.add(run_id)
-                    runs.append(RunSpec(
-                        run_id=run_id, experiment=config.name, model_name=name,
-                        seed=seed, grid={grid_column(k): v for k, v in values.items() if k != "data.split"},
-                        split=split_label, fold=fold, data=data, model=resolved, train=train,
-                        evaluation=config.evaluation, resources=config.resources,
-                        tracking=config.tracking, plugins=config.plugins, base_dir=base_dir))
-    return runs
-
-
-def _resolve_cell(config: ExperimentConfig, model: ModelConfig, values: dict):
-    """The model, recipe and data config of one grid cell, validated."""
-    model_raw = model.model_dump(mode="json")
-    model_raw["head"] = {"name": model.head.name, **model.head.options}
-    data_raw = config.data.model_dump(mode="json")
-    for key, value in values.items():
-        if key.startswith("data."):
-            _set_grid_value(data_raw, key[len("data."):], value)
-        else:
-            _set_grid_value(model_raw, key, value)
-    try:
-        resolved = ModelConfig.model_validate(model_raw)
-        train = TrainConfig.model_validate(deep_merge(config.train.model_dump(), resolved.train))
-        data = DataConfig.model_validate(data_raw)
-    except ValidationError as exc:
-        raise ConfigError(f"grid cell {values}: " + _format_validation_error(exc)) from None
-    return resolved, train, data
-
-
-def _folds(data: DataConfig) -> list[tuple[str, int | None]]:
-    if data.split == "group_kfold":
-        chosen = data.fold if data.fold is not None else list(range(data.folds))
-        bad = [f for f in chosen if not 0 <= f < data.folds]
-        if bad:
-            raise ConfigError(f"data.fold: {bad} outside 0..{data.folds - 1}")
-        return [(f"group{data.folds}fold", f) for f in chosen]
-    return [(data.split, None)]
-
-
-def _set_grid_value(raw: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    if parts[0] not in raw:
-        raise ConfigError(f"grid key {key!r}: must be a path inside a model entry (starting with one of "
-                          f"{list(ModelConfig.model_fields)}, e.g. backbone.freeze or head.name) "
-                          f"or inside data (data.split)")
-    node = raw
-    for part in parts[:-1]:
-        if node.get(part) is None:
-            node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value
-
-
-def _run_id(model_name: str, values: dict, split_label: str, fold: int | None, seed: int) -> str:
-    pieces = [model_name] + [f"{grid_column(k)}={_short(v)}" for k, v in values.items()]
-    if fold is not None:
-        pieces.append(f"fold{fold}")
-    elif split_label != "official":
-        pieces.append(split_label)
-    pieces.append(f"s{seed}")
-    return re.sub(r"[^A-Za-z0-9_.=+\-]", "_", "__".join(pieces))
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, dict):
-        return "-".join(f"{k}{_short(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return "-".join(_short(v) for v in value)
-    return str(value)
 
 
 def dump_yaml(data: Any) -> str:

@@ -27,9 +27,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 from benchkit.config import RunSpec
 from benchkit.errors import ConfigError
-from benchkit.io import write_json
 from benchkit.progress import RunsInFlight, reporting_to
-from benchkit.runner import base_row, execute_run, read_run_row, run_dir_of
+from benchkit.results import run_folder
+from benchkit.runner import execute_run
 
 EXECUTORS = ("local", "ray")
 REFRESH_SECONDS = 1.0
@@ -80,17 +80,16 @@ def worker_task(task: RunTask) -> RunTask:
 
 def record_lost_run(task: RunTask, error: BaseException | str, executor: str) -> dict:
     """The row of a task that ended without a result: kept if the run had finished, else failed."""
-    run_dir = run_dir_of(task.out_dir, task.spec.run_id)
-    row = read_run_row(run_dir)
+    run_dir = run_folder.run_dir_of(task.out_dir, task.spec.run_id)
+    row = run_folder.read_row(run_dir)
     if row is not None and row.get("status") == "ok":
         return row
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    row = base_row(task.spec)
+    row = run_folder.base_row(task.spec)
     row.update(status="failed", error=f"{executor} task lost: {text.strip().splitlines()[0] if text.strip() else text}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    details = text if isinstance(error, str) else "".join(traceback.format_exception(error))
-    (run_dir / "error.log").write_text(details, encoding="utf-8")
-    write_json(run_dir / "metrics.json", {"row": row})
+    run_folder.record_failure(run_dir, text if isinstance(error, str) else "".join(traceback.format_exception(error)))
+    run_folder.write_row(run_dir, row)
     return row
 
 

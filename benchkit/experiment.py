@@ -21,20 +21,24 @@ import pandas as pd
 import yaml
 from rich.table import Table
 
-from benchkit.evaluation.ensembles import EnsemblePlan, plan_ensembles
-from benchkit.evaluation.tta import build_views, tta_label
+from benchkit.results.ensembles import EnsemblePlan, plan_ensembles
+from benchkit.training.tta import build_views, tta_label
 from benchkit.results.aggregate import aggregated_table, config_columns, config_labels, summary_views, with_ensembles
-from benchkit.config import ExperimentConfig, RunSpec, dump_yaml, expand_runs, load_experiment
+from benchkit.config import ExperimentConfig, RunSpec, dump_yaml
+from benchkit.config_validation import load_experiment
+from benchkit.expansion import expand_runs
 from benchkit.errors import BenchkitError, ConfigError, DataError, OutputError
 from benchkit.executors import Executor, LocalExecutor, RunTask
 from benchkit.io import file_lock, folder_write_problem, load_torch, remove_temporary_files, write_text
 from benchkit.results.leaderboard import build_leaderboard, order_columns, rich_table, sort_rows, write_leaderboard
-from benchkit.models.grader import count_parameters, forget_kept_models, keep_model_for, model_for, resolve_build
+from benchkit.models.freezing import parameter_counts
+from benchkit.models.grader import forget_kept_models, keep_model_for, model_for, resolve_build
 from benchkit.results.plots import try_plots, write_experiment_plots
 from benchkit.progress import RunsInFlight, console, log_console
 from benchkit.registry import import_plugins
 from benchkit.data.prepare import load_dataset, prepare_dataset
-from benchkit.runner import base_row, read_run_row, run_dir_of
+from benchkit.results import run_folder
+from benchkit.results.run_folder import base_row, run_dir_of
 
 UNCHECKED_CHANGES = ("experiment", "evaluation.sort_by", "evaluation.reference", "resources", "tracking",
                      "build")
@@ -102,7 +106,7 @@ def dry_run(runs: list[RunSpec]) -> Table:
         spec = resolve_build(spec, _classes_for_dry_run(spec))
         key = json.dumps([spec.model.model_dump(mode="json"), spec.build.model_dump(mode="json")])
         if key not in built:
-            built[key] = count_parameters(model_for(spec, weights=False))
+            built[key] = parameter_counts(model_for(spec, weights=False))
         counts = built[key]
         weights = ("local file" if spec.model.backbone.weights else
                    "pretrained" if spec.model.backbone.pretrained else "random init")
@@ -265,8 +269,8 @@ def config_changes(spec: RunSpec, run_dir: Path) -> list[str]:
     Empty when the folder holds no checkpoint or result to keep, or only keys in
     :data:`UNCHECKED_CHANGES` differ.
     """
-    saved = run_dir / "config.yaml"
-    if not saved.is_file() or not any((run_dir / f).is_file() for f in ("last.pt", "metrics.json")):
+    saved = run_dir / run_folder.CONFIG
+    if not saved.is_file() or not any((run_dir / f).is_file() for f in (run_folder.LAST, run_folder.METRICS)):
         return []
     old = _flatten(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
     new = _flatten(spec.model_dump(mode="json"))
@@ -288,13 +292,13 @@ def _flatten(node, prefix: str = "") -> dict:
 
 
 def _finished(spec: RunSpec, run_dir: Path) -> bool:
-    row = read_run_row(run_dir)
+    row = run_folder.read_row(run_dir)
     return row is not None and row.get("status") == "ok" and not config_changes(spec, run_dir)
 
 
 def _finished_since(spec: RunSpec, run_dir: Path, since: float) -> bool:
     """Finished (``--fresh``: by a concurrent process) after ``since``, a ``time.time()`` value."""
-    metrics = run_dir / "metrics.json"
+    metrics = run_dir / run_folder.METRICS
     return _finished(spec, run_dir) and metrics.stat().st_mtime >= since
 
 
@@ -324,7 +328,7 @@ def _prepare_resume(spec: RunSpec, run_dir: Path) -> bool:
                           f"({'; '.join(changes[:3])}); starting it fresh[/]")
         _empty_run_dir(run_dir)
     remove_temporary_files(run_dir)
-    checkpoint = run_dir / "last.pt"
+    checkpoint = run_dir / run_folder.LAST
     if not checkpoint.is_file():
         return False
     try:

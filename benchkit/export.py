@@ -20,12 +20,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from benchkit.errors import ConfigError
 from benchkit.io import atomic_path, read_json, write_json
+from benchkit.results.exported import CONFIG_FILE, EXPORT_FORMAT, HEAD_PREFIX, WEIGHTS_FILE
 
-EXPORT_FORMAT = "benchkit-export/1"
-HEAD_PREFIX = "benchkit_head."
-WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
@@ -67,23 +64,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     return out_dir
 
 
-def is_export(folder: str | Path) -> bool:
-    """Whether ``folder`` holds an exported run (``config.json`` of this format beside ``model.safetensors``)."""
-    folder = Path(folder)
-    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
-        return False
-    try:
-        return read_json(folder / CONFIG_FILE).get("format") == EXPORT_FORMAT
-    except (ValueError, AttributeError):
-        return False
-
-
-def grader_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Exported tensors back under the grader model's own keys (``backbone.body.``, ``head.``)."""
-    return {("head." + name[len(HEAD_PREFIX):]) if name.startswith(HEAD_PREFIX) else "backbone.body." + name: t
-            for name, t in tensors.items()}
-
-
 def architecture(body: nn.Module, backbone_name: str, input_size: int) -> dict[str, Any]:
     """Which library builds ``body`` and how: ``{"library", "name", "kwargs"}`` (plus a note for torchvision)."""
     module = type(body).__module__
@@ -101,25 +81,6 @@ def architecture(body: nn.Module, backbone_name: str, input_size: int) -> dict[s
                         f"{input_size}"}
     return {"library": "benchkit", "name": backbone_name, "kwargs": {},
             "note": "a benchkit plugin backbone: rebuild it with benchkit.load_run(this folder)"}
-
-
-def read_export(folder: str | Path) -> tuple[dict, dict]:
-    """An exported folder as what :func:`benchkit.load_run` reads from a run folder: the run config (raw)
-    and a checkpoint (``model`` state dict under the grader's keys, ``classes``, ``input_size``, ``mean``, ``std``)."""
-    from safetensors.torch import load_file
-    config = read_export_config(folder)
-    tensors = load_file(str(Path(folder) / WEIGHTS_FILE))
-    checkpoint = {"model": grader_state_dict(tensors), "classes": config["classes"],
-                  "input_size": config["input_size"], "mean": config["mean"], "std": config["std"]}
-    return config["benchkit"]["run"], checkpoint
-
-
-def read_export_config(folder: str | Path) -> dict:
-    """``config.json`` of an exported folder (a ConfigError if it is not one)."""
-    if not is_export(folder):
-        raise ConfigError(f"{folder}: not an exported run ({CONFIG_FILE} of format {EXPORT_FORMAT} "
-                          f"beside {WEIGHTS_FILE})")
-    return read_json(Path(folder) / CONFIG_FILE)
 
 
 def _owned(tensor: torch.Tensor) -> torch.Tensor:

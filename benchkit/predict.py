@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from benchkit.config import BuildInputs, RunSpec
 from benchkit.data import inputs
 from benchkit.errors import ConfigError, DataError, WeightsError, format_listing
-from benchkit.evaluation.tta import build_views, tta_estimate, tta_label
+from benchkit.training.tta import build_views, tta_estimate, tta_label
 from benchkit.io import read_torch_file
 from benchkit.models.grader import GraderModel, model_for
 from benchkit.progress import TaskProgress
@@ -130,7 +130,7 @@ CHECKPOINT_KEYS = ("model", "classes", "input_size", "mean", "std")
 def run_folder_problems(run_dir: str | Path) -> list[str]:
     """Why ``run_dir`` is not a finished run folder (missing folder, config.yaml or best.pt) nor an exported
     one; empty when it is."""
-    from benchkit.export import is_export
+    from benchkit.results.exported import is_export
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return [f"{run_dir}: " + ("not a folder" if run_dir.exists() else "no such folder")]
@@ -177,7 +177,7 @@ def image_problems(paths: Sequence[str | Path]) -> list[str]:
 def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> LoadedRun:
     """Load a finished run folder (``config.yaml`` + ``best.pt``), or a folder ``benchkit export`` wrote
     (``config.json`` + ``model.safetensors``), for prediction."""
-    from benchkit.export import is_export, read_export
+    from benchkit.results.exported import is_export, read_export
     run_dir = Path(run_dir)
     if is_export(run_dir):
         raw, checkpoint = read_export(run_dir)

@@ -1,91 +1,138 @@
-"""One run, start to finish: data -> model -> engine -> predictions -> metrics -> run folder.
+"""One run, start to finish, as a recipe: data -> model -> training -> evaluation -> run folder.
 
-A run folder ``runs/<run_id>/`` holds ``config.yaml`` (resolved), ``history.csv``,
-``predictions_<split>.csv``, ``best.pt`` and, written last, ``metrics.json``; a run counts as
-finished when its ``metrics.json`` says ``status: ok``. A failing run writes ``status: failed``
-with its error and leaves the other runs alone.
+Each step lives in a module named for it: :mod:`benchkit.data.prepare` (the split and decoded
+images), :func:`benchkit.models.grader.model_for` (the model from the resolved build inputs),
+:mod:`benchkit.training.training_sets` (images or cached features), :mod:`benchkit.training.engine`
+(the loop), :mod:`benchkit.evaluation.scoring` (decodings and metrics) and
+:mod:`benchkit.results.run_folder` (every file of ``runs/<run_id>/``). A run counts as finished when
+its ``metrics.json`` says ``status: ok``; a failing run writes ``status: failed`` with its error and
+leaves the other runs alone.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import platform
 import time
 import traceback
 from pathlib import Path
 
-import pandas as pd
 import torch
 
-from benchkit.config import RunSpec, dump_yaml
+from benchkit.config import RunSpec
 from benchkit.data.prepare import cache_dir, decoded_split, prepare_dataset
-from benchkit.training.engine import Engine, monitor_is_max
-from benchkit.training.memory import PeakMemory, describe_out_of_memory, is_out_of_memory
-from benchkit.training.feature_cache import (FeaturePassThrough, feature_cache_applies, feature_sets, head_only,
-                                   with_backbone)
-from benchkit.data.decode import ImageArrayDataset
-from benchkit.io import atomic_path, read_json, save_torch, write_json, write_text
 from benchkit.evaluation.prediction_files import prediction_frame
+from benchkit.export import export_run
 from benchkit.evaluation.scoring import score_estimates
-from benchkit.evaluation.tta import build_views, tta_estimate, tta_label
-from benchkit.models.grader import GraderModel, count_parameters, model_for, resolve_build
-from benchkit.results.plots import try_plots, write_run_plots
+from benchkit.training.tta import build_views, tta_estimate, tta_label
+from benchkit.models.freezing import parameter_counts
+from benchkit.models.grader import GraderModel, model_for, resolve_build
 from benchkit.progress import RunProgress
 from benchkit.registry import import_plugins
+from benchkit.results import run_folder
+from benchkit.results.plots import try_plots, write_run_plots
 from benchkit.results.tracking import RunTracker, open_tracker
+from benchkit.training.engine import Engine, TrainResult, monitor_is_max
+from benchkit.training.memory import PeakMemory, describe_out_of_memory, is_out_of_memory
 from benchkit.training.runtime import Runtime
-from benchkit.training.transforms import BatchPreprocessor, build_augmentation
+from benchkit.training.training_sets import TrainingSets, training_sets
 
 EVAL_SPLITS = ("valid", "test")
 
 
-# ---------------------------------------------------------------- one run
-
-def run_dir_of(out_dir: Path, run_id: str) -> Path:
-    return Path(out_dir) / "runs" / run_id
-
-
 def execute_run(spec: RunSpec, out_dir: Path, quiet: bool = False, resume: bool = False) -> dict:
     """Train and evaluate one run; always returns its leaderboard row (``status`` ok or failed)."""
-    run_dir = run_dir_of(out_dir, spec.run_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.yaml", dump_yaml(spec.model_dump(mode="json")))
-    row = base_row(spec)
-    started = time.perf_counter()
-    tracker = None
+    run_dir = run_folder.start(out_dir, spec)
+    row, started, tracker = run_folder.base_row(spec), time.perf_counter(), None
     runtime = Runtime.resolve(spec.train)
     with PeakMemory(runtime.device) as peak:
         try:
-            tracker = open_tracker(spec, out_dir)
-            row.update(_train_and_evaluate(spec, run_dir, runtime, quiet, resume, tracker))
+            tracker = open_tracker(spec, out_dir, export=export_run)
+            row.update(_run(spec, run_dir, runtime, quiet, resume, tracker))
             row["status"] = "ok"
-            (run_dir / "error.log").unlink(missing_ok=True)
-            if spec.evaluation.plots:
-                try_plots(write_run_plots, run_dir)
+            run_folder.clear_failure(run_dir)
         except Exception as exc:
             row.update(status="failed", error=_describe_error(exc, spec, runtime))
-            write_text(run_dir / "error.log", traceback.format_exc())
-            discard_results(run_dir)
+            run_folder.record_failure(run_dir, traceback.format_exc())
     row.update(peak.row())
     if row["status"] != "ok":
         _release_memory()
     row["wall_seconds"] = round(time.perf_counter() - started, 3)
-    write_json(run_dir / "metrics.json", {"row": row})
+    run_folder.write_row(run_dir, row)
     if tracker is not None:
         tracker.finish(row, run_dir)
     return row
 
 
-RESULT_FILES = ("metrics.json", "best.pt", "history.csv", "details.json", "predictions_*.csv")
+def _run(spec: RunSpec, run_dir: Path, runtime: Runtime, quiet: bool, resume: bool,
+         tracker: RunTracker | None) -> dict:
+    """The recipe: data, model, training inputs, training, evaluation, results."""
+    import_plugins(spec.plugins, spec.base_dir)
+    dataset = prepare_dataset(spec)
+    if spec.build is None:  # not resolved by an experiment's input check
+        spec = resolve_build(spec, dataset.classes, dataset.splits["train"].labels)
+        run_folder.write_config(run_dir, spec)
+    model = model_for(spec)
+    arrays = {name: decoded_split(spec, dataset, name, spec.build.input_size) for name in dataset.splits}
+    labels = {name: split.labels for name, split in dataset.splits.items()}
+    inputs = training_sets(spec, model, arrays, labels, runtime, cache_dir(spec) if spec.data.cache else None)
+    engine, result = _train(spec, inputs, runtime, run_dir, quiet, resume, tracker)
+    run_folder.write_history(run_dir, result.history)
+    engine.load_best()
+    eval_model = inputs.full_model(engine.eval_model)
+    estimates = _estimates(spec, engine, eval_model, inputs)
+    scores = score_estimates(eval_model.head, estimates, {n: labels[n] for n in estimates},
+                             spec.build.num_classes, spec.evaluation.bootstrap)
+    _write_results(spec, run_dir, dataset, eval_model, estimates, scores, result, inputs, runtime)
+    if spec.evaluation.plots:
+        try_plots(write_run_plots, run_dir)
+    return {**_run_facts(spec, model, result, engine), **scores.row}
 
 
-def discard_results(run_dir: Path) -> None:
-    """Remove a run's result files (not its checkpoint ``last.pt``), so none outlives a failed attempt."""
-    for pattern in RESULT_FILES:
-        for path in Path(run_dir).glob(pattern):
-            path.unlink(missing_ok=True)
+def _train(spec: RunSpec, inputs: TrainingSets, runtime: Runtime, run_dir: Path, quiet: bool, resume: bool,
+           tracker: RunTracker | None) -> tuple[Engine, TrainResult]:
+    monitor = spec.train.early_stopping.monitor
+    maximize = monitor_is_max(monitor, spec.train.early_stopping.mode)
+    with RunProgress(spec.run_id, spec.train.epochs, monitor, quiet, maximize=maximize) as progress:
+        engine = Engine(inputs.trained, inputs.engine_preprocessor, spec.train, spec.build.num_classes,
+                        runtime=runtime, on_epoch=_chain(progress.epoch, tracker and tracker.epoch),
+                        on_step=progress.step, on_resume=progress.resumed)
+        result = engine.fit(inputs.sets["train"], inputs.sets["valid"], spec.seed,
+                            checkpoint_path=run_dir / run_folder.LAST, resume=resume)
+        progress.set_total(result.epochs_run)
+    return engine, result
+
+
+def _write_results(spec: RunSpec, run_dir: Path, dataset, eval_model: GraderModel, estimates: dict, scores,
+                   result: TrainResult, inputs: TrainingSets, runtime: Runtime) -> None:
+    """Everything but the row: the selected weights, predictions, details and the facts plots need."""
+    backbone, build = inputs.model.backbone, spec.build
+    facts = {"classes": build.classes, "input_size": build.input_size, "mean": list(backbone.mean),
+             "std": list(backbone.std)}
+    run_folder.write_best(run_dir, {"model": eval_model.state_dict(), "run_id": spec.run_id, **facts,
+                                    "epoch": result.best_epoch, "config": spec.model_dump(mode="json")})
+    for name, estimate in estimates.items():
+        split = dataset.splits[name]
+        run_folder.write_predictions(run_dir, name, prediction_frame(split.ids, split.labels,
+                                                                     scores.predictions[name], estimate))
+    run_folder.write_details(run_dir, {"bootstrap": scores.details, "calibration": scores.calibration,
+                                       "feature_cache": inputs.use_features, "weights": backbone.weights_report,
+                                       "environment": environment(runtime)})
+    run_folder.write_info(run_dir, {**facts, "best_epoch": result.best_epoch,
+                                    "monitor": spec.train.early_stopping.monitor})
+
+
+def _run_facts(spec: RunSpec, model: GraderModel, result: TrainResult, engine: Engine) -> dict:
+    """The row's bookkeeping columns: parameters, epochs, timing, input, weights, device."""
+    counts = parameter_counts(model)
+    return {"params_total": counts["total"], "params_trainable": counts["trainable"],
+            "params_frozen": counts["frozen"], "epochs": result.epochs_run,
+            "best_epoch": result.best_epoch, "train_seconds": round(result.train_seconds, 3),
+            "input_size": spec.build.input_size, "weights_source": model.backbone.weights_source,
+            **_weights_skipped(model.backbone.weights_report),
+            "device": str(engine.device), "skipped_steps": result.skipped_steps,
+            "num_classes": spec.build.num_classes, "tta": tta_label(spec.evaluation.tta)}
 
 
 def _release_memory() -> None:
@@ -93,15 +140,6 @@ def _release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def base_row(spec: RunSpec) -> dict:
-    """The identifying columns of a run's leaderboard row."""
-    row = {"run_id": spec.run_id, "model": spec.model_name, "backbone": spec.model.backbone.name,
-           "head": spec.model.head.name, "seed": spec.seed, "split": spec.split, "fold": spec.fold}
-    row.update(spec.grid)
-    row.update(status="pending", error="")
-    return row
 
 
 def _chain(*callbacks):
@@ -120,85 +158,20 @@ def _describe_error(exc: Exception, spec: RunSpec, runtime: Runtime) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _train_and_evaluate(spec: RunSpec, run_dir: Path, runtime: Runtime, quiet: bool, resume: bool,
-                        tracker: RunTracker | None = None) -> dict:
-    import_plugins(spec.plugins, spec.base_dir)
-    dataset = prepare_dataset(spec)
-    if spec.build is None:  # not resolved by an experiment's input check
-        spec = resolve_build(spec, dataset.classes, dataset.splits["train"].labels)
-        write_text(run_dir / "config.yaml", dump_yaml(spec.model_dump(mode="json")))
-    build = spec.build
-    num_classes, size = build.num_classes, build.input_size
-    model = model_for(spec)
-    counts = count_parameters(model)
-    augmentation = build_augmentation(spec.train.augmentation, size)
-    preprocessor = BatchPreprocessor(augmentation, model.backbone.mean, model.backbone.std)
-    sets = images = {name: ImageArrayDataset(decoded_split(spec, dataset, name, size), split.labels)
-                     for name, split in dataset.splits.items()}
-    trained, engine_prep = model, preprocessor
-    use_features = feature_cache_applies(spec.data.feature_cache, model, augmentation)
-    if use_features:
-        sets = feature_sets(spec.model.backbone, model, preprocessor, size, {n: s.images for n, s in sets.items()},
-                            {n: s.labels for n, s in sets.items()},
-                            cache_dir(spec) if spec.data.cache else None, runtime)
-        trained, engine_prep = head_only(model), FeaturePassThrough()
-    monitor = spec.train.early_stopping.monitor
-    maximize = monitor_is_max(monitor, spec.train.early_stopping.mode)
-    with RunProgress(spec.run_id, spec.train.epochs, monitor, quiet, maximize=maximize) as progress:
-        engine = Engine(trained, engine_prep, spec.train, num_classes, runtime=runtime,
-                        on_epoch=_chain(progress.epoch, tracker and tracker.epoch),
-                        on_step=progress.step, on_resume=progress.resumed)
-        result = engine.fit(sets["train"], sets["valid"], spec.seed,
-                            checkpoint_path=run_dir / "last.pt", resume=resume)
-        progress.set_total(result.epochs_run)
-    with atomic_path(run_dir / "history.csv") as tmp:
-        pd.DataFrame(result.history).to_csv(tmp, index=False)
-    engine.load_best()
-    eval_model: GraderModel = engine.eval_model
-    if use_features:
-        eval_model = with_backbone(model, eval_model)
-    head = eval_model.head
-    estimates = _estimates(spec, engine, eval_model, preprocessor, sets, images)
-    targets = {name: dataset.splits[name].labels for name in estimates}
-    scores = score_estimates(head, estimates, targets, num_classes, spec.evaluation.bootstrap)
-    save_torch(run_dir / "best.pt", {
-        "model": eval_model.state_dict(), "run_id": spec.run_id, "classes": dataset.classes,
-        "input_size": size, "mean": list(model.backbone.mean), "std": list(model.backbone.std),
-        "epoch": result.best_epoch, "config": json.loads(spec.model_dump_json())})
-    row = {"params_total": counts["total"], "params_trainable": counts["trainable"],
-           "params_frozen": counts["frozen"], "epochs": result.epochs_run,
-           "best_epoch": result.best_epoch, "train_seconds": round(result.train_seconds, 3),
-           "input_size": size, "weights_source": model.backbone.weights_source,
-           **_weights_skipped(model.backbone.weights_report),
-           "device": str(engine.device), "skipped_steps": result.skipped_steps,
-           "num_classes": num_classes, "tta": tta_label(spec.evaluation.tta)}
-    row.update(scores.row)
-    for name, estimate in estimates.items():
-        split = dataset.splits[name]
-        frame = prediction_frame(split.ids, split.labels, scores.predictions[name], estimate)
-        with atomic_path(run_dir / f"predictions_{name}.csv") as tmp:
-            frame.to_csv(tmp, index=False)
-    write_json(run_dir / "details.json", {"bootstrap": scores.details, "calibration": scores.calibration,
-                                          "feature_cache": use_features, "weights": model.backbone.weights_report,
-                                          "environment": environment(runtime)})
-    return row
-
-
-def _estimates(spec: RunSpec, engine: Engine, eval_model: GraderModel, preprocessor: BatchPreprocessor,
-               sets: dict, images: dict) -> dict:
+def _estimates(spec: RunSpec, engine: Engine, eval_model: GraderModel, inputs: TrainingSets) -> dict:
     """Each evaluated split's estimate: one forward pass, or with ``evaluation.tta`` the mean over its views.
 
     Views transform images, so with TTA the whole model runs on the images even when training used
     cached backbone features.
     """
     head = eval_model.head
-    names = [name for name in EVAL_SPLITS if name in sets]
+    names = [name for name in EVAL_SPLITS if name in spec.evaluation.splits and name in inputs.sets]
     views = build_views(spec.evaluation.tta)
     if not views:
-        return {name: head.estimate(engine.outputs(sets[name])) for name in names}
-    full, prep = eval_model.to(engine.device), preprocessor.to(engine.device)
+        return {name: head.estimate(engine.outputs(inputs.sets[name])) for name in names}
+    full, prep = eval_model.to(engine.device), inputs.preprocessor.to(engine.device)
     return {name: tta_estimate(head, views, prep, lambda view_prep, name=name: engine.outputs(
-        images[name], full, view_prep), seed=spec.seed) for name in names}
+        inputs.images[name], full, view_prep), seed=spec.seed) for name in names}
 
 
 def _weights_skipped(report: dict | None) -> dict:
@@ -220,11 +193,3 @@ def environment(runtime: Runtime) -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
-
-
-def read_run_row(run_dir: Path) -> dict | None:
-    """The row a finished (or failed) run wrote, or None if it has not finished."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        return None
-    return read_json(path).get("row")

@@ -16,7 +16,8 @@ import numpy as np
 
 import benchkit.backbones  # noqa: F401  (registers the first-party backbones)
 from benchkit.training import feature_cache
-from benchkit.config import expand_runs, validate_experiment
+from benchkit.config_validation import validate_experiment
+from benchkit.expansion import expand_runs
 from benchkit.data.prepare import decoded_split, prepare_dataset
 from benchkit.runner import execute_run
 

@@ -15,8 +15,8 @@ import yaml
 from PIL import Image
 
 from benchkit import cli_data
-from benchkit.data.audit import (audit_dataset, dihedral_phash, hash_thumbnail, near_duplicate_pairs,
-                            resolve_target)
+from benchkit.data.audit import audit_dataset, resolve_target
+from benchkit.data.image_hashes import dihedral_phash, hash_thumbnail, near_duplicate_pairs
 
 CLASSES = ["LEVEL_2", "LEVEL_3", "LEVEL_4"]
 STABLE_KEYS = {"dataset", "splits", "unreadable", "label_problems", "sizes", "modes", "exact_duplicates",

@@ -10,7 +10,7 @@ import yaml
 
 from benchkit import __version__
 from benchkit.cli import main
-from benchkit.config import load_experiment
+from benchkit.config_validation import load_experiment
 from benchkit.errors import ConfigError
 from benchkit.experiment import plan
 from conftest import REPO, small_experiment

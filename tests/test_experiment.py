@@ -149,6 +149,17 @@ def test_class_weights_are_resolved_before_the_run_and_set_once_on_the_head(tmp_
             update={"class_weights": [1.0, 2.0]})}), dataset.classes, labels)
 
 
+def test_evaluation_splits_choose_what_is_evaluated(tmp_path):
+    out = tmp_path / "out"
+    path = small_experiment(tmp_path, evaluation={"splits": ["valid"], "sort_by": "valid_mae",
+                                                  "bootstrap": {"n_resamples": 0}, "plots": False})
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    run_dir = out / "runs" / "tiny_cnn-regression__s0"
+    assert (run_dir / "predictions_valid.csv").is_file() and not (run_dir / "predictions_test.csv").exists()
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert "valid_mae" in board and not [c for c in board if c.startswith("test_")]
+
+
 def test_rerun_skips_finished_runs(finished, tmp_path, capsys):
     """``benchkit run`` again on the same output folder trains none of the finished runs (the failed ones are
     tried again)."""

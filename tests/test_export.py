@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import benchkit
 from benchkit.cli import main
-from benchkit.export import HEAD_PREFIX
+from benchkit.results.exported import HEAD_PREFIX
 from conftest import small_experiment
 
 

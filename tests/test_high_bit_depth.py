@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchkit.data.audit import hash_thumbnail
+from benchkit.data.image_hashes import hash_thumbnail
 from benchkit.data.datasets import Split
 from benchkit.data.image_cache import cached_split, decode_bytes
 from benchkit.data.rgb import to_rgb

@@ -91,13 +91,13 @@ def test_heatmap_cells_are_means_over_seeds():
 
 def test_configuration_intervals_t_over_seeds_or_bootstrap_for_one_run():
     frame = _grid_frame()
-    summary = configuration_summary(frame, "test_mae", ["freeze", "dropout"]).set_index("config")
+    summary = configuration_summary(frame, "test_mae").set_index("config")
     group = frame[(frame.freeze == "all") & (frame.dropout == 0.5)].test_mae
     lo, hi = stats.t.interval(0.95, len(group) - 1, loc=group.mean(), scale=stats.sem(group))
     row = summary.loc["m freeze=all dropout=0.5"]
     assert (row.value, row.lo, row.hi, row.runs) == pytest.approx((group.mean(), lo, hi, 2))
     assert summary.value.is_monotonic_increasing  # MAE: lower is better, best first
-    single = configuration_summary(frame[frame.seed == 27], "test_mae", ["freeze", "dropout"]).iloc[0]
+    single = configuration_summary(frame[frame.seed == 27], "test_mae").iloc[0]
     assert single.hi - single.lo == pytest.approx(0.2) and single.interval == "bootstrap"
 
 

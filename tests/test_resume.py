@@ -107,7 +107,7 @@ def test_interrupted_run_continues_from_its_checkpoint(tmp_path, monkeypatch, ca
         assert main(["run", str(experiment), "--out", str(out), "--quiet"]) == 130
     assert (out / "runs" / RUN / "last.pt").is_file() and not (out / "runs" / RUN / "metrics.json").exists()
     capsys.readouterr()
-    assert main(["run", str(experiment), "--out", str(out), "--resume", "--quiet"]) == 0
+    assert main(["run", str(experiment), "--out", str(out), "--quiet"]) == 0
     assert "resuming from epoch 2 of 4" in capsys.readouterr().err
     assert_same_results(run_results(tmp_path / "reference" / "runs" / RUN), run_results(out / "runs" / RUN))
 
@@ -150,7 +150,7 @@ def _copy(finished_small, tmp_path, interrupted: bool):
 def test_rerun_skips_finished_runs(finished_small, tmp_path, capsys):
     experiment, out, run_dir = _copy(finished_small, tmp_path, interrupted=False)
     before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
-    assert main(["run", str(experiment), "--out", str(out), "--resume", "--quiet",
+    assert main(["run", str(experiment), "--out", str(out), "--quiet",
                  "--set", "evaluation.sort_by=test_qwk"]) == 0
     assert "finished earlier, skipped" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before

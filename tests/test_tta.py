@@ -14,7 +14,7 @@ from conftest import small_experiment
 
 from benchkit.config import ModelConfig
 from benchkit.errors import ConfigError
-from benchkit.evaluation.tta import NAMED_VIEWS, build_views, tta_estimate, tta_label
+from benchkit.training.tta import NAMED_VIEWS, build_views, tta_estimate, tta_label
 from benchkit.models.backbone import Backbone
 from benchkit.models.grader import GraderModel, build_model, create_head
 from benchkit.training.runtime import Runtime, forward_all

@@ -165,45 +165,59 @@ def _empty_classes(dataset: Dataset, explicit: bool) -> list[str]:
             f"data.classes to keep it"]
 
 
-def _read_classes_csv(csv_path: Path, split_name: str, classes: Sequence[str] | None):
-    """``(split, class columns, bad-row problems)``; a DataError when the file or header is unusable."""
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
+def read_label_rows(csv_path: Path) -> tuple[list[str], list[tuple[int, str, list[str]]]]:
+    """A Roboflow ``_classes.csv``: its class columns and its non-empty rows as ``(line, file name, label cells)``.
+
+    A DataError when the file cannot be read or its header is not ``filename, <class>, ...``.
+    """
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{csv_path}: cannot be read: {exc}") from None
+    if not rows or not rows[0]:
         raise DataError(f"{csv_path}: empty file (expected a header 'filename, <class>, ...')")
     header = [h.strip() for h in rows[0]]
     if header[0].lower() != "filename":
         raise DataError(f"{csv_path}: first column must be 'filename', found {header[0]!r}")
-    columns = header[1:]
+    return header[1:], [(line, row[0].strip(), row[1:]) for line, row in enumerate(rows[1:], start=2)
+                        if row and any(cell.strip() for cell in row)]
+
+
+def one_hot_column(cells: list[str], n_columns: int) -> tuple[int | None, str | None]:
+    """Which class column a row's label cells mark, or why they mark none (field count, text, not one-hot)."""
+    if len(cells) != n_columns:
+        return None, f"{len(cells) + 1} fields, expected {n_columns + 1}"
+    try:
+        values = [float(cell) for cell in cells]
+    except ValueError:
+        return None, f"non-numeric label cells {[cell.strip() for cell in cells]}"
+    if sorted(values) != [0.0] * (len(values) - 1) + [1.0]:
+        return None, f"not one-hot {[int(v) if v.is_integer() else v for v in values]}"
+    return values.index(1.0), None
+
+
+def _read_classes_csv(csv_path: Path, split_name: str, classes: Sequence[str] | None):
+    """``(split, class columns, bad-row problems)``; a DataError when the file or header is unusable."""
+    columns, rows = read_label_rows(csv_path)
     if classes is not None:
         unknown = [c for c in columns if c not in classes]
         missing = [c for c in classes if c not in columns]
         if unknown or missing:
             raise DataError(f"{csv_path}: class columns do not match data.classes: "
                             f"unknown columns {unknown}, missing columns {missing}")
-        order = [columns.index(c) for c in classes]
-    else:
-        order = list(range(len(columns)))
+    order = list(classes) if classes is not None else columns
     ids, labels, bad = [], [], []
-    for line_no, row in enumerate(rows[1:], start=2):
-        if not row or all(not cell.strip() for cell in row):
+    for line, name, cells in rows:
+        column, reason = one_hot_column(cells, len(columns))
+        if reason is not None:  # a row of the wrong width may not even hold the file name where expected
+            bad.append(f"line {line}{'' if len(cells) != len(columns) else f' ({name})'}: {reason}")
             continue
-        if len(row) != len(header):
-            bad.append(f"line {line_no}: {len(row)} fields, expected {len(header)}")
-            continue
-        try:
-            values = [int(float(row[1 + j])) for j in order]
-        except ValueError:
-            bad.append(f"line {line_no} ({row[0].strip()}): non-numeric label cells {row[1:]}")
-            continue
-        if sorted(values) != [0] * (len(values) - 1) + [1]:
-            bad.append(f"line {line_no} ({row[0].strip()}): not one-hot {values}")
-            continue
-        ids.append(f"{split_name}/{row[0].strip()}")
-        labels.append(values.index(1))
+        ids.append(f"{split_name}/{name}")
+        labels.append(order.index(columns[column]))
     root = csv_path.parent.parent
     split = Split(split_name, ids, np.asarray(labels, dtype=np.int64), [root / i for i in ids])
-    return split, [columns[j] for j in order], [f"{csv_path}: {problem}" for problem in bad]
+    return split, list(order), [f"{csv_path}: {problem}" for problem in bad]
 
 
 def read_imagefolder(root: Path, classes: Sequence[str], splits: Sequence[str] = SPLITS,

@@ -20,22 +20,23 @@ from benchkit.data.image_cache import cached_split, resolve_cache_dir
 from benchkit.errors import DataError
 
 
-def resolve_data_root(data: DataConfig, base_dir: Path) -> Path | None:
+def resolve_data_root(root: Path | None, base_dir: Path) -> Path | None:
     """``data.root`` if absolute, else relative to the experiment file's folder, else to the current one.
 
     A root found in neither place resolves beside the experiment file, which the error then names.
     """
-    if data.root is None:
+    if root is None:
         return None
-    if data.root.is_absolute():
-        return data.root
-    beside = base_dir / data.root
-    return data.root if data.root.exists() and not beside.exists() else beside
+    root = Path(root).expanduser()
+    if root.is_absolute():
+        return root
+    beside = Path(base_dir) / root
+    return root if root.exists() and not beside.exists() else beside
 
 
 def load_dataset(data: DataConfig, base_dir: Path = Path(".")) -> Dataset:
     """Read the dataset a data config names (cached per process)."""
-    root = resolve_data_root(data, base_dir)
+    root = resolve_data_root(data.root, base_dir)
     return _load_dataset_cached(data.model_dump_json(), str(root) if root else None)
 
 
@@ -57,7 +58,7 @@ def prepare_dataset(spec) -> Dataset:
 
     ``spec`` is a run (its ``data``, ``fold`` and ``base_dir``); the result is built once per process.
     """
-    root = resolve_data_root(spec.data, spec.base_dir)
+    root = resolve_data_root(spec.data.root, spec.base_dir)
     return _prepared(spec.data.model_dump_json(), spec.fold, str(spec.base_dir), str(root))
 
 

@@ -102,7 +102,8 @@ def bootstrap_indices(n: int, n_resamples: int = 10000, seed: int = 0) -> np.nda
 
 
 def bootstrap_ci(y_true, y_pred, score, n_resamples: int = 10000, seed: int = 0, num_classes: int | None = None,
-                 ci: float = 0.95, metrics: Sequence[str] = CORE_METRICS, indices=None) -> dict[str, dict]:
+                 ci: float = 0.95, metrics: Sequence[str] = CORE_METRICS, indices=None,
+                 point: dict | None = None) -> dict[str, dict]:
     """Percentile bootstrap intervals of the core metrics.
 
     Returns per metric ``{"value", "mean", "std", "lo", "hi", "n_undefined"}``: the value on the full
@@ -112,7 +113,8 @@ def bootstrap_ci(y_true, y_pred, score, n_resamples: int = 10000, seed: int = 0,
     level is the same has no QWK (scikit-learn returns nan there); such resamples are left out of
     mean, std and interval.
 
-    ``indices`` (R, n) replaces the drawn resamples (then ``n_resamples`` and ``seed`` are unused).
+    ``indices`` (R, n) replaces the drawn resamples (then ``n_resamples`` and ``seed`` are unused);
+    ``point``: the metrics on the full data, when already computed (:func:`compute_metrics`).
     Pass ``num_classes``; without it K is taken as ``max(label) + 1`` with a warning, which
     understates K whenever the top levels are missing from the split.
 
@@ -126,9 +128,11 @@ def bootstrap_ci(y_true, y_pred, score, n_resamples: int = 10000, seed: int = 0,
     y_true, y_pred, score = validate_predictions(y_true, y_pred, score, num_classes)
     if indices is None:
         indices = bootstrap_indices(len(y_true), n_resamples, seed)
-    point = resample_metrics(y_true, y_pred, score, num_classes, np.arange(len(y_true))[None, :], metrics)
+    if point is None:
+        whole = resample_metrics(y_true, y_pred, score, num_classes, np.arange(len(y_true))[None, :], metrics)
+        point = {m: float(whole[m][0]) for m in metrics}
     resampled = resample_metrics(y_true, y_pred, score, num_classes, indices, metrics)
-    return {m: {"value": float(point[m][0]), **summarize_resamples(resampled[m], ci)} for m in metrics}
+    return {m: {"value": float(point[m]), **summarize_resamples(resampled[m], ci)} for m in metrics}
 
 
 def summarize_resamples(values: np.ndarray, ci: float = 0.95) -> dict[str, float]:

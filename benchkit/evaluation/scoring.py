@@ -39,22 +39,31 @@ def score_estimates(head: Head, estimates: dict[str, Estimate], targets: dict[st
     if "valid" in estimates:
         scores.calibration = head.calibrate_estimate(estimates["valid"], torch.tensor(targets["valid"]))
     for split, estimate in estimates.items():
-        decoded = head.decode_estimate(estimate, include_unfitted=True)
-        pred = scores.predictions[split] = decoded[head.decode]
-        scores.row.update(_split_metrics(split, targets[split], pred, num_classes, bootstrap, scores.details))
-        for decoding, alt in head.decode_estimate(estimate).items():
-            alt_metrics = compute_metrics(targets[split], alt.level.numpy(), alt.score.numpy(), num_classes)
-            scores.row.update({f"{split}_{m}__{decoding}": alt_metrics[m] for m in DECODING_METRICS})
+        shown = head.decode_estimate(estimate)  # every fitted decoding, in one pass
+        pred = (shown[head.decode] if head.decode in shown  # else still unfitted: its default values
+                else head.decode_estimate(estimate, include_unfitted=True)[head.decode])
+        scores.predictions[split] = pred
+        point = {name: _point_metrics(targets[split], p, num_classes, with_probs=False)
+                 for name, p in shown.items() if name != head.decode}
+        point[head.decode] = _point_metrics(targets[split], pred, num_classes, with_probs=True)
+        scores.row.update(_split_metrics(split, targets[split], pred, point[head.decode], num_classes, bootstrap,
+                                         scores.details))
+        for decoding in shown:
+            scores.row.update({f"{split}_{m}__{decoding}": point[decoding][m] for m in DECODING_METRICS})
     return scores
 
 
-def _split_metrics(split: str, y_true: np.ndarray, pred: Prediction, num_classes: int, bootstrap,
+def _point_metrics(y_true: np.ndarray, pred: Prediction, num_classes: int, with_probs: bool) -> dict:
+    probs = pred.probs.numpy() if with_probs and pred.probs is not None else None
+    return compute_metrics(y_true, pred.level.numpy(), pred.score.numpy(), num_classes, probs=probs)
+
+
+def _split_metrics(split: str, y_true: np.ndarray, pred: Prediction, point: dict, num_classes: int, bootstrap,
                    details: dict) -> dict:
+    """The chosen decoding's metrics (``point``, computed once) with their bootstrap intervals."""
     level, score = pred.level.numpy(), pred.score.numpy()
-    probs = pred.probs.numpy() if pred.probs is not None else None
-    point = compute_metrics(y_true, level, score, num_classes, probs=probs)
     ci = bootstrap_ci(y_true, level, score, n_resamples=bootstrap.n_resamples, seed=bootstrap.seed,
-                      num_classes=num_classes, ci=bootstrap.ci) if bootstrap.n_resamples else {}
+                      num_classes=num_classes, ci=bootstrap.ci, point=point) if bootstrap.n_resamples else {}
     details[split] = ci
     row = {}
     for metric, value in point.items():

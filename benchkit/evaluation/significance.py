@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 from scipy.stats import wilcoxon
 
 from benchkit.evaluation.metrics import bootstrap_indices, resample_metrics, summarize_resamples, validate_predictions
+
+
+def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
+    """``(mean, std, lo, hi)``: the mean of ``values`` (e.g. one metric over seeds), its sample standard
+    deviation and the ``level`` t-interval of the mean (nan where one value cannot give them).
+
+    >>> t_interval(np.array([1.0, 2.0, 3.0]))[:2]
+    (2.0, 1.0)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return (np.nan,) * 4
+    mean = float(values.mean())
+    if values.size == 1:
+        return mean, np.nan, np.nan, np.nan
+    std = float(values.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, values.size - 1)) * std / np.sqrt(values.size)
+    return mean, std, mean - half, mean + half
 
 
 def paired_bootstrap_test(y_true, pred_a, score_a, pred_b, score_b, metric: str, num_classes: int,

@@ -12,7 +12,7 @@ from torch import nn
 from benchkit.models.backbone import Backbone
 from benchkit.config import BackboneConfig, BuildInputs, ModelConfig
 from benchkit.errors import BenchkitError, ConfigError
-from benchkit.models.freezing import apply_freeze, keep_frozen_in_eval, parameter_counts, set_dropout
+from benchkit.models.freezing import apply_freeze, keep_frozen_in_eval, set_dropout
 from benchkit.models.head import Head
 from benchkit.registry import BACKBONES, HEADS
 
@@ -199,8 +199,3 @@ def forget_kept_models() -> None:
 def _kept_key(spec) -> str:
     return json.dumps([spec.model.model_dump(mode="json"), spec.build.model_dump(mode="json"), spec.seed,
                        str(spec.base_dir)], sort_keys=True)
-
-
-def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Total, trainable and frozen parameter counts."""
-    return parameter_counts(model)

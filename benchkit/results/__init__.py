@@ -1,1 +1,1 @@
-"""Results: the leaderboard, seed aggregation, plots, the HTML report and experiment tracking."""
+"""Results: the run folder, the leaderboard, aggregation across seeds, ensembles, plots, the report, tracking."""

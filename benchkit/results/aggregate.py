@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from benchkit.results.leaderboard import ID_COLUMNS, TAIL_COLUMNS, metric_of
-from benchkit.evaluation.ensembles import ensemble_rows, is_ensemble, predictions_path
+from benchkit.results import run_folder
+from benchkit.results.leaderboard import grid_columns, metric_of
+from benchkit.results.ensembles import ensemble_rows, is_ensemble, predictions_path
 from benchkit.evaluation.metrics import CORE_METRICS, HIGHER_IS_BETTER
-from benchkit.evaluation.significance import paired_bootstrap_replicates, significance_marker, wilcoxon_seeds
+from benchkit.evaluation.significance import (paired_bootstrap_replicates, significance_marker, t_interval,
+                                              wilcoxon_seeds)
 
 REPLICATE_COLUMNS = ["seed", "fold"]
 FIXED_COLUMNS = ("model", "backbone", "head", "split", "ensemble")
@@ -25,10 +26,7 @@ FIXED_COLUMNS = ("model", "backbone", "head", "split", "ensemble")
 
 def config_columns(frame: pd.DataFrame) -> list[str]:
     """Columns that identify a configuration: model, backbone, head, split, ensemble and the grid values."""
-    fixed = [c for c in FIXED_COLUMNS if c in frame]
-    grid = [c for c in frame if c not in ID_COLUMNS + TAIL_COLUMNS + list(FIXED_COLUMNS)
-            and not str(c).startswith(("valid_", "test_"))]
-    return fixed + grid
+    return [c for c in FIXED_COLUMNS if c in frame] + grid_columns(frame)
 
 
 def config_label(row: pd.Series, columns: list[str], varying: tuple[str, ...] = ()) -> str:
@@ -81,21 +79,10 @@ def aggregate_runs(frame: pd.DataFrame, splits=("valid", "test"), metrics=CORE_M
                 if col not in group:
                     continue
                 values = pd.to_numeric(group[col], errors="coerce").dropna().to_numpy()
-                mean, std, lo, hi = _t_summary(values)
+                mean, std, lo, hi = t_interval(values)
                 row.update({f"{col}_mean": mean, f"{col}_std": std, f"{col}_lo": lo, f"{col}_hi": hi})
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _t_summary(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
-    if values.size == 0:
-        return (np.nan,) * 4
-    mean = float(values.mean())
-    if values.size == 1:
-        return mean, np.nan, np.nan, np.nan
-    std = float(values.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, values.size - 1)) * std / np.sqrt(values.size)
-    return mean, std, mean - half, mean + half
 
 
 def add_significance(aggregated: pd.DataFrame, frame: pd.DataFrame, out_dir: Path, reference: str,
@@ -128,9 +115,9 @@ def add_significance(aggregated: pd.DataFrame, frame: pd.DataFrame, out_dir: Pat
         pairs = [(r, ref) for _, r in runs.iterrows() for _, ref in ref_rows.iterrows() if _same_replicate(r, ref)]
         if not pairs or num_classes is None:
             continue
-        reps_a = [_predictions(out_dir, a, split) for a, _ in pairs]
-        reps_b = [_predictions(out_dir, b, split) for _, b in pairs]
-        test = paired_bootstrap_replicates(reps_a, reps_b, metric, num_classes, n_resamples, seed)
+        test = _paired_test([predictions_path(out_dir, a, split) for a, _ in pairs],
+                            [predictions_path(out_dir, b, split) for _, b in pairs],
+                            metric, num_classes, n_resamples, seed)
         aggregated.at[i, "delta"] = test["delta"]
         aggregated.at[i, "p_value"] = test["p_value"]
         aggregated.at[i, "significance"] = significance_marker(test["p_value"])
@@ -152,8 +139,24 @@ def _fold(row: pd.Series) -> int | None:
     return None if fold is None or pd.isna(fold) else int(fold)
 
 
-def _predictions(out_dir: Path, row: pd.Series, split: str):
-    frame = pd.read_csv(predictions_path(out_dir, row, split))
+_PAIRED: dict[tuple, dict] = {}
+
+
+def _paired_test(paths_a: list[Path], paths_b: list[Path], metric: str, num_classes: int, n_resamples: int,
+                 seed: int) -> dict:
+    """The paired bootstrap of two configurations' prediction files, computed once per version of the files
+    (the leaderboard is rebuilt after every run; only the tests whose files changed run again)."""
+    key = (tuple(map(run_folder.file_version, paths_a)), tuple(map(run_folder.file_version, paths_b)), metric,
+           num_classes, n_resamples, seed)
+    if key not in _PAIRED:
+        _PAIRED[key] = paired_bootstrap_replicates([_predictions(p) for p in paths_a],
+                                                   [_predictions(p) for p in paths_b],
+                                                   metric, num_classes, n_resamples, seed)
+    return _PAIRED[key]
+
+
+def _predictions(path: Path):
+    frame = run_folder.read_table(path)
     return frame["target"].to_numpy(), frame["pred"].to_numpy(), frame["score"].to_numpy()
 
 

@@ -15,7 +15,8 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from rich.table import Table
 
-from benchkit.io import atomic_path, read_json
+from benchkit.io import atomic_path
+from benchkit.results import run_folder
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER
 
 ID_COLUMNS = ["run_id", "model", "backbone", "head", "seed", "split", "fold", "ensemble"]
@@ -29,13 +30,21 @@ _BEST_FILL = PatternFill("solid", fgColor="C6EFCE")
 def collect_rows(out_dir: str | Path) -> pd.DataFrame:
     """Every run's row from ``out_dir/runs/*/metrics.json`` (unfinished runs are left out)."""
     rows = []
-    for path in sorted(Path(out_dir, "runs").glob("*/metrics.json")):
+    for path in sorted(Path(out_dir, "runs").glob(f"*/{run_folder.METRICS}")):
         try:
-            rows.append(read_json(path)["row"])
-        except (ValueError, KeyError) as exc:
+            row = run_folder.read_row(path.parent)
+            if row is None:
+                raise KeyError("row")
+            rows.append(row)
+        except (ValueError, KeyError, AttributeError) as exc:
             rows.append({"run_id": path.parent.name, "status": "failed",
                          "error": f"unreadable metrics.json: {exc}"})
     return pd.DataFrame(rows)
+
+
+def grid_columns(frame: pd.DataFrame) -> list[str]:
+    """The grid-value columns of a leaderboard: every column that is not identity, bookkeeping or a metric."""
+    return [c for c in frame if c not in ID_COLUMNS + TAIL_COLUMNS and _split_of(c) is None]
 
 
 def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -43,8 +52,7 @@ def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
     first = [c for c in ID_COLUMNS if c in frame]
     tail = [c for c in TAIL_COLUMNS if c in frame]
     metric_cols = [c for c in frame if _split_of(c)]
-    rest = [c for c in frame if c not in first + tail + metric_cols]
-    return frame[first + rest + metric_cols + tail]
+    return frame[first + grid_columns(frame) + metric_cols + tail]
 
 
 def sort_rows(frame: pd.DataFrame, sort_by: str) -> pd.DataFrame:
@@ -145,8 +153,7 @@ def rich_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...] = ("acc
                split: str = "test") -> Table:
     """A compact terminal view: identity, grid values, metrics with intervals, status."""
     table = Table(title=title, header_style="bold cyan")
-    grid_cols = [c for c in frame if c not in ID_COLUMNS + TAIL_COLUMNS and _split_of(c) is None]
-    cols = ["run_id"] + grid_cols
+    cols = ["run_id"] + grid_columns(frame)
     for col in cols:
         table.add_column(col, overflow="fold")
     shown = [m for m in metrics if f"{split}_{m}" in frame]

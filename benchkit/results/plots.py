@@ -4,7 +4,8 @@ Per run (``runs/<id>/plots/``): confusion matrices per split (counts and row-nor
 learning curves from ``history.csv``, and the predicted-score distribution per true level. Per
 experiment (``<out>/plots/``): the chosen metric per configuration with its 95% interval, and a
 heatmap of that metric for every pair of grid keys (e.g. freeze x dropout). Everything is drawn from
-files already on disk, so plots can be regenerated at any time (``write_run_plots(run_dir)``).
+files already on disk (read through :mod:`benchkit.results.run_folder`, never a checkpoint), so plots
+can be regenerated at any time (``write_run_plots(run_dir)``).
 Figures use matplotlib's object API with the Agg canvas: no display, no global backend change.
 """
 
@@ -19,11 +20,13 @@ import pandas as pd
 import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from scipy import stats
 
-from benchkit.io import atomic_path, read_json
-from benchkit.results.leaderboard import ID_COLUMNS, TAIL_COLUMNS, metric_of
+from benchkit.io import atomic_path
+from benchkit.results import run_folder
+from benchkit.results.aggregate import config_labels
+from benchkit.results.leaderboard import grid_columns, metric_of
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER
+from benchkit.evaluation.significance import t_interval
 
 PLOT_DIR = "plots"
 _DPI = 100
@@ -35,51 +38,24 @@ def write_run_plots(run_dir: str | Path) -> list[Path]:
     """Draw every per-run plot that the run folder's files allow; return the PNG paths."""
     run_dir = Path(run_dir)
     out = run_dir / PLOT_DIR
-    facts = _checkpoint_facts(run_dir)
-    classes = facts.get("classes")
+    info = run_folder.read_info(run_dir)
+    classes = info.get("classes")
     written = []
     for split in ("valid", "test"):
-        path = run_dir / f"predictions_{split}.csv"
-        if not path.is_file():
+        pred = run_folder.read_predictions(run_dir, split)
+        if pred is None:
             continue
-        pred = pd.read_csv(path)
         names = classes or _level_names(pred)
         title = f"{run_dir.name}: {split}"
         written.append(_save(plot_confusion(pred.target.to_numpy(), pred.pred.to_numpy(), names, title),
                              out / f"confusion_{split}.png"))
         written.append(_save(plot_score_distribution(pred.target.to_numpy(), pred.score.to_numpy(), names,
                                                      title), out / f"scores_{split}.png"))
-    history = run_dir / "history.csv"
-    if history.is_file():
-        config = _read_yaml(run_dir / "config.yaml")
-        monitor = (config.get("train", {}).get("early_stopping", {}) or {}).get("monitor", "loss")
-        best_epoch = facts.get("epoch", _read_row(run_dir).get("best_epoch"))
-        written.append(_save(plot_learning_curves(pd.read_csv(history), monitor, best_epoch, run_dir.name),
-                             out / "learning_curves.png"))
+    history = run_folder.read_history(run_dir)
+    if history is not None:
+        written.append(_save(plot_learning_curves(history, info.get("monitor") or "loss", info.get("best_epoch"),
+                                                  run_dir.name), out / "learning_curves.png"))
     return written
-
-
-def run_classes(run_dir: Path) -> list[str] | None:
-    """Class names stored with the run's best checkpoint."""
-    return _checkpoint_facts(Path(run_dir)).get("classes")
-
-
-def _checkpoint_facts(run_dir: Path) -> dict:
-    """``classes`` and selected ``epoch`` from ``best.pt`` (memory-mapped, so reading them is cheap)."""
-    path = run_dir / "best.pt"
-    if not path.is_file():
-        return {}
-    import torch
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        return {}
-    if not isinstance(ckpt, dict):
-        return {}
-    facts = {"classes": list(ckpt["classes"])} if ckpt.get("classes") else {}
-    if isinstance(ckpt.get("epoch"), int):
-        facts["epoch"] = ckpt["epoch"]
-    return facts
 
 
 def plot_confusion(targets: np.ndarray, preds: np.ndarray, classes: list[str], title: str = "") -> Figure:
@@ -186,7 +162,7 @@ def write_experiment_plots(out_dir: str | Path, frame: pd.DataFrame | None = Non
     if ok.empty or metric not in ok:
         return []
     grid = _grid_values(experiment, ok)
-    written = [_save(plot_leaderboard(ok, metric, list(grid)), out_dir / PLOT_DIR / f"leaderboard_{metric}.png")]
+    written = [_save(plot_leaderboard(ok, metric), out_dir / PLOT_DIR / f"leaderboard_{metric}.png")]
     varied = {key: values for key, values in grid.items() if len(values) > 1}
     for row_key, col_key in itertools.combinations(varied, 2):
         fig = plot_grid_heatmap(ok, row_key, col_key, metric, varied[row_key], varied[col_key])
@@ -194,28 +170,24 @@ def write_experiment_plots(out_dir: str | Path, frame: pd.DataFrame | None = Non
     return written
 
 
-def configuration_summary(frame: pd.DataFrame, metric: str, grid_columns: list[str]) -> pd.DataFrame:
-    """One row per configuration (model + grid values): value, 95% interval, number of runs.
+def configuration_summary(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per configuration (:func:`benchkit.results.aggregate.config_labels`): value, 95% interval, runs.
 
     A single run keeps its bootstrap interval (``<metric>_lo``/``_hi``); several runs (seeds, folds)
     give their mean and the 95% t-interval of that mean.
     """
-    keys = [c for c in ["model", *grid_columns, "split"] if c in frame]
     rows = []
-    for _, group in frame.groupby(keys, dropna=False, sort=False):
+    for label, group in frame.groupby(config_labels(frame), sort=False):
         values = pd.to_numeric(group[metric], errors="coerce").dropna().to_numpy()
         if not len(values):
             continue
         first = group.iloc[0]
-        label = " ".join([str(first.get("model", ""))] + [f"{c}={first[c]}" for c in grid_columns
-                                                          if c in first and c != "model"])
         if len(values) == 1:
             lo, hi = first.get(f"{metric}_lo", np.nan), first.get(f"{metric}_hi", np.nan)
             mean, kind = float(values[0]), "bootstrap"
         else:
-            mean = float(values.mean())
-            half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-            lo, hi, kind = mean - half, mean + half, "t over runs"
+            mean, _, lo, hi = t_interval(values)
+            kind = "t over runs"
         rows.append({"config": label, "value": mean, "lo": float(lo), "hi": float(hi), "runs": len(values),
                      "interval": kind})
     summary = pd.DataFrame(rows)
@@ -225,9 +197,9 @@ def configuration_summary(frame: pd.DataFrame, metric: str, grid_columns: list[s
     return summary.sort_values("value", ascending=ascending, kind="stable").reset_index(drop=True)
 
 
-def plot_leaderboard(frame: pd.DataFrame, metric: str, grid_columns: list[str] = ()) -> Figure:
+def plot_leaderboard(frame: pd.DataFrame, metric: str) -> Figure:
     """Each configuration's ``metric`` with its 95% interval, best at the top."""
-    summary = configuration_summary(frame, metric, list(grid_columns))
+    summary = configuration_summary(frame, metric)
     n = len(summary)
     fig = Figure(figsize=(9.0, max(2.4, 1.2 + 0.42 * n)), dpi=_DPI, layout="constrained")
     ax = fig.subplots()
@@ -296,13 +268,11 @@ def try_plots(draw, *args) -> list[Path]:
 
 def _grid_values(experiment: dict, frame: pd.DataFrame) -> dict[str, list]:
     """Grid columns and their values in YAML order; inferred from the leaderboard without a YAML."""
-    from benchkit.config import grid_column
+    from benchkit.expansion import grid_column
     grid = experiment.get("grid") or {}
     if grid:
         return {grid_column(k): list(v) for k, v in grid.items() if grid_column(k) in frame}
-    columns = [c for c in frame if c not in ID_COLUMNS + TAIL_COLUMNS
-               and not str(c).startswith(("valid_", "test_"))]
-    return {c: _ordered(frame[c]) for c in columns}
+    return {c: _ordered(frame[c]) for c in grid_columns(frame)}
 
 
 def _ordered(series: pd.Series) -> list:
@@ -342,11 +312,6 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         return {}
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-
-
-def _read_row(run_dir: Path) -> dict:
-    path = run_dir / "metrics.json"
-    return (read_json(path).get("row") or {}) if path.is_file() else {}
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -21,7 +21,8 @@ import yaml
 
 from benchkit.errors import ConfigError, OutputError
 from benchkit.io import folder_write_problem, read_json, write_text
-from benchkit.results.leaderboard import ID_COLUMNS, TAIL_COLUMNS, build_leaderboard, metric_of
+from benchkit.results import run_folder
+from benchkit.results.leaderboard import build_leaderboard, grid_columns, metric_of
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER
 from benchkit.results.plots import PLOT_DIR, try_plots, write_experiment_plots, write_run_plots
 
@@ -113,8 +114,7 @@ def _leaderboard_section(frame: pd.DataFrame, sort_by: str) -> str:
 
 
 def _metric_table(frame: pd.DataFrame, split: str) -> str:
-    grid = [c for c in frame if c not in ID_COLUMNS + TAIL_COLUMNS and not str(c).startswith(("valid_", "test_"))]
-    ident = [c for c in ("run_id", "model", "seed") if c in frame] + grid
+    ident = [c for c in ("run_id", "model", "seed") if c in frame] + grid_columns(frame)
     metrics = [f"{split}_{m}" for m in REPORT_METRICS if f"{split}_{m}" in frame]
     header = "".join(f"<th>{_e(c)}</th>" for c in ident + metrics + ["epochs", "status"])
     best = {col: _best(frame, col) for col in metrics}
@@ -156,15 +156,13 @@ def _dataset_section(out_dir: Path, experiment: dict, frame: pd.DataFrame) -> st
     parts = [_key_values(facts)] if facts else []
     finished = [r for r, s in zip(frame.get("run_id", []), frame.get("status", [])) if s == "ok"]
     if finished:
-        run_dir = out_dir / "runs" / str(finished[0])
-        from benchkit.results.plots import run_classes
-        classes = run_classes(run_dir)
+        run_dir = run_folder.run_dir_of(out_dir, str(finished[0]))
+        classes = run_folder.read_info(run_dir).get("classes")
         counts = {}
         for split in ("valid", "test"):
-            path = run_dir / f"predictions_{split}.csv"
-            if path.is_file():
-                targets = pd.read_csv(path)["target"]
-                counts[split] = targets.value_counts().sort_index()
+            predictions = run_folder.read_predictions(run_dir, split)
+            if predictions is not None:
+                counts[split] = predictions["target"].value_counts().sort_index()
         if counts:
             levels = sorted(set().union(*(c.index for c in counts.values())))
             names = [classes[k] if classes and k < len(classes) else str(k) for k in levels]
@@ -196,7 +194,7 @@ def _runs_section(run_dirs: list[Path], frame: pd.DataFrame, sort_by: str) -> st
         if status != "ok" and pd.notna(row.get("error")):
             body.append(f"<p class='failed'>{_e(row.get('error'))}</p>")
         body.append(_images(sorted((run_dir / PLOT_DIR).glob("*.png"))))
-        config = _read_text(run_dir / "config.yaml")
+        config = _read_text(run_dir / run_folder.CONFIG)
         if config:
             body.append(f"<details><summary>config.yaml</summary><pre>{_e(config)}</pre></details>")
         opened = " open" if not blocks and status == "ok" else ""
@@ -207,7 +205,7 @@ def _runs_section(run_dirs: list[Path], frame: pd.DataFrame, sort_by: str) -> st
 def _environment_section(run_dirs: list[Path]) -> str:
     environments: dict[str, list[str]] = {}
     for run_dir in run_dirs:
-        path = run_dir / "details.json"
+        path = run_dir / run_folder.DETAILS
         if path.is_file():
             try:
                 env = read_json(path).get("environment")

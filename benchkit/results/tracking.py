@@ -19,7 +19,7 @@ import numbers
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -76,12 +76,16 @@ class RunTracker:
             return False
 
 
-def open_tracker(spec: RunSpec, out_dir: Path) -> RunTracker:
-    """Start tracking one run as its ``tracking`` section asks (paths relative to ``out_dir``)."""
+def open_tracker(spec: RunSpec, out_dir: Path, export: Callable[[Path, Path], Path] | None = None) -> RunTracker:
+    """Start tracking one run as its ``tracking`` section asks (paths relative to ``out_dir``).
+
+    ``export(run_dir, folder)`` writes the finished run as a model folder (:func:`benchkit.export.export_run`);
+    MLflow logs it as the run's ``model/`` artifacts when given.
+    """
     config: TrackingConfig = spec.tracking
     backends: list[_Backend] = []
     if config.mlflow is not None:
-        backends.append(_MlflowBackend(spec, config.mlflow, Path(out_dir)))
+        backends.append(_MlflowBackend(spec, config.mlflow, Path(out_dir), export))
     if config.tensorboard is not None:
         backends.append(_TensorBoardBackend(spec, _inside(config.tensorboard, Path(out_dir))))
     return RunTracker(backends, spec.run_id)
@@ -119,7 +123,9 @@ class _Backend:
 class _MlflowBackend(_Backend):
     name = "MLflow"
 
-    def __init__(self, spec: RunSpec, config: MlflowTrackingConfig, out_dir: Path):
+    def __init__(self, spec: RunSpec, config: MlflowTrackingConfig, out_dir: Path,
+                 export: Callable[[Path, Path], Path] | None = None):
+        self.export = export
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:
@@ -164,7 +170,7 @@ class _MlflowBackend(_Backend):
                 self.client.log_artifacts(self.run_id, str(run_dir / "plots"), artifact_path="plots")
             if self.config.log_checkpoint and (run_dir / "best.pt").is_file():
                 self.client.log_artifact(self.run_id, str(run_dir / "best.pt"), artifact_path="checkpoint")
-                if row.get("status") == "ok":
+                if row.get("status") == "ok" and self.export is not None:
                     self._log_model(run_dir)
             self.client.set_terminated(self.run_id, status="FINISHED" if row.get("status") == "ok" else "FAILED")
 
@@ -172,9 +178,8 @@ class _MlflowBackend(_Backend):
         """The run exported (safetensors + config.json) as the MLflow run's ``model/`` artifacts."""
         import tempfile
 
-        from benchkit.export import export_run
         with tempfile.TemporaryDirectory() as folder:
-            self.client.log_artifacts(self.run_id, str(export_run(run_dir, folder)), artifact_path="model")
+            self.client.log_artifacts(self.run_id, str(self.export(run_dir, Path(folder))), artifact_path="model")
 
     def _log(self, metrics: dict[str, float] | None = None, params: dict[str, str] | None = None,
              step: int = 0) -> None:

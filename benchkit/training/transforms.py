@@ -31,14 +31,14 @@ def reference_augmentation(size: int) -> list[nn.Module]:
     ]
 
 
-def build_augmentation(spec: str | list[dict[str, dict[str, Any]]], size: int) -> list[nn.Module]:
+def build_augmentation(augmentation: str | list[dict[str, dict[str, Any]]], size: int) -> list[nn.Module]:
     """``"reference"``, ``"none"`` or a list of ``{KorniaTransformName: {kwargs}}``."""
-    if spec == "reference":
+    if augmentation == "reference":
         return reference_augmentation(size)
-    if spec == "none":
+    if augmentation == "none":
         return []
     transforms = []
-    for i, item in enumerate(spec):
+    for i, item in enumerate(augmentation):
         if len(item) != 1:
             raise ConfigError(f"train.augmentation[{i}]: expected one {{Name: {{kwargs}}}} mapping, got {item}")
         (name, kwargs), = item.items()
@@ -70,7 +70,7 @@ class BatchPreprocessor(nn.Module):
     def forward(self, images: torch.Tensor, train: bool, groups: Sequence[int] | None = None,
                 view: nn.Module | None = None) -> torch.Tensor:
         """``groups``: sizes of the training batches ``images`` concatenates (see :func:`augment`);
-        ``view``: a test-time view applied before normalisation (see :mod:`benchkit.evaluation.tta`)."""
+        ``view``: a test-time view applied before normalisation (see :mod:`benchkit.training.tta`)."""
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         if train and len(self.augmentation):
             x = augment(self.augmentation, x, groups).clamp_(0.0, 1.0)

@@ -47,10 +47,10 @@ NAMED_VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def build_views(spec: Sequence[ViewSpec] | None) -> list[nn.Module]:
+def build_views(views: Sequence[ViewSpec] | None) -> list[nn.Module]:
     """The view modules of ``evaluation.tta`` (``None`` or ``[]``: no TTA)."""
     views = []
-    for i, item in enumerate(spec or []):
+    for i, item in enumerate(views or []):
         if isinstance(item, str):
             if item not in NAMED_VIEWS:
                 raise ConfigError(f"evaluation.tta[{i}]: unknown view {item!r} (named views: "
@@ -62,11 +62,11 @@ def build_views(spec: Sequence[ViewSpec] | None) -> list[nn.Module]:
     return views
 
 
-def tta_label(spec: Sequence[ViewSpec] | None) -> str:
+def tta_label(views: Sequence[ViewSpec] | None) -> str:
     """How the leaderboard and ``predict`` name a TTA: the views joined by ``+``, or ``none``."""
-    if not spec:
+    if not views:
         return "none"
-    return "+".join(item if isinstance(item, str) else next(iter(item)) for item in spec)
+    return "+".join(item if isinstance(item, str) else next(iter(item)) for item in views)
 
 
 class ViewPreprocessor(nn.Module):

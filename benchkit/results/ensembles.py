@@ -8,6 +8,7 @@ estimates read back from their ``predictions_<split>.csv`` (scores and probabili
 by the members' head when they share one (calibrated decodings fitted again on the ensemble's
 validation estimate), otherwise by the most probable level (or the rounded score). Metrics,
 bootstrap intervals and decodings are those of any run (:func:`~benchkit.evaluation.scoring.score_estimates`);
+members' files are read through :mod:`benchkit.results.run_folder`;
 ``DIR/ensembles/<id>/`` holds its predictions and ``metrics.json``.
 """
 
@@ -21,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from benchkit.evaluation.prediction_files import estimate_of, prediction_frame
 from benchkit.evaluation.scoring import score_estimates
 from benchkit.io import atomic_path, read_json, write_json
 from benchkit.models.head import Head, mean_estimate
+from benchkit.results import run_folder
 
 ENSEMBLES_DIR = "ensembles"
 SPLITS = ("valid", "test")
@@ -72,7 +73,7 @@ def build_ensemble(out_dir: Path, plan: EnsemblePlan, bootstrap) -> dict:
     """
     folder = Path(out_dir) / ENSEMBLES_DIR / plan.run_id
     runs = Path(out_dir) / "runs"
-    files = {split: [runs / run_id / f"predictions_{split}.csv" for run_id in plan.members["run_id"]]
+    files = {split: [run_folder.predictions_file(runs / run_id, split) for run_id in plan.members["run_id"]]
              for split in SPLITS}
     files = {split: paths for split, paths in files.items() if all(p.is_file() for p in paths)}
     signature = _signature(files, bootstrap)
@@ -81,7 +82,7 @@ def build_ensemble(out_dir: Path, plan: EnsemblePlan, bootstrap) -> dict:
         stored = read_json(previous)
         if stored.get("signature") == signature:
             return stored["row"]
-    frames = {split: [pd.read_csv(p) for p in paths] for split, paths in files.items()}
+    frames = {split: [run_folder.read_table(p) for p in paths] for split, paths in files.items()}
     for split, members in frames.items():
         _check_same_images(members, split, plan)
     num_classes = int(plan.members["num_classes"].iloc[0])
@@ -112,7 +113,7 @@ def ensemble_rows(out_dir: Path, frame: pd.DataFrame, evaluation, config_columns
 def predictions_path(out_dir: Path, row: pd.Series, split: str) -> Path:
     """Where a leaderboard row's predictions of ``split`` are: its run folder or its ensemble folder."""
     folder = ENSEMBLES_DIR if is_ensemble(row) else "runs"
-    return Path(out_dir) / folder / str(row["run_id"]) / f"predictions_{split}.csv"
+    return run_folder.predictions_file(Path(out_dir) / folder / str(row["run_id"]), split)
 
 
 def is_ensemble(row: pd.Series) -> bool:
@@ -131,8 +132,7 @@ def _decoder(runs: Path, run_ids, num_classes: int) -> Head:
 
 
 def _head_config(run_dir: Path) -> dict:
-    spec = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    return spec["model"]["head"]
+    return run_folder.read_config(run_dir)["model"]["head"]
 
 
 def _identity(plan: EnsemblePlan, head: Head) -> dict:
@@ -160,8 +160,8 @@ def _signature(files: dict[str, list[Path]], bootstrap) -> str:
     digest.update(json.dumps(bootstrap.model_dump(), sort_keys=True).encode())
     for split, paths in sorted(files.items()):
         for path in paths:
-            stat = path.stat()
-            digest.update(f"{split}|{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+            name, mtime, size = run_folder.file_version(path)
+            digest.update(f"{split}|{name}|{size}|{mtime}".encode())
     return digest.hexdigest()
 
 
