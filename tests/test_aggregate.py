@@ -79,6 +79,24 @@ def test_p_values_and_markers_equal_an_independent_computation(two_configs):
     assert row.p_wilcoxon == pytest.approx(stats.wilcoxon(per_seed).pvalue)
 
 
+def test_the_paired_bootstrap_runs_again_only_for_changed_prediction_files(two_configs, monkeypatch):
+    import benchkit.results.aggregate as aggregate
+    from benchkit.results.leaderboard import build_leaderboard
+    calls = []
+    real = aggregate.paired_bootstrap_replicates
+    monkeypatch.setattr(aggregate, "paired_bootstrap_replicates", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(aggregate, "_PAIRED", {})
+    frame = build_leaderboard(two_configs)
+    first = aggregate.add_significance(aggregate.aggregate_runs(frame), frame, two_configs, "good", "test_mae", 300)
+    again = aggregate.add_significance(aggregate.aggregate_runs(frame), frame, two_configs, "good", "test_mae", 300)
+    assert len(calls) == 1  # one pair of configurations, tested once for both refreshes
+    pd.testing.assert_frame_equal(first, again)
+    predictions = two_configs / "runs" / "frozen__s1" / "predictions_test.csv"
+    predictions.write_text(predictions.read_text())  # a new version of one file (a run redone)
+    aggregate.add_significance(aggregate.aggregate_runs(frame), frame, two_configs, "good", "test_mae", 300)
+    assert len(calls) == 2
+
+
 def test_xlsx_carries_the_aggregated_sheet(two_configs):
     wb = load_workbook(two_configs / "leaderboard.xlsx")
     assert "aggregated" in wb.sheetnames

@@ -49,6 +49,21 @@ def test_run_plots_are_regenerated_from_the_run_folder(finished, tmp_path):
     assert sorted(p.name for p in written) == RUN_PLOTS
 
 
+def test_run_plots_learn_classes_and_best_epoch_from_run_json_not_the_checkpoint(finished, tmp_path, monkeypatch):
+    import torch
+
+    from benchkit.results import run_folder
+    run_dir = tmp_path / "copy"
+    shutil.copytree(next((finished / "runs").iterdir()), run_dir)
+    shutil.rmtree(run_dir / "plots")
+    (run_dir / "best.pt").unlink()
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a checkpoint was opened"))
+    info = run_folder.read_info(run_dir)
+    assert info["classes"] == [f"LEVEL_{k}" for k in range(4)] and info["monitor"] == "loss"
+    assert info["best_epoch"] == run_folder.read_row(run_dir)["best_epoch"] >= 1
+    assert sorted(p.name for p in write_run_plots(run_dir)) == RUN_PLOTS
+
+
 def test_experiment_plots_are_written_with_the_leaderboard(finished):
     assert sorted(p.name for p in (finished / "plots").glob("*.png")) == ["leaderboard_test_mae.png"]
     shutil.rmtree(finished / "plots")
