@@ -21,12 +21,12 @@ CONFIG = REPO / "pyproject.toml"
 
 
 def _lint(search_path: Path) -> subprocess.CompletedProcess:
-    """``lint-imports`` on the ``benchkit`` package found first on ``search_path``."""
+    """``lint-imports`` on the ``benchkit`` package in ``search_path`` (run there: it puts its folder first)."""
     command = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
     assert command, "lint-imports is not installed (pip install import-linter; it is in the test extra)"
     env = {**os.environ, "PYTHONPATH": str(search_path)}
     return subprocess.run([command, "--config", str(CONFIG), "--no-cache"], capture_output=True, text=True,
-                          env=env, timeout=300)
+                          env=env, cwd=search_path, timeout=300)
 
 
 def test_the_contracts_hold_on_this_tree():
