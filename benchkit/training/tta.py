@@ -47,10 +47,10 @@ NAMED_VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def build_views(views: Sequence[ViewSpec] | None) -> list[nn.Module]:
+def build_views(tta: Sequence[ViewSpec] | None) -> list[nn.Module]:
     """The view modules of ``evaluation.tta`` (``None`` or ``[]``: no TTA)."""
     views = []
-    for i, item in enumerate(views or []):
+    for i, item in enumerate(tta or []):
         if isinstance(item, str):
             if item not in NAMED_VIEWS:
                 raise ConfigError(f"evaluation.tta[{i}]: unknown view {item!r} (named views: "
@@ -62,11 +62,11 @@ def build_views(views: Sequence[ViewSpec] | None) -> list[nn.Module]:
     return views
 
 
-def tta_label(views: Sequence[ViewSpec] | None) -> str:
+def tta_label(tta: Sequence[ViewSpec] | None) -> str:
     """How the leaderboard and ``predict`` name a TTA: the views joined by ``+``, or ``none``."""
-    if not views:
+    if not tta:
         return "none"
-    return "+".join(item if isinstance(item, str) else next(iter(item)) for item in views)
+    return "+".join(item if isinstance(item, str) else next(iter(item)) for item in tta)
 
 
 class ViewPreprocessor(nn.Module):
