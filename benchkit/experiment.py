@@ -136,12 +136,12 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
     the command began; default: now); results a concurrent command wrote since then are kept.
     """
     out_dir = Path(out_dir)
-    pending = [spec for spec in runs if fresh or not _finished(spec, run_dir_of(out_dir, spec.run_id))]
-    if refuse_changed and not fresh:
-        _refuse_changed_runs(pending, out_dir)
     problem = folder_write_problem(out_dir)
     if problem:
         raise OutputError(f"cannot write the results to {out_dir}: {problem}")
+    pending = [spec for spec in runs if fresh or not _finished(spec, run_dir_of(out_dir, spec.run_id))]
+    if refuse_changed and not fresh:
+        _refuse_changed_runs(pending, out_dir)
     executor = executor or LocalExecutor()
     resolved = {spec.run_id: spec for spec in check_inputs(pending, keep_models=not executor.in_workers)}
     out_dir.mkdir(parents=True, exist_ok=True)
