@@ -273,7 +273,7 @@ MUTANTS = [
        "return {k: torch.stack([e[k].double() for e in estimates]).amax(0).to(estimates[0][k].dtype) for k in keys}",
        "tests/test_ensembles.py -k averages",
        "averaged estimates (ensembles, TTA) take the element-wise maximum"),
-    _m("export-head-keys-unmapped", "benchkit/export.py",
+    _m("export-head-keys-unmapped", "benchkit/results/exported.py",
        '("head." + name[len(HEAD_PREFIX):]) if name.startswith(HEAD_PREFIX)',
        '("head." + name) if name.startswith(HEAD_PREFIX)',
        "tests/test_export.py",
