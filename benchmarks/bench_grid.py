@@ -6,6 +6,8 @@ sequential eager run of the same seed.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 from pathlib import Path
 
@@ -40,7 +42,8 @@ def grid_experiment(folder: Path, root: Path | None, heads: list[str], epochs: i
 
 def _run(experiment: Path, out: Path, *extra: str) -> tuple[float, pd.DataFrame]:
     start = time.perf_counter()
-    code = main(["run", str(experiment), "--out", str(out), "--quiet", *extra])
+    with contextlib.redirect_stdout(io.StringIO()):  # the leaderboard tables; the figures say what counts
+        code = main(["run", str(experiment), "--out", str(out), "--quiet", *extra])
     seconds = time.perf_counter() - start
     board = pd.read_csv(out / "leaderboard.csv").set_index("head")
     if code != 0:
