@@ -17,7 +17,7 @@ from torchvision.models.maxvit import MaxVit
 from benchkit.models.backbone import Backbone
 from benchkit.errors import ConfigError
 from benchkit.registry import register_backbone
-from benchkit.models.weights import check_weights_options, download_state_dict, load_into, load_weights_file
+from benchkit.models.weights import check_weights_options, download_state_dict, load_into, local_weights
 
 from .torchvision_models import preprocessing
 
@@ -104,9 +104,8 @@ def maxvit_t(pretrained: bool = False, weights: str | None = None, weights_map: 
     body.classifier[-1] = nn.Identity()
     source, report = "random", None
     if weights is not None:
-        report = load_weights_file(body, weights, weights_map, ignore_prefixes=(f"{_CLASSIFIER}.",),
-                                   strict=weights_strict).as_dict()
-        source = f"local file ({weights})"
+        source, report = local_weights(body, weights, weights_map, ignore_prefixes=(f"{_CLASSIFIER}.",),
+                                       strict=weights_strict)
     elif pretrained_state is not None:
         load_into(body, resize_relative_position_tables(pretrained_state, body), strict=True,
                   ignore_prefixes=(f"{_CLASSIFIER}.",), source="MaxVit_T_Weights.IMAGENET1K_V1")

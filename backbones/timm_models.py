@@ -15,7 +15,7 @@ from torch import nn
 from benchkit.models.backbone import Backbone
 from benchkit.errors import ConfigError, WeightsError
 from benchkit.registry import register_backbone
-from benchkit.models.weights import check_weights_options, hub_cache_file, load_weights_file
+from benchkit.models.weights import check_weights_options, hub_cache_file, local_weights
 
 from ._parts import children_before, group, own_parameters
 
@@ -50,9 +50,8 @@ def timm_backbone(arch: str, *, pretrained: bool = False, weights: str | None = 
     stem, stages = (_grouped_blocks(model, stage_groups) if stage_groups else timm_stem_and_stages(model))
     source, report = "random", None
     if weights is not None:
-        report = load_weights_file(model, weights, weights_map, ignore_prefixes=classifier_prefixes(model),
-                                   strict=weights_strict).as_dict()
-        source = f"local file ({weights})"
+        source, report = local_weights(model, weights, weights_map, ignore_prefixes=classifier_prefixes(model),
+                                       strict=weights_strict)
     elif pretrained:
         source = f"pretrained (timm {_tagged_name(model.pretrained_cfg)})"
     data = timm.data.resolve_model_data_config(model)

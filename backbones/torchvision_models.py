@@ -15,7 +15,7 @@ from torch import nn
 from benchkit.models.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone
 from benchkit.errors import ConfigError
 from benchkit.registry import register_backbone
-from benchkit.models.weights import check_weights_options, download_state_dict, load_into, load_weights_file
+from benchkit.models.weights import check_weights_options, download_state_dict, load_into, local_weights
 
 from ._parts import children_before, own_parameters, replace_module
 
@@ -101,9 +101,8 @@ def torchvision_model(full_name: str, pretrained: bool = False, weights: str | N
     removed, num_features = remove_classifier(body)
     source, report = "random", None
     if weights is not None:
-        report = load_weights_file(body, weights, weights_map, ignore_prefixes=(f"{removed}.",),
-                                   strict=weights_strict).as_dict()
-        source = f"local file ({weights})"
+        source, report = local_weights(body, weights, weights_map, ignore_prefixes=(f"{removed}.",),
+                                       strict=weights_strict)
     elif pretrained_state is not None:
         load_into(body, pretrained_state, strict=True, ignore_prefixes=(f"{removed}.",), source=str(enum))
         source = f"imagenet (torchvision {enum})"

@@ -181,6 +181,13 @@ def load_weights_file(module: nn.Module, path: str | os.PathLike, weights_map: d
                      source=f"weights file {path}")
 
 
+def local_weights(module: nn.Module, path: str | os.PathLike, weights_map: dict[str, str] | None, *,
+                  ignore_prefixes: tuple[str, ...], strict: bool) -> tuple[str, dict]:
+    """``backbone.weights`` loaded into ``module``: the backbone's ``weights_source`` and ``weights_report``."""
+    report = load_weights_file(module, path, weights_map, ignore_prefixes=ignore_prefixes, strict=strict)
+    return f"local file ({path})", report.as_dict()
+
+
 def rename_by_order(state_dict: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], *,
                     source: str = "state dict") -> dict[str, torch.Tensor]:
     """Give the i-th tensor of ``state_dict`` the i-th key of ``reference``, checking every shape.
