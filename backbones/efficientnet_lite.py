@@ -54,7 +54,6 @@ class LiteWeights:
 
 
 LITE = {w.arch: w for w in (LiteWeights(0, None), LiteWeights(1, "lite"), LiteWeights(2, "lite"))}
-WEIGHTS_SOURCE = LITE["tf_efficientnet_lite0"].source
 
 
 def lite_imagenet_state_dict(model: nn.Module, arch: str = "tf_efficientnet_lite0") -> dict[str, torch.Tensor]:

@@ -20,7 +20,6 @@ from benchkit.evaluation.metrics import CORE_METRICS, HIGHER_IS_BETTER
 from benchkit.evaluation.significance import (paired_bootstrap_replicates, significance_marker, t_interval,
                                               wilcoxon_seeds)
 
-REPLICATE_COLUMNS = ["seed", "fold"]
 FIXED_COLUMNS = ("model", "backbone", "head", "split", "ensemble")
 
 
