@@ -56,16 +56,16 @@ def _marker(p: float) -> str:
 
 
 def test_p_values_and_markers_equal_an_independent_computation(two_configs):
-    """The paired bootstrap of the test MAE written out from the prediction files (each seed resampled with its
-    documented draw, ``default_rng(seed + replicate)``, both configurations on the same images), and the
-    Wilcoxon signed-rank test of the per-seed values from scipy."""
+    """The paired bootstrap of the test MAE written out from the prediction files (both seeds score the same test
+    images, so both share one draw, ``default_rng(seed)``, as do both configurations), and the Wilcoxon
+    signed-rank test of the per-seed values from scipy."""
     agg = pd.read_csv(two_configs / "leaderboard_aggregated.csv").set_index("config")
     full, resampled = [], []
-    for replicate, seed in enumerate((0, 1)):
+    for seed in (0, 1):
         y, frozen = _test_predictions(two_configs, "frozen", seed)
         y_good, good = _test_predictions(two_configs, "good", seed)
         assert np.array_equal(y, y_good)
-        draws = np.random.default_rng(0 + replicate).integers(0, len(y), (300, len(y)))
+        draws = np.random.default_rng(0).integers(0, len(y), (300, len(y)))
         full.append(np.abs(frozen - y).mean() - np.abs(good - y).mean())
         resampled.append(np.abs(frozen[draws] - y[draws]).mean(1) - np.abs(good[draws] - y[draws]).mean(1))
     delta, deltas = np.mean(full), np.mean(resampled, axis=0)
@@ -120,3 +120,31 @@ def test_two_key_grid_gives_a_pivot(tmp_path):
         for dropout in (0.0, 0.5):
             runs = [r.test_mae for r in board.itertuples() if r.freeze == freeze and r.dropout == dropout]
             assert len(runs) == 1 and pivot.loc[freeze, str(dropout)] == pytest.approx(sum(runs) / len(runs))
+
+
+def test_runs_pair_only_with_reference_runs_of_the_same_split_strategy(tmp_path):
+    """A grid over data.split: the official and the group-holdout runs of a configuration are each tested against the
+    reference run of their own strategy (other test images), never across strategies."""
+    from benchkit.results.aggregate import add_significance, aggregate_runs
+    rng = np.random.default_rng(0)
+    rows = []
+    for split, images in (("official", 40), ("group_holdout", 30)):
+        y = rng.integers(0, 4, images)
+        for model, noise in (("ref", 0), ("other", 1)):
+            run_id = f"{model}-{split}__s0"
+            pred = np.clip(y + rng.integers(-noise, noise + 1, images), 0, 3)
+            folder = tmp_path / "runs" / run_id
+            folder.mkdir(parents=True)
+            pd.DataFrame({"image": [f"{split}{i}.jpg" for i in range(images)], "target": y, "pred": pred,
+                          "score": pred.astype(float)}).to_csv(folder / "predictions_test.csv", index=False)
+            rows.append({"run_id": run_id, "model": model, "backbone": "b", "head": "h", "split": split,
+                         "fold": np.nan, "seed": 0, "status": "ok", "num_classes": 4,
+                         "test_mae": float(np.abs(pred - y).mean())})
+    frame = pd.DataFrame(rows)
+    aggregated = add_significance(aggregate_runs(frame), frame, tmp_path, "ref", "test_mae", 200)
+    by_config = aggregated.set_index("config")
+    assert by_config.loc["ref", "significance"] == "reference"
+    expected = frame.set_index("run_id").test_mae
+    assert by_config.loc["other", "delta"] == pytest.approx(
+        expected["other-official__s0"] - expected["ref-official__s0"])
+    assert np.isnan(by_config.loc["other group_holdout", "delta"])  # no reference run of its strategy

@@ -9,7 +9,8 @@ import pytest
 from scipy.stats import wilcoxon
 
 from benchkit.evaluation.metrics import compute_metrics
-from benchkit.evaluation.significance import paired_bootstrap_test, significance_marker, wilcoxon_seeds
+from benchkit.evaluation.significance import (paired_bootstrap_replicates, paired_bootstrap_test, significance_marker,
+                                              wilcoxon_seeds)
 
 K = 6
 
@@ -64,3 +65,21 @@ def test_wilcoxon_seeds_matches_scipy_and_handles_degenerate_input():
                                      (0.049, "*"), (0.05, "ns"), (0.8, "ns"), (float("nan"), "ns")])
 def test_significance_marker(p, mark):
     assert significance_marker(p) == mark
+
+
+def test_seeds_on_the_same_images_share_one_draw():
+    """Two seeds that erred alike on the same images carry no more evidence than one: the p-value and the interval
+    stay those of a single replicate. Independent draws per seed would narrow them (the image-to-image variation
+    averaged away)."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, K, 120)
+    a = np.clip(y + rng.integers(-1, 2, 120), 0, K - 1)
+    b = np.clip(y + rng.integers(-2, 3, 120), 0, K - 1)
+    one = paired_bootstrap_replicates([(y, a, None)], [(y, b, None)], "mae", K, n_resamples=500)
+    same = paired_bootstrap_replicates([(y, a, None)] * 2, [(y, b, None)] * 2, "mae", K, n_resamples=500,
+                                       test_sets=["test", "test"])
+    assert same == pytest.approx(one)
+    apart = paired_bootstrap_replicates([(y, a, None)] * 2, [(y, b, None)] * 2, "mae", K, n_resamples=500,
+                                        test_sets=["fold0", "fold1"])
+    assert apart["delta"] == pytest.approx(one["delta"])
+    assert apart["hi"] - apart["lo"] < 0.85 * (one["hi"] - one["lo"])

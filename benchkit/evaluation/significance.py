@@ -43,15 +43,21 @@ def paired_bootstrap_test(y_true, pred_a, score_a, pred_b, score_b, metric: str,
 
 
 def paired_bootstrap_replicates(replicates_a, replicates_b, metric: str, num_classes: int,
-                                n_resamples: int = 10000, seed: int = 0, ci: float = 0.95) -> dict[str, float]:
+                                n_resamples: int = 10000, seed: int = 0, ci: float = 0.95,
+                                test_sets: list | None = None) -> dict[str, float]:
     """The paired bootstrap over several replicates (seeds, folds): ``[(y_true, pred, score), ...]``.
 
-    Replicate ``i`` of A and of B must cover the same images. Each resample draws images within
-    every replicate (the same draw for A and B) and compares the replicate-averaged metric, so the
-    test speaks about the configurations, not one lucky seed.
+    Replicate ``i`` of A and of B must cover the same images. Each resample draws images (the same
+    draw for A and B) and compares the replicate-averaged metric, so the test speaks about the
+    configurations, not one lucky seed. ``test_sets`` names each replicate's test images: replicates
+    on the same images (seeds of one split) share one draw, ``bootstrap_indices(n, R, seed + k)`` for
+    the k-th distinct test set, since drawing them independently would average the image-to-image
+    variation away and understate the uncertainty; default: every replicate its own set (folds).
     """
     if len(replicates_a) != len(replicates_b) or not replicates_a:
         raise ValueError(f"need matching, non-empty replicates, got {len(replicates_a)} and {len(replicates_b)}")
+    test_sets = list(range(len(replicates_a))) if test_sets is None else list(test_sets)
+    draw_of = {key: k for k, key in enumerate(dict.fromkeys(test_sets))}
     full_a, full_b, boot_a, boot_b = [], [], [], []
     for i, ((y_a, pred_a, score_a), (y_b, pred_b, score_b)) in enumerate(zip(replicates_a, replicates_b)):
         y_true, pred_a, score_a = validate_predictions(y_a, pred_a, score_a, num_classes)
@@ -59,7 +65,7 @@ def paired_bootstrap_replicates(replicates_a, replicates_b, metric: str, num_cla
         if not np.array_equal(y_true, y_true_b):
             raise ValueError(f"replicate {i}: A and B were not scored on the same images")
         whole = np.arange(len(y_true))[None, :]
-        indices = bootstrap_indices(len(y_true), n_resamples, seed + i)
+        indices = bootstrap_indices(len(y_true), n_resamples, seed + draw_of[test_sets[i]])
         full_a.append(_metric(y_true, pred_a, score_a, num_classes, whole, metric)[0])
         full_b.append(_metric(y_true, pred_b, score_b, num_classes, whole, metric)[0])
         boot_a.append(_metric(y_true, pred_a, score_a, num_classes, indices, metric))

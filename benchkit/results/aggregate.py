@@ -97,7 +97,9 @@ def add_significance(aggregated: pd.DataFrame, frame: pd.DataFrame, out_dir: Pat
     ok = frame[frame["status"] == "ok"]
     labels = config_labels(ok)
     ensembles = ok.apply(is_ensemble, axis=1) if not ok.empty else pd.Series(dtype=bool)
-    ref_rows = ok[(labels == reference) | ((ok["model"] == reference) & ~ensembles)]
+    ref_rows = ok[labels == reference]
+    if ref_rows.empty:  # a model name, for single runs
+        ref_rows = ok[(ok["model"] == reference) & ~ensembles]
     aggregated = aggregated.copy()
     for col in ("delta", "p_value", "significance", "p_wilcoxon"):
         aggregated[col] = np.nan if col != "significance" else ""
@@ -127,8 +129,8 @@ def add_significance(aggregated: pd.DataFrame, frame: pd.DataFrame, out_dir: Pat
 
 
 def _same_replicate(a: pd.Series, b: pd.Series) -> bool:
-    """Same fold, and the same seed unless one of them is an ensemble (no seed)."""
-    if _fold(a) != _fold(b):
+    """Same split strategy and fold, and the same seed unless one of them is an ensemble (no seed)."""
+    if a["split"] != b["split"] or _fold(a) != _fold(b):
         return False
     return _empty(a["seed"]) or _empty(b["seed"]) or int(a["seed"]) == int(b["seed"])
 
@@ -150,13 +152,19 @@ def _paired_test(paths_a: list[Path], paths_b: list[Path], metric: str, num_clas
     if key not in _PAIRED:
         _PAIRED[key] = paired_bootstrap_replicates([_predictions(p) for p in paths_a],
                                                    [_predictions(p) for p in paths_b],
-                                                   metric, num_classes, n_resamples, seed)
+                                                   metric, num_classes, n_resamples, seed,
+                                                   test_sets=[_test_set(p) for p in paths_b])
     return _PAIRED[key]
 
 
 def _predictions(path: Path):
     frame = run_folder.read_table(path)
     return frame["target"].to_numpy(), frame["pred"].to_numpy(), frame["score"].to_numpy()
+
+
+def _test_set(path: Path) -> tuple[str, ...]:
+    """The images a predictions file covers, in its order: replicates on the same ones share a bootstrap draw."""
+    return tuple(run_folder.read_table(path)["image"].astype(str))
 
 
 def with_ensembles(frame: pd.DataFrame, out_dir: Path, evaluation) -> pd.DataFrame:
