@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchkit.config import DataConfig
+from benchkit.config import DataConfig, SyntheticConfig
 from benchkit.data.datasets import Dataset, Split, read_imagefolder, read_roboflow_csv
 from benchkit.data.decode import decode_split
 from benchkit.data.image_cache import cached_split, resolve_cache_dir
@@ -32,6 +32,16 @@ def resolve_data_root(root: Path | None, base_dir: Path) -> Path | None:
         return root
     beside = Path(base_dir) / root
     return root if root.exists() and not beside.exists() else beside
+
+
+def data_source(data: DataConfig, base_dir: Path = Path(".")) -> DataConfig:
+    """``data`` reduced to what reading the dataset uses: format, resolved root, classes, synthetic config.
+
+    Its JSON identifies the images (the synthetic ones too, whose name, root and ids ignore their size).
+    """
+    synthetic = data.synthetic if data.format == "synthetic" else SyntheticConfig()
+    return DataConfig(format=data.format, root=resolve_data_root(data.root, base_dir), classes=data.classes,
+                      synthetic=synthetic)
 
 
 def load_dataset(data: DataConfig, base_dir: Path = Path(".")) -> Dataset:
@@ -123,7 +133,8 @@ def decoded_split(spec, dataset: Dataset, split_name: str, size: int) -> np.ndar
     when ``data.cache`` is on; synthetic images are drawn in memory.
     """
     split = dataset.splits[split_name]
-    key = (dataset.name, str(dataset.root), split_name, tuple(split.ids), size, spec.data.cache)
+    key = (data_source(spec.data, spec.base_dir).model_dump_json(), split_name, tuple(split.ids), size,
+           spec.data.cache)
     if key not in _DECODED:
         if spec.data.cache and split.paths is not None:
             _DECODED[key] = cached_split(split, size, cache_dir(spec))
