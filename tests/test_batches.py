@@ -10,7 +10,7 @@ from benchkit.config import ModelConfig, TrainConfig
 from benchkit.data.decode import ImageArrayDataset
 from benchkit.models.grader import build_model
 from benchkit.training.batches import (DeviceLoader, ResidentSplits, ToDevice, batch_loader, choose_loader,
-                                       chunk_batches, preprocessed)
+                                       chunk_batches, preprocessed, resolved_device)
 from benchkit.training.engine import Engine
 from benchkit.training.transforms import BatchPreprocessor, reference_augmentation
 
@@ -52,6 +52,29 @@ def test_auto_keeps_the_memory_mapped_loader_on_cpu_and_a_split_is_copied_to_the
     again = choose_loader(data, 16, CPU, on_device=True, shuffle=True, generator=torch.Generator(), resident=resident)
     assert isinstance(first, DeviceLoader) and first.images is again.images
     assert torch.equal(first.images, torch.from_numpy(data.images))
+
+
+def test_a_held_split_is_gathered_once_however_the_device_is_spelled(monkeypatch):
+    data, gathers = _arrays(), []
+    gather = data.gather
+    monkeypatch.setattr(data, "gather", lambda indices: gathers.append(len(indices)) or gather(indices))
+    resident = ResidentSplits()
+    held = [resident.get(data, device)[0] for device in (CPU, torch.device("cpu:0"), "cpu", torch.device("cpu", 0))]
+    assert gathers == [len(data)] and all(images is held[0] for images in held)
+
+
+def test_auto_keeps_using_a_held_split_without_measuring_free_memory_again(monkeypatch):
+    data, resident, checks = _arrays(), ResidentSplits(), []
+    fits_once = lambda dataset, device: checks.append(device) or len(checks) == 1  # noqa: E731
+    monkeypatch.setattr("benchkit.training.batches.fits_on_device", fits_once)
+    first = choose_loader(data, 8, CPU, on_device="auto", shuffle=False, resident=resident)
+    again = choose_loader(data, 8, torch.device("cpu:0"), on_device="auto", shuffle=False, resident=resident)
+    assert isinstance(again, DeviceLoader) and again.images is first.images and len(checks) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: 'cuda' and 'cuda:0' name one device")
+def test_cuda_spellings_resolve_to_one_device():
+    assert resolved_device(torch.device("cuda")) == resolved_device(torch.device("cuda", torch.cuda.current_device()))
 
 
 def _train(data_on_device: bool, augment_chunk="auto", epochs: int = 2):

@@ -78,13 +78,23 @@ class ResidentSplits:
     def __init__(self):
         self._held: dict[int, tuple[Dataset, torch.Tensor, torch.Tensor]] = {}
 
-    def get(self, dataset: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(images, levels)`` of the whole split on ``device``."""
+    def holds(self, dataset: Dataset, device: torch.device | str) -> bool:
+        """Whether ``dataset`` is already on ``device`` (``cuda`` and ``cuda:0`` name the same one)."""
         held = self._held.get(id(dataset))
-        if held is None or held[0] is not dataset or held[1].device != torch.device(device):
+        return held is not None and held[0] is dataset and held[1].device == resolved_device(device)
+
+    def get(self, dataset: Dataset, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, levels)`` of the whole split on ``device``."""
+        if not self.holds(dataset, device):
             images, labels = dataset.gather(np.arange(len(dataset)))
-            held = self._held[id(dataset)] = (dataset, images.to(device), labels.to(device))
-        return held[1], held[2]
+            self._held[id(dataset)] = (dataset, images.to(device), labels.to(device))
+        _, images, labels = self._held[id(dataset)]
+        return images, labels
+
+
+def resolved_device(device: torch.device | str) -> torch.device:
+    """``device`` as its tensors report it (``cuda`` -> ``cuda:<current>``, ``cpu:0`` -> ``cpu``)."""
+    return torch.empty(0, device=device).device
 
 
 class ToDevice:
@@ -121,8 +131,10 @@ def choose_loader(dataset: Dataset, batch_size: int, device: torch.device, *, on
                   shuffle: bool, generator: torch.Generator | None = None, drop_last: bool = False,
                   num_workers: int = 0, resident: ResidentSplits | None = None):
     """The batches of ``dataset`` on ``device``: held there when ``on_device`` is true, or ``"auto"``
-    and it fits (CUDA only: on CPU the memory-mapped arrays stay out of RAM); else a pinned DataLoader."""
-    hold = on_device is True or (on_device == "auto" and fits_on_device(dataset, device))
+    and it fits or is held already (CUDA only: on CPU the memory-mapped arrays stay out of RAM); else a
+    pinned DataLoader."""
+    held = resident is not None and resident.holds(dataset, device)
+    hold = on_device is True or (on_device == "auto" and (held or fits_on_device(dataset, device)))
     if hold and hasattr(dataset, "gather"):
         return DeviceLoader(dataset, batch_size, device, shuffle=shuffle, generator=generator, drop_last=drop_last,
                             resident=resident)
