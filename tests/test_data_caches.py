@@ -32,3 +32,27 @@ def test_decoded_images_follow_the_synthetic_image_size(tmp_path):
         dataset = prepare_dataset(spec)
         afresh = decode_split(dataset.splits["train"], 32)
         np.testing.assert_array_equal(decoded_split(spec, dataset, "train", 32), afresh)
+
+
+def test_the_dataset_is_read_once_for_runs_differing_in_split_or_input_size(tmp_path, monkeypatch):
+    """A grid over data.split or data.image_size reads the images once; each split is what a fresh read gives."""
+    import benchkit.data.synthetic as synthetic
+    from benchkit.data import prepare
+    reads = []
+    real = synthetic.make_synthetic_dataset
+    monkeypatch.setattr(synthetic, "make_synthetic_dataset", lambda *a, **k: reads.append(a) or real(*a, **k))
+    prepare._read.cache_clear()
+    prepare._prepared.cache_clear()
+    specs = [_spec(tmp_path, "base"), _spec(tmp_path, "size", image_size=48, cache=False, feature_cache=False),
+             _spec(tmp_path, "holdout", split="group_holdout")]
+    prepared = [prepare_dataset(spec) for spec in specs]
+    assert len(reads) == 1 and prepared[1] is prepared[0]
+    assert prepare._prepared.cache_info().misses == 2
+    prepare._read.cache_clear()
+    prepare._prepared.cache_clear()
+    for spec, dataset in zip(specs, prepared):
+        fresh = prepare_dataset(spec)
+        prepare._prepared.cache_clear()
+        for name, split in fresh.splits.items():
+            assert list(dataset.splits[name].ids) == list(split.ids)
+            np.testing.assert_array_equal(dataset.splits[name].labels, split.labels)

@@ -45,37 +45,43 @@ def data_source(data: DataConfig, base_dir: Path = Path(".")) -> DataConfig:
 
 
 def load_dataset(data: DataConfig, base_dir: Path = Path(".")) -> Dataset:
-    """Read the dataset a data config names (cached per process)."""
-    root = resolve_data_root(data.root, base_dir)
-    return _load_dataset_cached(data.model_dump_json(), str(root) if root else None)
+    """Read the dataset a data config names (cached per process on its :func:`data_source`)."""
+    return _read(data_source(data, base_dir).model_dump_json())
 
 
 @lru_cache(maxsize=4)
-def _load_dataset_cached(data_json: str, root: str | None) -> Dataset:
-    data = DataConfig.model_validate_json(data_json)
-    if data.format == "synthetic":
+def _read(source_json: str) -> Dataset:
+    source = DataConfig.model_validate_json(source_json)
+    if source.format == "synthetic":
         from benchkit.data.synthetic import make_synthetic_dataset
-        syn = data.synthetic
+        syn = source.synthetic
         return make_synthetic_dataset(syn.num_classes, {"train": syn.train, "valid": syn.valid,
                                                         "test": syn.test}, syn.image_size, syn.seed)
-    if data.format == "imagefolder":
-        return read_imagefolder(Path(root), data.classes)
-    return read_roboflow_csv(Path(root), data.classes)
+    if source.format == "imagefolder":
+        return read_imagefolder(source.root, source.classes)
+    return read_roboflow_csv(source.root, source.classes)
+
+
+#: The ``data`` keys the split and the slice read.
+_SPLITTING = ("split", "folds", "holdout_fractions", "split_seed", "subject_regex", "subject_with_label",
+              "max_per_split")
 
 
 def prepare_dataset(spec) -> Dataset:
     """The run's train/valid/test: official or subject-disjoint split, then the optional slice.
 
-    ``spec`` is a run (its ``data``, ``fold`` and ``base_dir``); the result is built once per process.
+    ``spec`` is a run (its ``data``, ``fold`` and ``base_dir``); the result is built once per process
+    for each data source, split and slice (input size and caching settings do not change it).
     """
-    root = resolve_data_root(spec.data.root, spec.base_dir)
-    return _prepared(spec.data.model_dump_json(), spec.fold, str(spec.base_dir), str(root))
+    splitting = {name: getattr(spec.data, name) for name in _SPLITTING}
+    data = data_source(spec.data, spec.base_dir).model_copy(update=splitting)
+    return _prepared(data.model_dump_json(), spec.fold)
 
 
 @lru_cache(maxsize=8)
-def _prepared(data_json: str, fold: int | None, base_dir: str, root: str) -> Dataset:
+def _prepared(data_json: str, fold: int | None) -> Dataset:
     data = DataConfig.model_validate_json(data_json)
-    dataset = load_dataset(data, Path(base_dir))
+    dataset = load_dataset(data)
     if data.split != "official":
         from benchkit.data.splits import make_splits
         chosen = make_splits(dataset, data.split, k=data.folds, fold=fold,
