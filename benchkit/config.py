@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from benchkit.evaluation.metrics import HIGHER_IS_BETTER
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -130,6 +132,15 @@ class EarlyStoppingConfig(_Strict):
     mode: Literal["auto", "min", "max"] = "auto"
     patience: int | None = Field(50, ge=1)
     min_delta: float = 0.0
+
+    @field_validator("monitor")
+    @classmethod
+    def _known_monitor(cls, monitor: str) -> str:
+        """A validation metric, checked here rather than after the first training epoch."""
+        allowed = ["loss", *HIGHER_IS_BETTER]
+        if monitor not in allowed:
+            raise ValueError(f"{monitor!r} is not a validation metric; allowed: {', '.join(allowed)}")
+        return monitor
 
 
 class TrainConfig(_Strict):

@@ -40,6 +40,13 @@ def test_wrong_type_names_the_key():
         validate_experiment(_raw(train={"batch_size": "many"}))
 
 
+def test_misspelled_early_stopping_monitor_is_refused_naming_the_key_and_the_metrics():
+    with pytest.raises(ConfigError, match=r"'train\.early_stopping\.monitor'.*'nl'.*loss, acc.*nll") as err:
+        validate_experiment(_raw(train={"early_stopping": {"monitor": "nl"}}))
+    assert err.value.exit_code == 2
+    assert validate_experiment(_raw(train={"early_stopping": {"monitor": "nll"}}))
+
+
 def test_root_required_for_real_formats():
     with pytest.raises(ConfigError, match="data.root is required"):
         validate_experiment(_raw(data={"format": "roboflow_csv"}))

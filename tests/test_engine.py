@@ -24,11 +24,11 @@ def arrays():
     return {name: (decode_split(split, 32), split.labels) for name, split in dataset.splits.items()}
 
 
-def _engine(**train) -> Engine:
+def _engine(head: str = "regression", **train) -> Engine:
     recipe = {"epochs": 2, "batch_size": 8, "device": "cpu", "optimizer": {"lr": 1e-2}, "augmentation": "none",
               "ema": {"enabled": False}, "early_stopping": {"patience": None}, **train}
     torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone="tiny_cnn", head="regression"), K)
+    model = build_model(ModelConfig(backbone="tiny_cnn", head=head), K)
     prep = BatchPreprocessor([], model.backbone.mean, model.backbone.std)
     return Engine(model, prep, TrainConfig.model_validate(recipe), K)
 
@@ -81,14 +81,15 @@ def test_evaluated_weights_are_the_hand_computed_ema_of_the_trained_weights(arra
     assert online_loss != pytest.approx(result.history[-1]["valid_loss"], rel=1e-6)
 
 
-@pytest.mark.parametrize("monitor, pick", [("loss", np.argmin), ("qwk", np.argmax)])
-def test_after_training_the_eval_model_holds_the_selected_epoch(arrays, monitor, pick):
+@pytest.mark.parametrize("monitor, pick, head", [("loss", np.argmin, "regression"), ("qwk", np.argmax, "regression"),
+                                                 ("nll", np.argmin, "softmax")])
+def test_after_training_the_eval_model_holds_the_selected_epoch(arrays, monitor, pick, head):
     """Validation levels are the training levels reversed, so learning makes validation worse: the best
     epoch comes early and the last one differs from it."""
     train = ImageArrayDataset(*arrays["train"])
     images, labels = arrays["valid"]
     valid = ImageArrayDataset(images, K - 1 - labels)
-    engine = _engine(epochs=4, early_stopping={"monitor": monitor, "patience": None})
+    engine = _engine(head, epochs=4, early_stopping={"monitor": monitor, "patience": None})
     result = engine.fit(train, valid, seed=0)
     values = [row[f"valid_{monitor}"] for row in result.history]
     best = int(pick(values))
@@ -100,7 +101,8 @@ def test_after_training_the_eval_model_holds_the_selected_epoch(arrays, monitor,
     head, targets = engine.eval_model.head, torch.as_tensor(valid.labels)
     pred = head.predict(outputs)
     now = {"loss": head.loss(outputs, targets).item(),
-           **compute_metrics(valid.labels, pred.level.numpy(), pred.score.numpy(), K)}
+           **compute_metrics(valid.labels, pred.level.numpy(), pred.score.numpy(), K,
+                             None if pred.probs is None else pred.probs.numpy())}
     assert now[monitor] == pytest.approx(values[best], rel=1e-6)
     for name, value in now.items():
         assert value == pytest.approx(result.history[best][f"valid_{name}"], rel=1e-6, abs=1e-9), name

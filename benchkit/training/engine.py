@@ -217,7 +217,8 @@ class Engine:
         head = self.eval_model.head
         loss = head.loss(outputs, targets, weighted=False).item()
         pred = head.predict(outputs)
-        metrics = compute_metrics(targets.numpy(), pred.level.numpy(), pred.score.numpy(), self.num_classes)
+        probs = None if pred.probs is None else pred.probs.numpy()  # rps, nll, ece can be monitored
+        metrics = compute_metrics(targets.numpy(), pred.level.numpy(), pred.score.numpy(), self.num_classes, probs)
         return {"valid_loss": loss, **{f"valid_{k}": v for k, v in metrics.items()}}
 
     # ------------------------------------------------------------------ inference
