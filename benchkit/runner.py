@@ -74,8 +74,9 @@ def _run(spec: RunSpec, run_dir: Path, runtime: Runtime, quiet: bool, resume: bo
         spec = resolve_build(spec, dataset.classes, dataset.splits["train"].labels)
         run_folder.write_config(run_dir, spec)
     model = model_for(spec)
-    arrays = {name: decoded_split(spec, dataset, name, spec.build.input_size) for name in dataset.splits}
-    labels = {name: split.labels for name, split in dataset.splits.items()}
+    used = [name for name in dataset.splits if name in {"train", "valid", *spec.evaluation.splits}]
+    arrays = {name: decoded_split(spec, dataset, name, spec.build.input_size) for name in used}
+    labels = {name: dataset.splits[name].labels for name in used}
     inputs = training_sets(spec, model, arrays, labels, runtime, cache_dir(spec) if spec.data.cache else None)
     engine, result = _train(spec, inputs, runtime, run_dir, quiet, resume, tracker)
     run_folder.write_history(run_dir, result.history)

@@ -1,0 +1,26 @@
+"""The run recipe: what a run decodes and what it records."""
+
+from __future__ import annotations
+
+import json
+
+from benchkit import runner
+from benchkit.experiment import plan
+from conftest import small_experiment
+
+
+def test_a_split_that_is_not_evaluated_is_never_decoded(tmp_path, monkeypatch):
+    """With evaluation.splits [valid] the test images are never decoded; the run still scores valid."""
+    decoded = []
+    real = runner.decoded_split
+    monkeypatch.setattr(runner, "decoded_split",
+                        lambda spec, dataset, name, size: decoded.append(name) or real(spec, dataset, name, size))
+    _, runs = plan(small_experiment(tmp_path, evaluation={"splits": ["valid"], "sort_by": "valid_mae",
+                                                          "bootstrap": {"n_resamples": 0}, "plots": False}))
+    row = runner.execute_run(runs[0], tmp_path / "out", quiet=True)
+    assert row["status"] == "ok", row.get("error")
+    assert sorted(decoded) == ["train", "valid"]
+    assert "valid_mae" in row and not [key for key in row if key.startswith("test_")]
+    run_dir = tmp_path / "out" / "runs" / runs[0].run_id
+    assert json.loads((run_dir / "metrics.json").read_text())["row"]["status"] == "ok"
+    assert (run_dir / "predictions_valid.csv").is_file() and not (run_dir / "predictions_test.csv").exists()
