@@ -148,3 +148,41 @@ def test_runs_pair_only_with_reference_runs_of_the_same_split_strategy(tmp_path)
     assert by_config.loc["other", "delta"] == pytest.approx(
         expected["other-official__s0"] - expected["ref-official__s0"])
     assert np.isnan(by_config.loc["other group_holdout", "delta"])  # no reference run of its strategy
+
+
+def test_sorting_by_a_metric_without_a_paired_bootstrap_says_so_instead_of_failing(two_configs):
+    from benchkit.results.aggregate import add_significance, aggregate_runs
+    from benchkit.results.leaderboard import build_leaderboard
+    frame = build_leaderboard(two_configs)
+    assert "test_amae" in frame
+    aggregated = add_significance(aggregate_runs(frame), frame, two_configs, "good", "test_amae", 100)
+    row = aggregated.set_index("config").loc["frozen"]
+    assert row.significance.startswith("no paired bootstrap for amae") and np.isnan(row.p_value)
+
+
+def test_a_view_no_longer_produced_is_removed_not_left_stale(two_configs, tmp_path):
+    import shutil
+    from benchkit.config import EvaluationConfig
+    from benchkit.results.aggregate import summary_views
+    from benchkit.results.leaderboard import build_leaderboard
+    out = shutil.copytree(two_configs, tmp_path / "out")
+    frame = build_leaderboard(out)
+    assert "aggregated" in summary_views(frame, out, EvaluationConfig(reference="good", sort_by="test_mae"))
+    single = frame[frame.seed == 0]  # one run per configuration and no reference: no aggregated view
+    assert summary_views(single, out, EvaluationConfig(sort_by="test_mae")) == {}
+    assert not (out / "leaderboard_aggregated.csv").exists()
+
+
+def test_the_pivot_keeps_models_apart_and_leaves_ensembles_out():
+    from benchkit.results.aggregate import aggregate_runs, grid_pivot
+    rows = []
+    for model, value in (("a", 1.0), ("b", 0.0)):
+        for freeze, dropout in ((0, 0.0), (0, 0.5), (1, 0.0), (1, 0.5)):
+            rows.append({"run_id": f"{model}{freeze}{dropout}", "model": model, "backbone": "x", "head": "h",
+                         "split": "official", "seed": 0, "fold": np.nan, "ensemble": "", "freeze": freeze,
+                         "dropout": dropout, "status": "ok", "test_mae": value})
+            rows.append({**rows[-1], "run_id": rows[-1]["run_id"] + "-ens", "seed": np.nan, "ensemble": "seeds",
+                         "test_mae": 5.0})
+    frame = pd.DataFrame(rows)
+    pivot = grid_pivot(aggregate_runs(frame), frame, "test_mae")
+    assert pivot.loc[("a", 0)].tolist() == [1.0, 1.0] and pivot.loc[("b", 1)].tolist() == [0.0, 0.0]

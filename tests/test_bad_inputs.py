@@ -18,6 +18,7 @@ from PIL import Image
 
 from benchkit.cli import main
 from benchkit.io import read_json
+from benchkit.results.leaderboard import grid_columns
 from benchkit.registry import BACKBONES
 from conftest import TINY_PLUGIN
 
@@ -323,6 +324,9 @@ def test_weights_strict_false_loads_what_fits_and_the_run_records_what_it_skippe
     assert skipped["missing"] == [] and skipped["mismatched"] == [] and "layer1.2.conv1.weight" in skipped["unexpected"]
     row = read_json(run_dir / "metrics.json")["row"]
     assert row["status"] == "ok" and row["weights_skipped"] == len(skipped["unexpected"]) > 0
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert grid_columns(board) == []  # a bookkeeping column (after weights_source), not a grid key
+    assert board.columns.get_loc("weights_skipped") == board.columns.get_loc("weights_source") + 1
 
 
 def test_a_last_training_batch_of_one_image_joins_the_batch_before(tmp_path, capsys):

@@ -116,12 +116,15 @@ def add_significance(aggregated: pd.DataFrame, frame: pd.DataFrame, out_dir: Pat
         pairs = [(r, ref) for _, r in runs.iterrows() for _, ref in ref_rows.iterrows() if _same_replicate(r, ref)]
         if not pairs or num_classes is None:
             continue
-        test = _paired_test([predictions_path(out_dir, a, split) for a, _ in pairs],
-                            [predictions_path(out_dir, b, split) for _, b in pairs],
-                            metric, num_classes, n_resamples, seed)
-        aggregated.at[i, "delta"] = test["delta"]
-        aggregated.at[i, "p_value"] = test["p_value"]
-        aggregated.at[i, "significance"] = significance_marker(test["p_value"])
+        if metric not in CORE_METRICS:
+            aggregated.at[i, "significance"] = f"no paired bootstrap for {metric} (only {', '.join(CORE_METRICS)})"
+        else:
+            test = _paired_test([predictions_path(out_dir, a, split) for a, _ in pairs],
+                                [predictions_path(out_dir, b, split) for _, b in pairs],
+                                metric, num_classes, n_resamples, seed)
+            aggregated.at[i, "delta"] = test["delta"]
+            aggregated.at[i, "p_value"] = test["p_value"]
+            aggregated.at[i, "significance"] = significance_marker(test["p_value"])
         if len(pairs) >= 2 and not any(is_ensemble(a) or is_ensemble(b) for a, b in pairs):
             aggregated.at[i, "p_wilcoxon"] = wilcoxon_seeds([a[metric_column] for a, _ in pairs],
                                                             [b[metric_column] for _, b in pairs])
@@ -180,12 +183,15 @@ def with_ensembles(frame: pd.DataFrame, out_dir: Path, evaluation) -> pd.DataFra
 
 
 def grid_pivot(aggregated: pd.DataFrame, frame: pd.DataFrame, value_column: str) -> pd.DataFrame | None:
-    """For a two-key grid: rows = first key, columns = second key, cells = mean of ``value_column``."""
+    """For a two-key grid: rows = first key (per model when there are several), columns = second key,
+    cells = the configuration's mean of ``value_column``; ensembles left out."""
     grid = [c for c in config_columns(frame) if c not in FIXED_COLUMNS]
     mean_col = f"{value_column}_mean"
     if len(grid) != 2 or aggregated.empty or mean_col not in aggregated:
         return None
-    return aggregated.pivot_table(index=grid[0], columns=grid[1], values=mean_col, aggfunc="mean")
+    runs = aggregated[aggregated["ensemble"].apply(_empty)] if "ensemble" in aggregated else aggregated
+    index = ["model", grid[0]] if runs["model"].nunique() > 1 else grid[0]
+    return runs.pivot_table(index=index, columns=grid[1], values=mean_col, aggfunc="mean")
 
 
 def sort_aggregated(aggregated: pd.DataFrame, metric_column: str) -> pd.DataFrame:
@@ -203,6 +209,21 @@ def summary_views(frame: pd.DataFrame, out_dir: Path, evaluation) -> dict[str, p
     workbook sheets.
     """
     from benchkit.io import atomic_path
+    sheets = _summary_sheets(frame, out_dir, evaluation)
+    for name, file_name in SUMMARY_FILES.items():
+        path = Path(out_dir) / file_name
+        if name not in sheets:
+            path.unlink(missing_ok=True)  # a view an earlier refresh wrote and this one no longer has
+            continue
+        with atomic_path(path) as tmp:
+            sheets[name].to_csv(tmp, index=name == "pivot")
+    return sheets
+
+
+SUMMARY_FILES = {"aggregated": "leaderboard_aggregated.csv", "pivot": "leaderboard_pivot.csv"}
+
+
+def _summary_sheets(frame: pd.DataFrame, out_dir: Path, evaluation) -> dict[str, pd.DataFrame]:
     sheets: dict[str, pd.DataFrame] = {}
     if frame.empty or "status" not in frame:
         return sheets
@@ -215,13 +236,9 @@ def summary_views(frame: pd.DataFrame, out_dir: Path, evaluation) -> dict[str, p
     aggregated = sort_aggregated(aggregated, evaluation.sort_by)
     if aggregated["runs"].max() > 1 or evaluation.reference:
         sheets["aggregated"] = aggregated
-        with atomic_path(Path(out_dir) / "leaderboard_aggregated.csv") as tmp:
-            aggregated.to_csv(tmp, index=False)
     pivot = grid_pivot(aggregated, frame, evaluation.sort_by)
     if pivot is not None:
         sheets["pivot"] = pivot
-        with atomic_path(Path(out_dir) / "leaderboard_pivot.csv") as tmp:
-            pivot.to_csv(tmp)
     return sheets
 
 
