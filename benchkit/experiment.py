@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import pandas as pd
-import yaml
 from rich.table import Table
 
 from benchkit.results.ensembles import EnsemblePlan, plan_ensembles
@@ -182,20 +181,18 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
         forget_kept_models()
         for held in claims.values():
             held.close()
-    frame = refresh_leaderboard(config, out_dir)
+    frame, sheets = refresh_leaderboard(config, out_dir)
     if config.evaluation.plots:
         try_plots(write_experiment_plots, out_dir, frame, config.evaluation.sort_by)
     console.print(rich_table(frame, f"{config.name}: leaderboard ({out_dir})"))
-    if (out_dir / "leaderboard_aggregated.csv").is_file():
-        aggregated = pd.read_csv(out_dir / "leaderboard_aggregated.csv")
-        console.print(aggregated_table(aggregated, f"{config.name}: across seeds and folds"))
+    if "aggregated" in sheets:
+        console.print(aggregated_table(sheets["aggregated"], f"{config.name}: across seeds and folds"))
     return frame
 
 
-def refresh_leaderboard(config: ExperimentConfig, out_dir: Path) -> pd.DataFrame:
-    """Rebuild the leaderboard files from the run folders, under a lock."""
-    frame, _ = rebuild_leaderboard(out_dir, config.evaluation, dump_yaml(config.model_dump(mode="json")))
-    return frame
+def refresh_leaderboard(config: ExperimentConfig, out_dir: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Rebuild the leaderboard files from the run folders, under a lock: the leaderboard and its extra sheets."""
+    return rebuild_leaderboard(out_dir, config.evaluation, dump_yaml(config.model_dump(mode="json")))
 
 
 def rebuild_leaderboard(out_dir: Path, evaluation, config_text: str | None,
@@ -269,10 +266,10 @@ def config_changes(spec: RunSpec, run_dir: Path) -> list[str]:
     Empty when the folder holds no checkpoint or result to keep, or only keys in
     :data:`UNCHECKED_CHANGES` differ.
     """
-    saved = run_dir / run_folder.CONFIG
-    if not saved.is_file() or not any((run_dir / f).is_file() for f in (run_folder.LAST, run_folder.METRICS)):
+    saved = run_folder.read_config(run_dir)
+    if not saved or not any((run_dir / f).is_file() for f in (run_folder.LAST, run_folder.METRICS)):
         return []
-    old = _flatten(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+    old = _flatten(saved)
     new = _flatten(spec.model_dump(mode="json"))
     missing = "<absent>"
     return [f"{key}: {old.get(key, missing)!r} -> {new.get(key, missing)!r}"

@@ -20,7 +20,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from benchkit.io import atomic_path, read_json, write_json
+from benchkit.io import atomic_path, write_json
+from benchkit.results import run_folder
 from benchkit.results.exported import CONFIG_FILE, EXPORT_FORMAT, HEAD_PREFIX, WEIGHTS_FILE
 
 
@@ -35,7 +36,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     tensors = {name: _owned(t) for name, t in model.backbone.body.state_dict().items()}
     tensors.update({HEAD_PREFIX + name: _owned(t) for name, t in model.head.state_dict().items()})
     head = model.head
-    details = read_json(run_dir / "details.json") if (run_dir / "details.json").is_file() else {}
+    details = run_folder.read_details(run_dir)
     config = {
         "format": EXPORT_FORMAT,
         "benchkit_version": __version__,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+import yaml
 from filelock import FileLock, Timeout
 
 from benchkit.errors import OutputError, WeightsError, describe_os_error
@@ -82,6 +83,12 @@ def write_json(path: str | Path, data: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping as plain data; empty when the file is absent or empty."""
+    path = Path(path)
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
 
 
 def save_torch(path: str | Path, obj: Any) -> None:

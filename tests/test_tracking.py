@@ -53,6 +53,7 @@ def test_one_finished_mlflow_run_named_after_the_run(tracked):
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.info.run_name == RUN_ID and run.data.tags["benchkit.status"] == "ok"
+    assert run.data.tags["benchkit.model"] == "tiny_cnn-regression" and run.data.tags["benchkit.seed"] == "0"
 
 
 @needs_mlflow

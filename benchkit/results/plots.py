@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from benchkit.io import atomic_path
+from benchkit.io import atomic_path, read_yaml
 from benchkit.results import run_folder
 from benchkit.results.aggregate import config_labels
+from benchkit.results.ensembles import is_ensemble
 from benchkit.results.leaderboard import grid_columns, metric_of
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER
 from benchkit.evaluation.significance import t_interval
@@ -153,7 +153,7 @@ def write_experiment_plots(out_dir: str | Path, frame: pd.DataFrame | None = Non
                            metric: str | None = None) -> list[Path]:
     """The leaderboard chart and grid heatmaps of ``metric`` (default: the experiment's ``sort_by``)."""
     out_dir = Path(out_dir)
-    experiment = _read_yaml(out_dir / "experiment.yaml")
+    experiment = read_yaml(out_dir / "experiment.yaml")
     if frame is None:
         board = out_dir / "leaderboard.csv"
         frame = pd.read_csv(board) if board.is_file() and board.stat().st_size else pd.DataFrame()
@@ -164,8 +164,9 @@ def write_experiment_plots(out_dir: str | Path, frame: pd.DataFrame | None = Non
     grid = _grid_values(experiment, ok)
     written = [_save(plot_leaderboard(ok, metric), out_dir / PLOT_DIR / f"leaderboard_{metric}.png")]
     varied = {key: values for key, values in grid.items() if len(values) > 1}
+    runs = ok[~ok.apply(is_ensemble, axis=1)]  # a cell averages runs, not runs and their ensembles
     for row_key, col_key in itertools.combinations(varied, 2):
-        fig = plot_grid_heatmap(ok, row_key, col_key, metric, varied[row_key], varied[col_key])
+        fig = plot_grid_heatmap(runs, row_key, col_key, metric, varied[row_key], varied[col_key])
         written.append(_save(fig, out_dir / PLOT_DIR / f"heatmap_{row_key}_x_{col_key}_{metric}.png"))
     return written
 
@@ -271,8 +272,16 @@ def _grid_values(experiment: dict, frame: pd.DataFrame) -> dict[str, list]:
     from benchkit.expansion import grid_column
     grid = experiment.get("grid") or {}
     if grid:
-        return {grid_column(k): list(v) for k, v in grid.items() if grid_column(k) in frame}
+        return {grid_column(k): _yaml_or_frame_values(list(v), frame[grid_column(k)])
+                for k, v in grid.items() if grid_column(k) in frame}
     return {c: _ordered(frame[c]) for c in grid_columns(frame)}
+
+
+def _yaml_or_frame_values(values: list, column: pd.Series) -> list:
+    """The YAML's values in their order, or the column's own when it holds other spellings (a ``data.split``
+    grid lists ``group_kfold``; the leaderboard says ``group5fold``)."""
+    written = {_key(v) for v in column.dropna()}
+    return values if written <= {_key(v) for v in values} else _ordered(column)
 
 
 def _ordered(series: pd.Series) -> list:
@@ -306,12 +315,6 @@ def _level_names(pred: pd.DataFrame) -> list[str]:
     k = int(max(pred.target.max(), pred.pred.max())) + 1
     probs = [c for c in pred if str(c).startswith("prob_")]
     return [str(i) for i in range(max(k, len(probs)))]
-
-
-def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from benchkit.errors import ConfigError, OutputError
-from benchkit.io import folder_write_problem, read_json, write_text
+from benchkit.io import folder_write_problem, read_json, read_yaml, write_text
 from benchkit.results import run_folder
 from benchkit.results.leaderboard import build_leaderboard, grid_columns, metric_of
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER
@@ -59,7 +58,7 @@ def write_report(out_dir: str | Path, output: str | Path | None = None) -> Path:
     if problem:
         raise OutputError(f"cannot write the report {path}: {problem}"
                           + ("" if output else "; write it elsewhere with --output FILE"))
-    experiment = _read_yaml(out_dir / "experiment.yaml")
+    experiment = read_yaml(out_dir / "experiment.yaml")
     sort_by = (experiment.get("evaluation") or {}).get("sort_by") or "test_mae"
     frame = build_leaderboard(out_dir, sort_by)
     run_dirs = [out_dir / "runs" / str(run_id) for run_id in frame.get("run_id", [])]
@@ -300,8 +299,3 @@ def _e(value: Any) -> str:
 
 def _read_text(path: Path) -> str | None:
     return path.read_text(encoding="utf-8") if path.is_file() else None
-
-
-def _read_yaml(path: Path) -> dict:
-    text = _read_text(path)
-    return (yaml.safe_load(text) or {}) if text else {}

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from benchkit.config import RunSpec, dump_yaml
-from benchkit.io import atomic_path, read_json, save_torch, write_json, write_text
+from benchkit.io import atomic_path, read_json, read_yaml, save_torch, write_json, write_text
 
 CONFIG = "config.yaml"
 HISTORY = "history.csv"
@@ -136,8 +135,12 @@ def read_info(run_dir: Path) -> dict:
 
 def read_config(run_dir: Path) -> dict:
     """The run's config as plain data (empty when absent)."""
-    path = Path(run_dir) / CONFIG
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+    return _recall(Path(run_dir) / CONFIG, read_yaml) or {}
+
+
+def read_details(run_dir: Path) -> dict:
+    """``details.json`` (empty when absent)."""
+    return _recall(Path(run_dir) / DETAILS, read_json) or {}
 
 
 def read_predictions(run_dir: Path, split: str) -> pd.DataFrame | None:

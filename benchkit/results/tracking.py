@@ -27,9 +27,10 @@ from benchkit.config import MlflowTrackingConfig, RunSpec, TrackingConfig, dump_
 from benchkit.errors import ConfigError
 from benchkit.io import file_lock
 from benchkit.progress import log_console
+from benchkit.results import run_folder
 
-RUN_FILES = ("config.yaml", "metrics.json", "details.json", "history.csv", "predictions_valid.csv",
-             "predictions_test.csv", "error.log")
+RUN_FILES = (run_folder.CONFIG, run_folder.METRICS, run_folder.DETAILS, run_folder.INFO, run_folder.HISTORY,
+             "predictions_valid.csv", "predictions_test.csv", run_folder.ERROR)
 _NOT_METRICS = {"seed", "fold", "epoch"}
 _PARAM_LIMIT = 500
 
@@ -53,8 +54,8 @@ class RunTracker:
 
     def finish(self, row: dict, run_dir: Path) -> None:
         """Log epochs not sent live (a resumed run's earlier ones), the final row and the run's files."""
-        history_path = Path(run_dir) / "history.csv"
-        history = pd.read_csv(history_path).to_dict("records") if history_path.is_file() else []
+        frame = run_folder.read_history(run_dir)
+        history = [] if frame is None else frame.to_dict("records")
         for backend in list(self.backends):
             for earlier in history:
                 epoch = int(earlier["epoch"])
@@ -140,7 +141,7 @@ class _MlflowBackend(_Backend):
             experiment_id = self._experiment_id(config.experiment or spec.experiment)
             run = self.client.create_run(experiment_id, run_name=spec.run_id, tags={
                 "benchkit.run_id": spec.run_id, "benchkit.experiment": spec.experiment,
-                "benchkit.models.grader": spec.model_name, "benchkit.seed": str(spec.seed)})
+                "benchkit.model": spec.model_name, "benchkit.seed": str(spec.seed)})
             self.run_id = run.info.run_id
             self._log(params=flatten(spec.model_dump(mode="json")))
 
