@@ -105,7 +105,27 @@ def test_a_head_with_only_predict_gets_generic_estimates_and_decoding():
     assert set(estimate) == {"score", "probs"}
     decoded = head.decode_estimate(mean_estimate([estimate, estimate]))["default"]
     assert decoded.level.tolist() == [1, 0] and torch.equal(decoded.probs, head.predict(out).probs)
-    assert generic_decodings({"score": torch.tensor([0.4, 1.6, -0.2])})["default"].level.tolist() == [0, 2, 0]
+    assert generic_decodings({"score": torch.tensor([0.4, 1.6, -0.2])}, 3)["default"].level.tolist() == [0, 2, 0]
+
+
+class _UnboundedScore(Head):
+    """A third-party head whose ``predict`` gives a level and an unbounded score (a plain linear regression)."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__(in_features, num_classes, outputs=1)
+
+    def predict(self, outputs):
+        score = outputs[:, 0]
+        return Prediction(torch.round(score).clamp(0, self.num_classes - 1).long(), score)
+
+
+def test_generic_decoding_of_a_score_beyond_the_levels_gives_the_nearest_level():
+    """Test-time views, ensembles and ``benchkit predict`` decode the estimate generically: a level K
+    would index past the class names."""
+    head = _UnboundedScore(1, 3)
+    out = torch.tensor([[5.7], [-1.0], [1.2], [2.4]])
+    decoded = head.decode_estimate(mean_estimate([head.estimate(out), head.estimate(out)]))["default"]
+    assert decoded.level.tolist() == head.predict(out).level.tolist() == [2, 0, 1, 2]
 
 
 @pytest.mark.parametrize("k", [2, 6])

@@ -55,8 +55,9 @@ def check_targets(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     return targets
 
 
-def generic_decodings(estimate: Estimate) -> dict[str, Prediction]:
-    """Decoding of any estimate: the most probable level when it has ``probs``, else the rounded score."""
+def generic_decodings(estimate: Estimate, num_classes: int) -> dict[str, Prediction]:
+    """Decoding of any estimate: the most probable level when it has ``probs``, else the rounded score
+    clamped to the levels ``0..num_classes-1`` (a score may fall outside ``[0, K-1]``)."""
     probs = estimate.get("probs")
     if probs is not None:
         score = estimate.get("score")
@@ -64,7 +65,7 @@ def generic_decodings(estimate: Estimate) -> dict[str, Prediction]:
             score = (probs * torch.arange(probs.shape[1], dtype=probs.dtype)).sum(1)
         return {"default": Prediction(probs.argmax(1), score, probs)}
     score = estimate["score"]
-    return {"default": Prediction(torch.round(score).clamp_min(0).long(), score)}
+    return {"default": Prediction(torch.round(score).clamp(0, num_classes - 1).long(), score)}
 
 
 class Head(nn.Module):
@@ -140,7 +141,7 @@ class Head(nn.Module):
 
         ``include_unfitted`` adds fitted decodings (``calibrated``) before they are fitted.
         """
-        return generic_decodings(estimate)
+        return generic_decodings(estimate, self.num_classes)
 
     def predict(self, outputs: torch.Tensor) -> Prediction:
         """The level, score and probabilities of the head's chosen decoding (``self.decode``)."""
