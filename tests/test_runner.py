@@ -24,3 +24,17 @@ def test_a_split_that_is_not_evaluated_is_never_decoded(tmp_path, monkeypatch):
     run_dir = tmp_path / "out" / "runs" / runs[0].run_id
     assert json.loads((run_dir / "metrics.json").read_text())["row"]["status"] == "ok"
     assert (run_dir / "predictions_valid.csv").is_file() and not (run_dir / "predictions_test.csv").exists()
+
+
+def test_the_backbone_input_size_is_built_once_per_architecture(monkeypatch):
+    """Runs without data.image_size ask for the backbone's size; equal architectures build it once."""
+    import benchkit.models.grader as grader
+    from benchkit.config import BackboneConfig
+    builds = []
+    real = grader.create_backbone
+    monkeypatch.setattr(grader, "create_backbone", lambda *a, **k: builds.append(a[0].name) or real(*a, **k))
+    grader._architecture_input_size.cache_clear()
+    sizes = [grader.backbone_input_size(BackboneConfig(name="tiny_cnn", dropout=0.1)) for _ in range(2)]
+    assert sizes[0] == sizes[1] and builds == ["tiny_cnn"]
+    grader.backbone_input_size(BackboneConfig(name="tiny_cnn", dropout=0.2))
+    assert builds == ["tiny_cnn", "tiny_cnn"]

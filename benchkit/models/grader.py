@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -125,8 +126,16 @@ def _without_weights(config: BackboneConfig) -> BackboneConfig:
 
 
 def backbone_input_size(config: BackboneConfig) -> int:
-    """The input size a backbone prefers, from its architecture alone (on the meta device where it can)."""
-    arch = _without_weights(config)
+    """The input size a backbone prefers, from its architecture alone (on the meta device where it can).
+
+    Built once per process for each architecture: every run without ``data.image_size`` asks.
+    """
+    return _architecture_input_size(_without_weights(config).model_dump_json())
+
+
+@lru_cache(maxsize=64)
+def _architecture_input_size(arch_json: str) -> int:
+    arch = BackboneConfig.model_validate_json(arch_json)
     try:
         with torch.device("meta"):
             return create_backbone(arch).input_size
