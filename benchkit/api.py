@@ -21,6 +21,9 @@ import numpy as np
 import pandas as pd
 
 from benchkit.errors import ConfigError
+from benchkit.io import read_yaml
+from benchkit.results import run_folder
+from benchkit.results.ensembles import predictions_path
 
 if TYPE_CHECKING:
     from benchkit.executors import Executor
@@ -75,7 +78,10 @@ class Results:
         """One row per run, best first (``leaderboard.csv``; rebuilt from the run folders when absent)."""
         path = self.out_dir / "leaderboard.csv"
         if path.is_file():
-            return pd.read_csv(path)
+            try:
+                return pd.read_csv(path)
+            except pd.errors.EmptyDataError:  # written before any run finished
+                return pd.DataFrame()
         from benchkit.results.leaderboard import build_leaderboard
         return build_leaderboard(self.out_dir, self._evaluation().sort_by)
 
@@ -93,12 +99,12 @@ class Results:
     @cached_property
     def history(self) -> pd.DataFrame:
         """Every run's per-epoch history in one long table: ``run_id, epoch, train_loss, valid_...``."""
-        return self._concat("history.csv")
+        return self._concat(lambda row: run_folder.read_history(run_folder.run_dir_of(self.out_dir, row["run_id"])))
 
     def predictions(self, split: str = "test") -> pd.DataFrame:
         """Every run's predictions on ``split`` in one long table: ``run_id, image, target, pred, score,
         probabilities`` (levels 0-based; ``probabilities`` a list of K floats, or None for heads without)."""
-        frame = self._concat(f"predictions_{split}.csv")
+        frame = self._concat(lambda row: run_folder.read_table(predictions_path(self.out_dir, row, split)))
         if frame.empty:
             return pd.DataFrame(columns=["run_id", "image", "target", "pred", "score", "probabilities"])
         prob_columns = sorted((c for c in frame if c.startswith("prob_")), key=lambda c: int(c[5:]))
@@ -110,27 +116,27 @@ class Results:
     def run(self, run_id: str, device: str | None = None) -> "LoadedRun":
         """One finished run, loaded for prediction (see :func:`benchkit.load_run`)."""
         from benchkit.predict import load_run
-        run_dir = self.out_dir / "runs" / run_id
+        run_dir = run_folder.run_dir_of(self.out_dir, run_id)
         if not run_dir.is_dir():
+            if run_id in self.run_ids:
+                raise ConfigError(f"{self.out_dir}: {run_id!r} is an ensemble, with no model of its own to load "
+                                  "(load one of its member_runs)")
             close = difflib.get_close_matches(run_id, self.run_ids, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (runs: {', '.join(self.run_ids[:5])}...)"
             raise ConfigError(f"{self.out_dir}: no run {run_id!r}{hint}")
         return load_run(run_dir, device=device)
 
-    def _concat(self, name: str) -> pd.DataFrame:
+    def _concat(self, read) -> pd.DataFrame:
+        """``read(row)`` of every leaderboard row (runs and ensembles) that has the table, with its ``run_id``."""
         frames = []
-        for run_id in self.run_ids:
-            path = self.out_dir / "runs" / run_id / name
-            if path.is_file():
-                frame = pd.read_csv(path)
-                frame.insert(0, "run_id", run_id)
+        for _, row in self.leaderboard.iterrows():
+            frame = read(row)
+            if frame is not None:
+                frame.insert(0, "run_id", str(row["run_id"]))
                 frames.append(frame)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def _evaluation(self):
-        import yaml
-
         from benchkit.config import EvaluationConfig
-        path = self.out_dir / "experiment.yaml"
-        raw = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+        raw = read_yaml(self.out_dir / "experiment.yaml")
         return EvaluationConfig.model_validate(raw.get("evaluation") or {})

@@ -85,3 +85,13 @@ def test_history_aggregated_and_one_run(api_results):
 def test_load_results_of_a_folder_without_runs_is_a_usage_error(tmp_path):
     with pytest.raises(ConfigError, match="no runs/ folder"):
         benchkit.load_results(tmp_path)
+
+
+def test_results_of_a_folder_whose_runs_have_not_finished_are_empty(tmp_path):
+    """Another process holds every run: the leaderboard file is written with no row yet."""
+    from benchkit.results.leaderboard import write_leaderboard
+    (tmp_path / "runs" / "a__s0").mkdir(parents=True)
+    write_leaderboard(pd.DataFrame(), tmp_path)
+    results = benchkit.load_results(tmp_path)
+    assert results.leaderboard.empty and results.run_ids == [] and "0 run(s)" in repr(results)
+    assert results.predictions("test").empty and results.history.empty

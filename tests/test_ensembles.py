@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, mean_absolute_error
 
+import benchkit
 from benchkit.cli import main
+from benchkit.errors import ConfigError
 from benchkit.evaluation.prediction_files import estimate_of
 from benchkit.io import read_json
 from conftest import TINY_PLUGIN, small_experiment
@@ -164,3 +166,16 @@ def _wide_plugin(tmp_path):
         "def tiny_cnn_wide(pretrained=False, weights=None, weights_map=None, drop_path=None):\n"
         "    return BACKBONES.get('tiny_cnn')(width=12)\n")
     return path
+
+
+def test_the_python_api_gives_ensembles_predictions_and_says_they_have_no_model(finished):
+    _, out, board = finished
+    results = benchkit.load_results(out)
+    predictions = results.predictions("test")
+    assert set(predictions.run_id) == set(board.run_id)
+    mixed = predictions[predictions.run_id == "mixed"].drop(columns="run_id").reset_index(drop=True)
+    expected = _predictions(out, "ensembles", "mixed")
+    np.testing.assert_allclose(mixed.score, expected.score)
+    assert mixed.pred.tolist() == expected.pred.tolist()
+    with pytest.raises(ConfigError, match="'mixed' is an ensemble, with no model of its own"):
+        results.run("mixed")
