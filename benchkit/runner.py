@@ -183,7 +183,7 @@ def _weights_skipped(report: dict | None) -> dict:
 
 
 def environment(runtime: Runtime) -> dict:
-    """Versions, device and precision, recorded with every run."""
+    """Versions, device and precision, recorded with every run (``cuda``: the run's own GPU, if any)."""
     import kornia
     import timm
     import torchvision
@@ -191,6 +191,6 @@ def environment(runtime: Runtime) -> dict:
             "torchvision": torchvision.__version__, "timm": timm.__version__,
             "kornia": kornia.__version__, "device": str(runtime.device),
             "precision": runtime.precision,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "cuda": torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else None,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
