@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from benchkit.evaluation.metrics import HIGHER_IS_BETTER
 
 
 class _Strict(BaseModel):
@@ -127,6 +126,11 @@ class EmaConfig(_Strict):
     update_every: int = Field(10, ge=1)
 
 
+MONITORS = ("loss", "acc", "mae", "qwk", "off1", "mape", "f1", "amae", "max_mae", "rps", "nll", "ece")
+"""What early stopping can monitor: the validation loss and each metric of :mod:`benchkit.evaluation.metrics`
+(listed here because the schema sits below evaluation in the import layers; a test keeps the two in step)."""
+
+
 class EarlyStoppingConfig(_Strict):
     monitor: str = "loss"
     mode: Literal["auto", "min", "max"] = "auto"
@@ -137,9 +141,8 @@ class EarlyStoppingConfig(_Strict):
     @classmethod
     def _known_monitor(cls, monitor: str) -> str:
         """A validation metric, checked here rather than after the first training epoch."""
-        allowed = ["loss", *HIGHER_IS_BETTER]
-        if monitor not in allowed:
-            raise ValueError(f"{monitor!r} is not a validation metric; allowed: {', '.join(allowed)}")
+        if monitor not in MONITORS:
+            raise ValueError(f"{monitor!r} is not a validation metric; allowed: {', '.join(MONITORS)}")
         return monitor
 
 

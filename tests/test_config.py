@@ -40,6 +40,12 @@ def test_wrong_type_names_the_key():
         validate_experiment(_raw(train={"batch_size": "many"}))
 
 
+def test_early_stopping_can_monitor_the_loss_and_exactly_the_metrics_benchkit_computes():
+    from benchkit.config import MONITORS
+    from benchkit.evaluation.metrics import HIGHER_IS_BETTER
+    assert sorted(MONITORS) == sorted(["loss", *HIGHER_IS_BETTER])
+
+
 def test_misspelled_early_stopping_monitor_is_refused_naming_the_key_and_the_metrics():
     with pytest.raises(ConfigError, match=r"'train\.early_stopping\.monitor'.*'nl'.*loss, acc.*nll") as err:
         validate_experiment(_raw(train={"early_stopping": {"monitor": "nl"}}))
