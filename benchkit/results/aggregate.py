@@ -153,21 +153,19 @@ def _paired_test(paths_a: list[Path], paths_b: list[Path], metric: str, num_clas
     key = (tuple(map(run_folder.file_version, paths_a)), tuple(map(run_folder.file_version, paths_b)), metric,
            num_classes, n_resamples, seed)
     if key not in _PAIRED:
-        _PAIRED[key] = paired_bootstrap_replicates([_predictions(p) for p in paths_a],
-                                                   [_predictions(p) for p in paths_b],
-                                                   metric, num_classes, n_resamples, seed,
-                                                   test_sets=[_test_set(p) for p in paths_b])
+        replicates_a, _ = _replicates(paths_a)
+        replicates_b, test_sets = _replicates(paths_b)
+        _PAIRED[key] = paired_bootstrap_replicates(replicates_a, replicates_b, metric, num_classes, n_resamples,
+                                                   seed, test_sets=test_sets)
     return _PAIRED[key]
 
 
-def _predictions(path: Path):
-    frame = run_folder.read_table(path)
-    return frame["target"].to_numpy(), frame["pred"].to_numpy(), frame["score"].to_numpy()
-
-
-def _test_set(path: Path) -> tuple[str, ...]:
-    """The images a predictions file covers, in its order: replicates on the same ones share a bootstrap draw."""
-    return tuple(run_folder.read_table(path)["image"].astype(str))
+def _replicates(paths: list[Path]) -> tuple[list, list[tuple[str, ...]]]:
+    """``(target, pred, score)`` of each predictions file, and the images each covers (replicates on the same
+    images share a bootstrap draw)."""
+    frames = [run_folder.read_table(path) for path in paths]
+    return ([(f["target"].to_numpy(), f["pred"].to_numpy(), f["score"].to_numpy()) for f in frames],
+            [tuple(f["image"].astype(str)) for f in frames])
 
 
 def with_ensembles(frame: pd.DataFrame, out_dir: Path, evaluation) -> pd.DataFrame:
