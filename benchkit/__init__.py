@@ -1,29 +1,44 @@
 """benchkit: benchmark deep models against each other on ordinal image-grading tasks.
 
-From Python: :func:`run` an experiment (a YAML file or a mapping), :func:`load_results` of a results
-folder, :func:`load_run` a finished run to predict with. They are imported on first use (they pull in
-torch and the model code), so ``import benchkit`` stays light.
+The public names below are the ones plugin files and scripts import; they do not move between releases
+(``benchkit.__all__``, pinned by a test). Everything else is internal and may move, with the old path kept
+for two releases (see ``CHANGELOG.md``).
+
+- run an experiment and read its results: :func:`run`, :func:`load_results` (:class:`Results`);
+- predict with a finished run: :func:`load_run` (:class:`LoadedRun`);
+- extend benchkit: :class:`Backbone` with :func:`register_backbone`, :class:`Head` (returning
+  :class:`Prediction`) with :func:`register_head`;
+- the errors a user's mistake raises: :class:`ConfigError`, :class:`DataError`.
+
+Names that need torch are imported on first use, so ``import benchkit`` stays light.
 """
 
 from typing import TYPE_CHECKING
 
 from benchkit import _checkout  # noqa: F401  (first: lets a source checkout import benchkit.heads/backbones)
+from benchkit import _moved
+from benchkit._version import __version__
+from benchkit.errors import ConfigError, DataError
 from benchkit.registry import register_backbone, register_head
 
 if TYPE_CHECKING:
     from benchkit.api import Results, load_results, run
-    from benchkit.predict import LoadedRun, load_run
+    from benchkit.inference.predict import LoadedRun, load_run
+    from benchkit.models.backbone import Backbone
+    from benchkit.models.head import Head, Prediction
 
-__version__ = "0.1.0"
-__all__ = ["LoadedRun", "Results", "load_results", "load_run", "register_backbone", "register_head", "run",
-           "__version__"]
+__all__ = ["Backbone", "ConfigError", "DataError", "Head", "LoadedRun", "Prediction", "Results", "__version__",
+           "load_results", "load_run", "register_backbone", "register_head", "run"]
 
 _LAZY = {"run": "benchkit.api", "load_results": "benchkit.api", "Results": "benchkit.api",
-         "load_run": "benchkit.predict", "LoadedRun": "benchkit.predict"}
+         "load_run": "benchkit.inference.predict", "LoadedRun": "benchkit.inference.predict",
+         "Backbone": "benchkit.models.backbone", "Head": "benchkit.models.head", "Prediction": "benchkit.models.head"}
+
+_moved.install()
 
 
 def __getattr__(name: str):
-    """The public API above, imported on first use."""
+    """The public names above that need torch, imported on first use."""
     if name in _LAZY:
         import importlib
         return getattr(importlib.import_module(_LAZY[name]), name)

@@ -26,8 +26,8 @@ from benchkit.results import run_folder
 from benchkit.results.ensembles import predictions_path
 
 if TYPE_CHECKING:
-    from benchkit.executors import Executor
-    from benchkit.predict import LoadedRun
+    from benchkit.execution.executors import Executor
+    from benchkit.inference.predict import LoadedRun
 
 
 def run(experiment: str | Path | Mapping, out: str | Path | None = None, overrides: Sequence[str] = (), *,
@@ -38,11 +38,11 @@ def run(experiment: str | Path | Mapping, out: str | Path | None = None, overrid
     ``experiment`` is a YAML file, or a mapping with the same keys (its relative paths, plugin files and
     ``base:`` files are taken from the current folder). ``out`` defaults to ``results/<name>``;
     ``overrides`` are ``KEY=VALUE`` strings as for ``--set``; ``executor`` is ``"local"`` (``jobs``
-    processes) or ``"ray"`` (or an :class:`~benchkit.executors.Executor`). As on the command line,
+    processes) or ``"ray"`` (or an :class:`~benchkit.execution.executors.Executor`). As on the command line,
     finished runs in ``out`` are kept and interrupted ones resumed unless ``fresh``.
     """
-    from benchkit.executors import Executor, make_executor
-    from benchkit.experiment import default_out_dir, plan, run_experiment
+    from benchkit.execution.executors import Executor, make_executor
+    from benchkit.execution.experiment import default_out_dir, plan, run_experiment
     started = time.time()
     config, runs = plan(experiment, list(overrides))
     out_dir = Path(out) if out is not None else default_out_dir(config)
@@ -115,7 +115,7 @@ class Results:
 
     def run(self, run_id: str, device: str | None = None) -> "LoadedRun":
         """One finished run, loaded for prediction (see :func:`benchkit.load_run`)."""
-        from benchkit.predict import load_run
+        from benchkit.inference.predict import load_run
         run_dir = run_folder.run_dir_of(self.out_dir, run_id)
         if not run_dir.is_dir():
             if run_id in self.run_ids:
@@ -137,6 +137,6 @@ class Results:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def _evaluation(self):
-        from benchkit.config import EvaluationConfig
+        from benchkit.config.schema import EvaluationConfig
         raw = read_yaml(self.out_dir / "experiment.yaml")
         return EvaluationConfig.model_validate(raw.get("evaluation") or {})

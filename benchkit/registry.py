@@ -11,12 +11,14 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import importlib
 import importlib.util
 import sys
 import traceback
+import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable, Iterable
@@ -141,19 +143,29 @@ def import_plugins(specs: Iterable[str], base_dir: Path | None = None) -> None:
             module = importlib.util.module_from_spec(spec_obj)
             sys.modules[module_name] = module
             try:
-                spec_obj.loader.exec_module(module)
+                with _showing_deprecations():
+                    spec_obj.loader.exec_module(module)
             except Exception as exc:
                 del sys.modules[module_name]
                 raise plugin_import_error(exc, f"plugin file {path}", path) from None
         else:
             try:
-                importlib.import_module(spec)
+                with _showing_deprecations():
+                    importlib.import_module(spec)
             except ModuleNotFoundError as exc:
                 raise ConfigError(f"plugin module {spec!r} cannot be imported: {exc}") from exc
             except Exception as exc:
                 found = importlib.util.find_spec(spec)
                 origin = Path(found.origin) if found is not None and found.origin else None
                 raise plugin_import_error(exc, f"plugin module {spec!r}", origin) from None
+
+
+@contextlib.contextmanager
+def _showing_deprecations():
+    """Show benchkit's own deprecation warnings while a plugin imports (Python hides them outside ``__main__``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("default", category=DeprecationWarning, message=r"benchkit[. ]")
+        yield
 
 
 def plugin_import_error(exc: Exception, what: str, path: Path | None) -> ConfigError:

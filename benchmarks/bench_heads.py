@@ -16,10 +16,10 @@ import numpy as np
 
 import benchkit.backbones  # noqa: F401  (registers the first-party backbones)
 from benchkit.training import feature_cache
-from benchkit.config_validation import validate_experiment
-from benchkit.expansion import expand_runs
+from benchkit.config.validation import validate_experiment
+from benchkit.config.expansion import expand_runs
 from benchkit.data.prepare import decoded_split, prepare_dataset
-from benchkit.runner import execute_run
+from benchkit.execution.runner import execute_run
 
 from _bench import Figure, timed
 

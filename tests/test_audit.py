@@ -14,7 +14,7 @@ import scipy.fftpack
 import yaml
 from PIL import Image
 
-from benchkit import cli_data
+from benchkit.cli import main as cli_main
 from benchkit.data.audit import audit_dataset, resolve_target
 from benchkit.data.image_hashes import dihedral_phash, hash_thumbnail, near_duplicate_pairs
 
@@ -54,7 +54,7 @@ def _clean_rows():
 
 
 def _check_json(args: list[str], capsys) -> tuple[int, dict]:
-    code = cli_data.main(["data", "check", *map(str, args), "--json"])
+    code = cli_main(["data", "check", *map(str, args), "--json"])
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -209,15 +209,15 @@ def test_experiment_yaml_data_section_is_read(tmp_path, capsys):
     assert report["subject_key"]["with_label"] is False
     synthetic = tmp_path / "syn.yaml"
     synthetic.write_text(yaml.safe_dump({"data": {"format": "synthetic"}}))
-    assert cli_data.main(["data", "check", str(synthetic)]) == 0
+    assert cli_main(["data", "check", str(synthetic)]) == 0
     assert "synthetic" in capsys.readouterr().out
 
 
 def test_unreadable_datasets_exit_2(tmp_path, capsys):
-    assert cli_data.main(["data", "check", str(tmp_path / "absent")]) == 2
+    assert cli_main(["data", "check", str(tmp_path / "absent")]) == 2
     assert "data folder not found" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert cli_data.main(["data", "check", str(tmp_path / "empty")]) == 2
+    assert cli_main(["data", "check", str(tmp_path / "empty")]) == 2
     assert "no splits" in capsys.readouterr().err
 
 
@@ -225,7 +225,7 @@ def test_terminal_report_lists_problems(tmp_path, capsys):
     rows = _clean_rows()
     rows["valid"].append(("3-Right.png", _pattern(3), [1, 0, 0]))
     root = _write_roboflow(tmp_path / "ds", rows)
-    assert cli_data.main(["data", "check", str(root)]) == 1
+    assert cli_main(["data", "check", str(root)]) == 1
     out = capsys.readouterr().out
     assert "Images per split and class" in out and "problem(s):" in out
     assert "train/3-Front_jpg.rf.t3.png = valid/3-Right.png" in out

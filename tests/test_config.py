@@ -1,7 +1,7 @@
 import pytest
 
-from benchkit.config_validation import apply_override, load_experiment, validate_experiment
-from benchkit.expansion import expand_runs
+from benchkit.config.validation import apply_override, load_experiment, validate_experiment
+from benchkit.config.expansion import expand_runs
 from benchkit.errors import ConfigError
 
 BASE = {"name": "x", "data": {"format": "synthetic"},

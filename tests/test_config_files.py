@@ -10,9 +10,9 @@ import yaml
 
 from benchkit import __version__
 from benchkit.cli import main
-from benchkit.config_validation import load_experiment
+from benchkit.config.validation import load_experiment
 from benchkit.errors import ConfigError
-from benchkit.experiment import plan
+from benchkit.execution.experiment import plan
 from conftest import REPO, small_experiment
 
 EXPERIMENTS = REPO / "experiments"
@@ -119,4 +119,5 @@ def test_version_is_the_package_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"benchkit {__version__}"
-    assert f'version = "{__version__}"' in (REPO / "pyproject.toml").read_text()
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and 'version = {attr = "benchkit._version.__version__"}' in pyproject

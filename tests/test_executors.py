@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from benchkit.cli import main
-from benchkit.executors import visible_gpus
+from benchkit.execution.executors import visible_gpus
 from benchkit.io import read_json
 from conftest import REPO, TINY_PLUGIN, small_experiment
 

@@ -12,8 +12,8 @@ import yaml
 import benchkit.training.feature_cache as featurecache
 from benchkit.cli import main
 from benchkit.config import RunSpec
-from benchkit.config_validation import load_experiment
-from benchkit.expansion import expand_runs
+from benchkit.config.validation import load_experiment
+from benchkit.config.expansion import expand_runs
 from benchkit.training.feature_cache import (FeatureDataset, compute_features, feature_cache_applies, feature_key,
                                    split_fingerprint, weights_hash)
 from benchkit.models.grader import build_model

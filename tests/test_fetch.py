@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchkit import cli_data
+from benchkit.cli import main as cli_main
 from benchkit.data.fetch import FetchError, dataset_complete, fetch_dataset
 
 FILES = {
@@ -225,10 +225,10 @@ def test_without_key_or_url_the_error_says_how_to_get_the_data(tmp_path, monkeyp
 def test_fetch_command_line(server, tmp_path, capsys):
     url = server.serve("/a.zip", _zip(FILES))
     dest = tmp_path / "hl"
-    assert cli_data.main(["data", "fetch", "hair-loss", "--dest", str(dest), "--url", url]) == 0
+    assert cli_main(["data", "fetch", "hair-loss", "--dest", str(dest), "--url", url]) == 0
     assert dataset_complete(dest)
-    assert cli_data.main(["data", "fetch", "hair-loss", "--dest", str(dest), "--url", url]) == 0
+    assert cli_main(["data", "fetch", "hair-loss", "--dest", str(dest), "--url", url]) == 0
     assert "already complete" in capsys.readouterr().err
-    assert cli_data.main(["data", "fetch", "hair-loss", "--dest", str(tmp_path / "b"), "--url", url,
+    assert cli_main(["data", "fetch", "hair-loss", "--dest", str(tmp_path / "b"), "--url", url,
                           "--sha256", "ab" * 32]) == 2
     assert "checksum mismatch" in capsys.readouterr().err

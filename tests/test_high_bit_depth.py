@@ -70,7 +70,7 @@ def test_the_dataset_reader_the_cache_the_audit_and_predict_agree(tmp_path, png1
 
 
 def test_predict_reads_a_16_bit_file_as_its_scaled_pixels(png16):
-    from benchkit.predict import _open_image
+    from benchkit.inference.predict import _open_image
     np.testing.assert_array_equal(_red(_open_image(png16)), EXPECTED)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchkit.cli import main
-from benchkit.config_validation import load_experiment
+from benchkit.config.validation import load_experiment
 from benchkit.errors import ConfigError, WeightsError
 from benchkit.io import load_torch
 from benchkit.models.weights import load_state_dict_file

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from benchkit.cli import main
-from benchkit.config_validation import validate_experiment
+from benchkit.config.validation import validate_experiment
 from benchkit.errors import ConfigError
 from benchkit.results.tracking import RunTracker, _Backend, flatten, resolve_mlflow_uri
 from conftest import small_experiment

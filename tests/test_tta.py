@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from benchkit.cli import main
-from benchkit.predict import load_run
+from benchkit.inference.predict import load_run
 from conftest import small_experiment
 
 from benchkit.config import ModelConfig

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchkit.config import DataConfig, SyntheticConfig
+from benchkit.config.schema import DataConfig, SyntheticConfig
 from benchkit.data.datasets import Dataset, Split, read_imagefolder, read_roboflow_csv
 from benchkit.data.decode import decode_split
 from benchkit.data.image_cache import cached_split, resolve_cache_dir

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from benchkit.models.backbone import Backbone
-from benchkit.config import BackboneConfig, BuildInputs, ModelConfig
+from benchkit.config.schema import BackboneConfig, BuildInputs, ModelConfig
 from benchkit.errors import BenchkitError, ConfigError
 from benchkit.models.freezing import apply_freeze, keep_frozen_in_eval, set_dropout
 from benchkit.models.head import Head
@@ -146,7 +146,7 @@ def _architecture_input_size(arch_json: str) -> int:
 
 
 def resolve_build(spec, classes, train_labels=None):
-    """``spec`` with its :class:`~benchkit.config.BuildInputs` filled: the class names, the input
+    """``spec`` with its :class:`~benchkit.config.schema.BuildInputs` filled: the class names, the input
     size (``data.image_size``, else the backbone's) and the class weights (``balanced`` needs the
     train levels; without them the weights stay unresolved, as for a dry run)."""
     num_classes = len(classes)

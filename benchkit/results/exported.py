@@ -1,4 +1,4 @@
-"""An exported folder (``model.safetensors`` + ``config.json``, see :mod:`benchkit.export`): its format
+"""An exported folder (``model.safetensors`` + ``config.json``, see :mod:`benchkit.inference.export`): its format
 and how to read it back as a run config and a checkpoint, so :func:`benchkit.load_run` accepts it."""
 
 from __future__ import annotations

@@ -269,7 +269,7 @@ def try_plots(draw, *args) -> list[Path]:
 
 def _grid_values(experiment: dict, frame: pd.DataFrame) -> dict[str, list]:
     """Grid columns and their values in YAML order; inferred from the leaderboard without a YAML."""
-    from benchkit.expansion import grid_column
+    from benchkit.config.expansion import grid_column
     grid = experiment.get("grid") or {}
     if grid:
         return {grid_column(k): _yaml_or_frame_values(list(v), frame[grid_column(k)])

@@ -1,6 +1,6 @@
 """A run's folder ``<out>/runs/<run_id>/``: the one place that names its files, writes and reads them.
 
-- ``config.yaml``: the resolved run (:class:`~benchkit.config.RunSpec`, build inputs included);
+- ``config.yaml``: the resolved run (:class:`~benchkit.config.schema.RunSpec`, build inputs included);
 - ``history.csv``: one row per epoch; ``predictions_<split>.csv``: one row per evaluated image;
 - ``best.pt``: the selected weights and what prediction needs; ``last.pt``: the resumable checkpoint;
 - ``details.json``: bootstrap intervals, calibration, feature cache, weights report, environment;
@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchkit.config import RunSpec, dump_yaml
+from benchkit.config.schema import RunSpec, dump_yaml
 from benchkit.io import atomic_path, read_json, read_yaml, save_torch, write_json, write_text
 
 CONFIG = "config.yaml"

@@ -5,7 +5,7 @@ experiment file. For each run, MLflow gets the flattened resolved config as para
 history row as metrics ``epoch/<name>`` (step = epoch), the final leaderboard row (metrics with their
 ``_lo``/``_hi`` intervals) under the leaderboard's column names, and the run folder's files as
 artifacts (config, metrics, predictions, plots and, unless ``log_checkpoint: false``, ``best.pt`` and
-the exported model under ``model/``: ``model.safetensors`` + ``config.json`` of :mod:`benchkit.export`,
+the exported model under ``model/``: ``model.safetensors`` + ``config.json`` of :mod:`benchkit.inference.export`,
 which load without pickled code). TensorBoard gets the same scalars under ``DIR/<run_id>`` and the
 run's hyperparameters with its final metrics in the HParams dashboard. Relative paths (the SQLite file, the
 TensorBoard folder) are taken inside the experiment's output folder, so every executor writes to the
@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from benchkit.config import MlflowTrackingConfig, RunSpec, TrackingConfig, dump_yaml
+from benchkit.config.schema import MlflowTrackingConfig, RunSpec, TrackingConfig, dump_yaml
 from benchkit.errors import ConfigError
 from benchkit.io import file_lock
 from benchkit.progress import log_console
@@ -80,7 +80,7 @@ class RunTracker:
 def open_tracker(spec: RunSpec, out_dir: Path, export: Callable[[Path, Path], Path] | None = None) -> RunTracker:
     """Start tracking one run as its ``tracking`` section asks (paths relative to ``out_dir``).
 
-    ``export(run_dir, folder)`` writes the finished run as a model folder (:func:`benchkit.export.export_run`);
+    ``export(run_dir, folder)`` writes the finished run as a model folder (:func:`benchkit.inference.export.export_run`);
     MLflow logs it as the run's ``model/`` artifacts when given.
     """
     config: TrackingConfig = spec.tracking
@@ -140,7 +140,7 @@ class _MlflowBackend(_Backend):
             self.client = MlflowClient(tracking_uri=self.uri)
             experiment_id = self._experiment_id(config.experiment or spec.experiment)
             run = self.client.create_run(experiment_id, run_name=spec.run_id, tags={
-                "benchkit.run_id": spec.run_id, "benchkit.experiment": spec.experiment,
+                "benchkit.run_id": spec.run_id, "benchkit.execution.experiment": spec.experiment,
                 "benchkit.model": spec.model_name, "benchkit.seed": str(spec.seed)})
             self.run_id = run.info.run_id
             self._log(params=flatten(spec.model_dump(mode="json")))

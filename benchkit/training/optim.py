@@ -21,7 +21,7 @@ from timm.optim import create_optimizer_v2, list_optimizers
 from timm.scheduler import create_scheduler_v2
 from torch import nn
 
-from benchkit.config import OptimizerConfig, SchedulerConfig
+from benchkit.config.schema import OptimizerConfig, SchedulerConfig
 from benchkit.errors import BenchkitError, ConfigError
 
 FUSED = ("adamw", "adam", "sgd")

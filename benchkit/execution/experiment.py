@@ -23,11 +23,11 @@ from rich.table import Table
 from benchkit.results.ensembles import EnsemblePlan, plan_ensembles
 from benchkit.training.tta import build_views, tta_label
 from benchkit.results.aggregate import aggregated_table, config_columns, config_labels, summary_views, with_ensembles
-from benchkit.config import ExperimentConfig, RunSpec, dump_yaml
-from benchkit.config_validation import load_experiment
-from benchkit.expansion import expand_runs
+from benchkit.config.schema import ExperimentConfig, RunSpec, dump_yaml
+from benchkit.config.validation import load_experiment
+from benchkit.config.expansion import expand_runs
 from benchkit.errors import BenchkitError, ConfigError, DataError, OutputError
-from benchkit.executors import Executor, LocalExecutor, RunTask
+from benchkit.execution.executors import Executor, LocalExecutor, RunTask
 from benchkit.io import file_lock, folder_write_problem, load_torch, remove_temporary_files, write_text
 from benchkit.results.leaderboard import build_leaderboard, order_columns, rich_table, sort_rows, write_leaderboard
 from benchkit.models.freezing import parameter_counts

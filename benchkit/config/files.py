@@ -121,7 +121,7 @@ def experiment_schema() -> dict:
 
     A file with ``base:`` may leave the required keys to its bases.
     """
-    from benchkit.config import ExperimentConfig
+    from benchkit.config.schema import ExperimentConfig
     schema = ExperimentConfig.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "benchkit experiment"

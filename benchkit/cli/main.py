@@ -1,4 +1,4 @@
-"""The ``benchkit`` command line: run, list, leaderboard, data (and more as capabilities land)."""
+"""The ``benchkit`` command line: run, list, leaderboard, report, predict, export, cache, schema, data."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchkit import __version__
+from benchkit._version import __version__
+from benchkit.cli.data import add_data_commands
 from benchkit.errors import user_error_message
 from benchkit.progress import console
 
@@ -125,16 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--output", type=Path, help="write it to this file instead of standard output")
     schema.set_defaults(func=_cmd_schema)
 
-    _add_optional_commands(sub)
-    return parser
-
-
-def _add_optional_commands(sub) -> None:
-    try:
-        from benchkit.cli_data import add_data_commands
-    except ImportError:
-        return
     add_data_commands(sub)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,11 +157,11 @@ def guarded(command, args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from benchkit.executors import make_executor
-    from benchkit.experiment import default_out_dir, describe_evaluation, dry_run, plan, run_experiment
+    from benchkit.execution.executors import make_executor
+    from benchkit.execution.experiment import default_out_dir, describe_evaluation, dry_run, plan, run_experiment
     config, runs = plan(args.experiment, args.overrides)
     if args.print_config:
-        from benchkit.config import dump_yaml
+        from benchkit.config.schema import dump_yaml
         print(dump_yaml(config.model_dump(mode="json")), end="")
         return 0
     if args.dry_run:
@@ -186,7 +179,7 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from benchkit.export import export_run
+    from benchkit.inference.export import export_run
     from benchkit.results.exported import read_export_config
     out = export_run(args.run_dir, args.out)
     arch = read_export_config(out)["architecture"]
@@ -198,7 +191,7 @@ def _cmd_export(args) -> int:
 def _cmd_schema(args) -> int:
     import json
 
-    from benchkit.config_files import experiment_schema
+    from benchkit.config.files import experiment_schema
     text = json.dumps(experiment_schema(), indent=2) + "\n"
     if args.output:
         args.output.write_text(text, encoding="utf-8")
@@ -213,7 +206,7 @@ def _cmd_cache(args) -> int:
 
     from rich.table import Table
 
-    from benchkit.cachedir import cache_usage, clear_cache
+    from benchkit.cli.cache import cache_usage, clear_cache
     from benchkit.data.image_cache import resolve_cache_dir
     root = resolve_cache_dir(args.cache_dir)
     if args.action == "clear":
@@ -284,9 +277,9 @@ def _cmd_leaderboard(args) -> int:
     import yaml
 
     from benchkit.results.aggregate import aggregated_table
-    from benchkit.config import EvaluationConfig
+    from benchkit.config.schema import EvaluationConfig
     from benchkit.errors import ConfigError, OutputError
-    from benchkit.experiment import rebuild_leaderboard
+    from benchkit.execution.experiment import rebuild_leaderboard
     from benchkit.io import folder_write_problem
     from benchkit.results.leaderboard import rich_table
     from benchkit.results.plots import try_plots, write_experiment_plots
@@ -322,7 +315,7 @@ def _cmd_predict(args) -> int:
     from rich.table import Table
 
     from benchkit.errors import ConfigError, format_listing
-    from benchkit.predict import device_problems, image_problems, load_run, run_folder_problems
+    from benchkit.inference.predict import device_problems, image_problems, load_run, run_folder_problems
     problems = ([f"--run {p}" for p in run_folder_problems(args.run_dir)] + device_problems(args.device)
                 + image_problems(args.images))
     if problems:
@@ -332,7 +325,7 @@ def _cmd_predict(args) -> int:
     results = run.predict_files(args.images, progress=True)
     if args.csv:
         from benchkit.io import atomic_path
-        from benchkit.predict import predictions_frame
+        from benchkit.inference.predict import predictions_frame
         with atomic_path(args.csv) as tmp:
             predictions_frame(results, run.classes).to_csv(tmp, index=False)
         console.print(f"{len(results)} prediction(s): {args.csv}")

@@ -1,14 +1,13 @@
 """The ``benchkit data`` commands: ``check`` (audit a dataset) and ``fetch`` (download one safely).
 
-``benchkit.cli`` adds them with :func:`add_data_commands`; ``python -m benchkit.cli_data`` runs them
-on their own. Exit status of ``check``: 0 clean, 1 problems found, 2 the dataset could not be read.
+:mod:`benchkit.cli.main` adds them with :func:`add_data_commands`. Exit status of ``check``: 0 clean,
+1 problems found, 2 the dataset could not be read.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -88,16 +87,3 @@ def run_fetch(args: argparse.Namespace) -> int:
     dest = args.dest if args.dest is not None else Path("data") / args.name
     fetch_dataset(args.name, dest, url=args.url, sha256=args.sha256, timeout=args.timeout, force=args.force)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``data check``/``data fetch`` without the full ``benchkit`` command line."""
-    parser = argparse.ArgumentParser(prog="benchkit")
-    add_data_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    from benchkit.cli import guarded
-    return guarded(args.func, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,7 +20,7 @@ import torch
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from benchkit.config import BuildInputs, RunSpec
+from benchkit.config.schema import BuildInputs, RunSpec
 from benchkit.data import inputs
 from benchkit.errors import ConfigError, DataError, WeightsError, format_listing
 from benchkit.training.tta import build_views, tta_estimate, tta_label

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from benchkit.config import RunSpec
+from benchkit.config.schema import RunSpec
 from benchkit.data.prepare import cache_dir, decoded_split, prepare_dataset
 from benchkit.evaluation.prediction_files import prediction_frame
-from benchkit.export import export_run
+from benchkit.inference.export import export_run
 from benchkit.evaluation.scoring import score_estimates
 from benchkit.training.tta import build_views, tta_estimate, tta_label
 from benchkit.models.freezing import parameter_counts

@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from benchkit.config import DataConfig, ExperimentConfig, ModelConfig, RunSpec, TrainConfig
-from benchkit.config_files import deep_merge
-from benchkit.config_validation import format_validation_error
+from benchkit.config.schema import DataConfig, ExperimentConfig, ModelConfig, RunSpec, TrainConfig
+from benchkit.config.files import deep_merge
+from benchkit.config.validation import format_validation_error
 from benchkit.errors import ConfigError
 
 

@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence, Union
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from benchkit.config import (BackboneConfig, DataConfig, ExperimentConfig, HeadConfig, TrainConfig, _Strict)
-from benchkit.config_files import deep_merge, read_config_file, resolve_bases
+from benchkit.config.schema import (BackboneConfig, DataConfig, ExperimentConfig, HeadConfig, TrainConfig, _Strict)
+from benchkit.config.files import deep_merge, read_config_file, resolve_bases
 from benchkit.errors import ConfigError
 
 

@@ -1,7 +1,7 @@
 """The experiment schema: strict pydantic models of an experiment file and of one resolved run.
 
-Reading a file (bases, overrides, unknown keys) is :mod:`benchkit.config_validation`; expanding an
-experiment into runs is :mod:`benchkit.expansion`.
+Reading a file (bases, overrides, unknown keys) is :mod:`benchkit.config.validation`; expanding an
+experiment into runs is :mod:`benchkit.config.expansion`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 An executor takes runs that the experiment has already claimed and prepared (:class:`RunTask`),
 keeps at most ``capacity`` of them in flight, and reports each run's leaderboard row as it finishes.
-Every executor calls the same :func:`benchkit.runner.execute_run`, which writes into the run's
+Every executor calls the same :func:`benchkit.execution.runner.execute_run`, which writes into the run's
 folder, so results land in the same output folder and leaderboard whatever executed them (for Ray
 on several machines the output folder must be on a filesystem they all share). A task that dies
 without writing its result (an exception outside the run, a killed worker, a lost node) becomes a
@@ -25,11 +25,11 @@ from multiprocessing import connection
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from benchkit.config import RunSpec
+from benchkit.config.schema import RunSpec
 from benchkit.errors import ConfigError
 from benchkit.progress import RunsInFlight, reporting_to
 from benchkit.results import run_folder
-from benchkit.runner import execute_run
+from benchkit.execution.runner import execute_run
 
 EXECUTORS = ("local", "ray")
 REFRESH_SECONDS = 1.0

@@ -28,8 +28,8 @@ from benchkit.results.exported import CONFIG_FILE, EXPORT_FORMAT, HEAD_PREFIX, W
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write ``out_dir/model.safetensors`` and ``out_dir/config.json`` for a finished run; return ``out_dir``."""
-    from benchkit import __version__
-    from benchkit.predict import load_run
+    from benchkit._version import __version__
+    from benchkit.inference.predict import load_run
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     run = load_run(run_dir, device="cpu")
     model = run.model
