@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchkit.models.head import Prediction
+from benchkit.models.head import Estimate, Prediction
 from benchkit.evaluation.metrics import quadratic_weighted_kappa
 from benchkit.models.options import check_choice, check_number
 
@@ -162,3 +162,23 @@ def threshold_decodings(exceed: torch.Tensor, decoder: ThresholdDecoder,
 def _report(metric: str, before: float, after: float) -> dict:
     sign = 1.0 if metric == "qwk" else -1.0
     return {"metric": metric, "valid_before": sign * before, "valid_after": sign * after}
+
+
+class ExceedanceDecoding:
+    """Mixin of the heads that decode exceedance probabilities ``P(y > k)`` (CORAL, CORN): the estimate is
+    ``{"exceedance": self.exceedance(outputs)}``, decoded at the default threshold and at the one fitted on the
+    validation estimate (``calibrated``). The head sets ``self.decoder`` (a :class:`ThresholdDecoder`)."""
+
+    has_probabilities = True
+    decodings = ("threshold", "calibrated")
+
+    def estimate(self, outputs: torch.Tensor) -> Estimate:
+        return {"exceedance": self.exceedance(outputs)}
+
+    def decode_estimate(self, estimate: Estimate, include_unfitted: bool = False) -> dict[str, Prediction]:
+        """``threshold`` and, once calibrated (or when asked), ``calibrated`` levels of ``P(y > k)``."""
+        return threshold_decodings(estimate["exceedance"], self.decoder, include_unfitted)
+
+    def calibrate_estimate(self, estimate: Estimate, targets: torch.Tensor) -> dict:
+        """Fit the threshold of the ``calibrated`` decoding on validation exceedance probabilities."""
+        return {"decoding": "calibrated", **self.decoder.fit(estimate["exceedance"], targets)}

@@ -1,4 +1,4 @@
-"""Shared pieces of the heads: parameter initialisation and decoding from probabilities.
+"""Shared pieces of the heads: parameter initialisation and decoding from class probabilities.
 
 Option checks live in :mod:`benchkit.models.options`; target checks, class weights and the mean loss
 in the :class:`~benchkit.models.head.Head` base.
@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from benchkit.models.head import Prediction
+from benchkit.models.head import Estimate, Prediction
 
 
 def inverse_softplus(value: float) -> float:
@@ -45,3 +45,18 @@ def categorical_decodings(probs: torch.Tensor) -> dict[str, Prediction]:
         "argmax": Prediction(probs.argmax(1), score, probs),
         "expected": Prediction(torch.round(score).clamp(0, last).long(), score, probs),
     }
+
+
+class CategoricalDecoding:
+    """Mixin of the heads that decode K class probabilities (softmax, soft labels, cumulative link): the
+    estimate is ``{"probs": ...}`` (default: the softmax of the outputs), decoded by :func:`categorical_decodings`."""
+
+    has_probabilities = True
+    decodings = ("argmax", "expected")
+
+    def estimate(self, outputs: torch.Tensor) -> Estimate:
+        return {"probs": torch.softmax(outputs.float(), dim=1)}
+
+    def decode_estimate(self, estimate: Estimate, include_unfitted: bool = False) -> dict[str, Prediction]:
+        """``argmax`` and ``expected`` levels of the class probabilities."""
+        return categorical_decodings(estimate["probs"])

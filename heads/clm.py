@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchkit.models.head import Estimate, Head, Prediction
+from benchkit.models.head import Estimate, Head
 from benchkit.models.options import check_choice
 from benchkit.registry import register_head
-from ._common import categorical_decodings, inverse_softplus
+from ._common import CategoricalDecoding, inverse_softplus
 
 LINKS = ("logit", "probit")
 _MIN_GAP = 1e-12
@@ -23,7 +23,7 @@ _LN2 = 0.6931471805599453
 
 
 @register_head("clm")
-class CumulativeLinkHead(Head):
+class CumulativeLinkHead(CategoricalDecoding, Head):
     """Raw outputs are the K-1 cumulative link arguments ``z_k = theta_k - w . x`` (increasing in k).
 
     Loss: negative log-likelihood of ``P(y) = F(z_y) - F(z_{y-1})``, computed in log space
@@ -32,9 +32,6 @@ class CumulativeLinkHead(Head):
     Score: expected level. Options: ``link`` (``logit`` | ``probit``), ``decode`` (``argmax`` |
     ``expected``), ``dropout``.
     """
-
-    has_probabilities = True
-    decodings = ("argmax", "expected")
 
     def __init__(self, in_features: int, num_classes: int, link: str = "logit",
                  decode: str = "argmax", dropout: float = 0.0):
@@ -83,10 +80,6 @@ class CumulativeLinkHead(Head):
 
     def estimate(self, outputs: torch.Tensor) -> Estimate:
         return {"probs": self.probabilities(outputs)}
-
-    def decode_estimate(self, estimate: Estimate, include_unfitted: bool = False) -> dict[str, Prediction]:
-        """``argmax`` and ``expected`` levels of the class probabilities."""
-        return categorical_decodings(estimate["probs"])
 
 
 def _log1mexp(gap: torch.Tensor) -> torch.Tensor:

@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchkit.models.head import Estimate, Head, Prediction
+from benchkit.models.head import Head
 from benchkit.registry import register_head
-from ._calibration import ThresholdDecoder, threshold_decodings
+from ._calibration import ExceedanceDecoding, ThresholdDecoder
 from ._common import inverse_softplus
 
 
 @register_head("coral")
-class CoralHead(Head):
+class CoralHead(ExceedanceDecoding, Head):
     """Logits ``l_k = w . x + b_k`` (k = 0..K-2) with ``P(y > k) = sigmoid(l_k)``.
 
     Loss: mean over samples of the summed binary cross-entropies against the extended binary
@@ -29,9 +29,6 @@ class CoralHead(Head):
     ``calibrate``, the default one until then),
     ``calibrate_metric`` (``qwk`` | ``mae``), ``dropout``.
     """
-
-    has_probabilities = True
-    decodings = ("threshold", "calibrated")
 
     def __init__(self, in_features: int, num_classes: int, threshold: float = 0.5,
                  decode: str = "threshold", calibrate_metric: str = "qwk", dropout: float = 0.0):
@@ -55,14 +52,7 @@ class CoralHead(Head):
         exceeds = (targets[:, None] > ranks).float()
         return -(F.logsigmoid(logits) * exceeds + F.logsigmoid(-logits) * (1 - exceeds)).sum(1)
 
-    def estimate(self, outputs: torch.Tensor) -> Estimate:
-        return {"exceedance": torch.sigmoid(outputs.float())}
-
-    def decode_estimate(self, estimate: Estimate, include_unfitted: bool = False) -> dict[str, Prediction]:
-        """``threshold`` and, once calibrated (or when asked), ``calibrated`` levels of ``P(y > k)``."""
-        return threshold_decodings(estimate["exceedance"], self.decoder, include_unfitted)
-
-    def calibrate_estimate(self, estimate: Estimate, targets: torch.Tensor) -> dict:
-        """Fit the threshold of the ``calibrated`` decoding on validation exceedance probabilities."""
-        return {"decoding": "calibrated", **self.decoder.fit(estimate["exceedance"], targets)}
+    def exceedance(self, outputs: torch.Tensor) -> torch.Tensor:
+        """``P(y > k) = sigmoid(l_k)``."""
+        return torch.sigmoid(outputs.float())
 

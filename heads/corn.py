@@ -10,13 +10,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchkit.models.head import Estimate, Head, Prediction, check_targets
+from benchkit.models.head import Head, check_targets
 from benchkit.registry import register_head
-from ._calibration import ThresholdDecoder, threshold_decodings
+from ._calibration import ExceedanceDecoding, ThresholdDecoder
 
 
 @register_head("corn")
-class CornHead(Head):
+class CornHead(ExceedanceDecoding, Head):
     """K-1 independent logits ``l_k`` with ``sigmoid(l_k) = P(y > k | y > k-1)``.
 
     Loss: binary cross-entropy of task k against ``[y > k]`` over its conditional subset
@@ -27,15 +27,12 @@ class CornHead(Head):
     (``qwk`` | ``mae``), ``dropout``.
     """
 
-    has_probabilities = True
-    decodings = ("threshold", "calibrated")
-
     def __init__(self, in_features: int, num_classes: int, threshold: float = 0.5,
                  decode: str = "threshold", calibrate_metric: str = "qwk", dropout: float = 0.0):
         super().__init__(in_features, num_classes, outputs=num_classes - 1, dropout=dropout, decode=decode)
         self.decoder = ThresholdDecoder(num_classes, threshold, calibrate_metric)
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, weighted: bool = True) -> torch.Tensor:
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Summed over the tasks' conditional subsets, divided by their total (weighted) size."""
         targets = check_targets(targets, self.num_classes)
         logits = outputs.float()
@@ -43,7 +40,7 @@ class CornHead(Head):
         in_task = (targets[:, None] >= ranks).float()
         exceeds = (targets[:, None] > ranks).float()
         per_entry = -(F.logsigmoid(logits) * exceeds + F.logsigmoid(-logits) * (1 - exceeds))
-        weights = self.sample_weights(targets) if weighted else None
+        weights = self.sample_weights(targets)
         if weights is not None:
             in_task = in_task * weights[:, None]
         return (per_entry * in_task).sum() / in_task.sum().clamp_min(torch.finfo(torch.float32).tiny)
@@ -51,14 +48,3 @@ class CornHead(Head):
     def exceedance(self, outputs: torch.Tensor) -> torch.Tensor:
         """Unconditional ``P(y > k)``: the running product of the conditional probabilities."""
         return torch.exp(torch.cumsum(F.logsigmoid(outputs.float()), dim=1))
-
-    def estimate(self, outputs: torch.Tensor) -> Estimate:
-        return {"exceedance": self.exceedance(outputs)}
-
-    def decode_estimate(self, estimate: Estimate, include_unfitted: bool = False) -> dict[str, Prediction]:
-        """``threshold`` and, once calibrated (or when asked), ``calibrated`` levels of ``P(y > k)``."""
-        return threshold_decodings(estimate["exceedance"], self.decoder, include_unfitted)
-
-    def calibrate_estimate(self, estimate: Estimate, targets: torch.Tensor) -> dict:
-        """Fit the threshold of the ``calibrated`` decoding on validation exceedance probabilities."""
-        return {"decoding": "calibrated", **self.decoder.fit(estimate["exceedance"], targets)}

@@ -27,17 +27,17 @@ import math
 import torch
 import torch.nn.functional as F
 
-from benchkit.models.head import Estimate, Head, Prediction
+from benchkit.models.head import Head
 from benchkit.models.options import check_choice, check_number
 from benchkit.registry import register_head
-from ._common import categorical_decodings
+from ._common import CategoricalDecoding
 
 SOFT_TARGETS = ("binomial", "poisson", "exponential", "triangular")
 _PARAMETER_OF = {"poisson": "tau", "exponential": "tau", "triangular": "alpha"}
 
 
 @register_head("soft_label")
-class SoftLabelHead(Head):
+class SoftLabelHead(CategoricalDecoding, Head):
     """K logits; cross-entropy against unimodal soft targets; predicts like ``softmax``.
 
     Options: ``soft`` (``binomial`` | ``poisson`` | ``exponential`` | ``triangular``), ``tau``
@@ -45,9 +45,6 @@ class SoftLabelHead(Head):
     0.01), ``eta`` (in (0, 1], weight of the soft target against the one-hot one, default 1.0),
     ``label_smoothing`` (in [0, 1), mass spread uniformly, as in ``softmax``; default 0), ``decode`` (``argmax`` | ``expected``), ``dropout``. Score: expected level.
     """
-
-    has_probabilities = True
-    decodings = ("argmax", "expected")
 
     def __init__(self, in_features: int, num_classes: int, soft: str = "binomial",
                  tau: float | None = None, alpha: float | None = None, eta: float = 1.0,
@@ -72,13 +69,6 @@ class SoftLabelHead(Head):
         log_probs = F.log_softmax(outputs.float(), dim=1)
         wanted = self.targets.to(log_probs.device)[targets]
         return -(wanted * log_probs).sum(1)
-
-    def estimate(self, outputs: torch.Tensor) -> Estimate:
-        return {"probs": torch.softmax(outputs.float(), dim=1)}
-
-    def decode_estimate(self, estimate: Estimate, include_unfitted: bool = False) -> dict[str, Prediction]:
-        """``argmax`` and ``expected`` levels of the class probabilities."""
-        return categorical_decodings(estimate["probs"])
 
 
 def soft_targets(soft: str, num_classes: int, *, tau: float = 1.0, alpha: float = 0.01) -> torch.Tensor:

@@ -5,22 +5,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchkit.models.head import Estimate, Head, Prediction
+from benchkit.models.head import Head
 from benchkit.models.options import check_number
 from benchkit.registry import register_head
-from ._common import categorical_decodings
+from ._common import CategoricalDecoding
 
 
 @register_head("softmax")
-class SoftmaxHead(Head):
+class SoftmaxHead(CategoricalDecoding, Head):
     """K logits, cross-entropy with optional label smoothing; probabilities are the softmax.
 
     Options: ``label_smoothing`` in ``[0, 1)``, ``decode`` (``argmax`` | ``expected``: rounded
     ``sum_k k p_k``), ``dropout``. The score is always the expected level ``sum_k k p_k``.
     """
-
-    has_probabilities = True
-    decodings = ("argmax", "expected")
 
     def __init__(self, in_features: int, num_classes: int, label_smoothing: float = 0.0,
                  decode: str = "argmax", dropout: float = 0.0):
@@ -30,10 +27,3 @@ class SoftmaxHead(Head):
 
     def sample_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs.float(), targets, reduction="none", label_smoothing=self.label_smoothing)
-
-    def estimate(self, outputs: torch.Tensor) -> Estimate:
-        return {"probs": torch.softmax(outputs.float(), dim=1)}
-
-    def decode_estimate(self, estimate: Estimate, include_unfitted: bool = False) -> dict[str, Prediction]:
-        """``argmax`` and ``expected`` levels of the class probabilities."""
-        return categorical_decodings(estimate["probs"])

@@ -33,6 +33,16 @@ def weighted_loss(head: Head, outputs: torch.Tensor, targets: torch.Tensor, weig
         head.set_class_weights(None)
 
 
+def decodings(head: Head, outputs: torch.Tensor, include_unfitted: bool = False) -> dict[str, Prediction]:
+    """Every decoding of the head's estimate of ``outputs``."""
+    return head.decode_estimate(head.estimate(outputs), include_unfitted)
+
+
+def calibrate(head: Head, outputs: torch.Tensor, targets: torch.Tensor) -> dict | None:
+    """Fit the head's calibrated decoding on the estimate of validation ``outputs``."""
+    return head.calibrate_estimate(head.estimate(outputs), targets)
+
+
 def _sp(x: float) -> float:
     """softplus written out: -log sigmoid(-x)."""
     return math.log1p(math.exp(x))
@@ -165,15 +175,12 @@ def test_predict_shapes_and_ranges(name, k):
 
 
 @pytest.mark.parametrize("name", HEAD_NAMES)
-def test_alternative_decodings_cover_the_declared_ones(name):
+def test_decodings_cover_the_declared_ones(name):
     head = HEADS.get(name)(5, 4)
     x, y = _batch(4)
     out = head(x).detach()
-    alternatives = getattr(head, "alternative_decodings", None)
-    if alternatives is None:
-        pytest.skip(f"{name} has no alternative_decodings")
-    head.calibrate(out, y)
-    decoded = alternatives(out)
+    calibrate(head, out, y)
+    decoded = decodings(head, out)
     assert set(decoded) == set(head.decodings)
     for pred in decoded.values():
         assert isinstance(pred, Prediction) and pred.level.shape == (len(x),)
@@ -230,7 +237,9 @@ def test_class_weights_weight_samples_by_true_class(name):
         weighted_loss(head, out, y, torch.ones(3))
     head.set_class_weights([1.0, 5.0, 0.2, 2.0, 0.5])  # set once, used by every training loss
     torch.testing.assert_close(head.loss(out, y), weighted)
-    torch.testing.assert_close(head.loss(out, y, weighted=False), plain)  # validation losses
+    with head.unweighted():  # validation losses
+        torch.testing.assert_close(head.loss(out, y), plain)
+    torch.testing.assert_close(head.loss(out, y), weighted)
     assert "class_weights" not in head.state_dict()
 
 
@@ -306,11 +315,11 @@ def test_calibration_travels_in_the_state_dict(name):
     head = HEADS.get(name)(5, k)
     x, y = _batch(k, n=60)
     out = head(x).detach()
-    head.calibrate(out, y)
+    calibrate(head, out, y)
     clone = HEADS.get(name)(5, k)
     clone.load_state_dict(head.state_dict())
-    for decoding, pred in getattr(head, "alternative_decodings", lambda o: {"default": head.predict(o)})(out).items():
-        other = getattr(clone, "alternative_decodings", lambda o: {"default": clone.predict(o)})(out)[decoding]
+    for decoding, pred in decodings(head, out).items():
+        other = decodings(clone, out)[decoding]
         torch.testing.assert_close(pred.level, other.level)
         torch.testing.assert_close(pred.score, other.score)
 
@@ -421,9 +430,9 @@ def test_calibrated_cut_points_fix_systematically_shifted_scores(metric):
     k = 5
     out, y = _shifted_regression_outputs(k)
     head = HEADS.get("regression")(3, k, decode="calibrated", calibrate_metric=metric)
-    rounded = head.alternative_decodings(out)["round"].level
-    assert set(head.alternative_decodings(out)) == {"round"}
-    report = head.calibrate(out, y)
+    rounded = decodings(head, out)["round"].level
+    assert set(decodings(head, out)) == {"round"}
+    report = calibrate(head, out, y)
     calibrated = head.predict(out).level
     assert np.all(np.diff(report["cut_points"]) > 0)
     qwk_round = quadratic_weighted_kappa(y.numpy(), rounded.numpy(), k)
@@ -433,7 +442,7 @@ def test_calibrated_cut_points_fix_systematically_shifted_scores(metric):
     torch.testing.assert_close(head.decoder.cut_points[1:3], torch.tensor([1.5, 2.5]) + 0.7, atol=0.25, rtol=0)
     fresh_out, fresh_y = _shifted_regression_outputs(k, seed=1)
     assert quadratic_weighted_kappa(fresh_y.numpy(), head.predict(fresh_out).level.numpy(), k) > \
-        quadratic_weighted_kappa(fresh_y.numpy(), head.alternative_decodings(fresh_out)["round"].level.numpy(), k)
+        quadratic_weighted_kappa(fresh_y.numpy(), decodings(head, fresh_out)["round"].level.numpy(), k)
 
 
 # ---------------------------------------------------------------- softmax
@@ -444,7 +453,7 @@ def test_softmax_label_smoothing_and_decodings():
     out = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0], [1.0, 1.1, 1.0]])
     y = torch.tensor([0, 2, 0])
     torch.testing.assert_close(head.loss(out, y), F.cross_entropy(out, y, label_smoothing=0.1))
-    decoded = head.alternative_decodings(torch.tensor([[3.0, 0.0, 2.9]]))
+    decoded = decodings(head, torch.tensor([[3.0, 0.0, 2.9]]))
     p = torch.softmax(torch.tensor([3.0, 0.0, 2.9]), 0)
     assert decoded["argmax"].level.item() == 0
     assert decoded["expected"].score.item() == pytest.approx(float(p[1] + 2 * p[2]))
@@ -518,9 +527,9 @@ def test_coral_calibrated_threshold_recovers_underconfident_outputs():
     exceed = (exceed + 0.02 * torch.rand(exceed.shape, generator=g))
     logits = torch.logit(exceed)
     head = HEADS.get("coral")(3, k, decode="calibrated")
-    before = head.alternative_decodings(logits)["threshold"].level
+    before = decodings(head, logits)["threshold"].level
     assert int(before.max()) == 0
-    report = head.calibrate(logits, y)
+    report = calibrate(head, logits, y)
     assert 0.07 < report["threshold"] < 0.3
     after = head.predict(logits).level
     assert quadratic_weighted_kappa(y.numpy(), after.numpy(), k) == pytest.approx(1.0)

@@ -1,9 +1,10 @@
 """The columns of a predictions file: one row per image, enough to rebuild the head's estimate.
 
-``image, target, pred, score`` (0-based levels, the continuous score on the level scale), then
-``prob_k`` for heads with class probabilities and ``exceed_k`` (``P(y > k)``) for heads that decode
-exceedance probabilities. Reading a file back gives the estimate it was decoded from, so an
-ensemble can average its members' files and decode the mean as each member would have.
+``image, target, pred, score`` (0-based levels, the continuous score on the level scale), then the estimate the
+head decoded from, every key of it: a ``(B, n)`` tensor as columns ``<name>_0 .. <name>_{n-1}`` (``prob_k`` for
+``probs``, ``exceed_k`` for ``exceedance``: ``P(y > k)``), a ``(B,)`` tensor as a column ``<name>``. Class
+probabilities are written for every head that has them. Reading a file back gives the estimate it was decoded
+from, so test-time views and ensembles average their members' files and decode the mean as each member would.
 Floats are written with the shortest text that reads back to the same float32.
 """
 
@@ -19,6 +20,8 @@ import torch
 from benchkit.models.head import Estimate, Prediction
 
 _PREFIX = {"probs": "prob", "exceedance": "exceed"}
+_KEY = {prefix: key for key, prefix in _PREFIX.items()}
+_IDENTIFYING = ("image", "target", "pred")
 
 
 def prediction_frame(ids: Sequence[str], targets: Sequence[int], pred: Prediction,
@@ -38,12 +41,21 @@ def prediction_frame(ids: Sequence[str], targets: Sequence[int], pred: Predictio
 
 
 def estimate_of(frame: pd.DataFrame) -> Estimate:
-    """The estimate a predictions table holds: ``score`` and every ``prob_k`` / ``exceed_k`` group (float32)."""
+    """The estimate a predictions table holds (float32): ``score`` and every other column but the image, target and
+    level; ``<name>_<k>`` columns are gathered into one ``(B, n)`` tensor under the estimate's key."""
     estimate = {"score": torch.as_tensor(frame["score"].to_numpy(np.float32))}
-    for key, prefix in _PREFIX.items():
-        columns = sorted((c for c in frame if re.fullmatch(rf"{prefix}_\d+", str(c))), key=lambda c: int(c.rsplit("_", 1)[1]))
-        if columns:
-            estimate[key] = torch.as_tensor(frame[columns].to_numpy(np.float32))
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for column in frame.columns:
+        column = str(column)
+        if column in _IDENTIFYING or column == "score":
+            continue
+        match = re.fullmatch(r"(.+)_(\d+)", column)
+        if match:
+            groups.setdefault(_KEY.get(match[1], match[1]), []).append((int(match[2]), column))
+        else:
+            estimate[column] = torch.as_tensor(frame[column].to_numpy(np.float32))
+    for key, columns in groups.items():
+        estimate[key] = torch.as_tensor(frame[[c for _, c in sorted(columns)]].to_numpy(np.float32, copy=True))
     return estimate
 
 

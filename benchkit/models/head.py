@@ -1,20 +1,31 @@
 """The head contract: a head owns its output layer, its loss and its decoding.
 
-Every head maps pooled backbone features ``(B, in_features)`` to raw outputs and answers, from
-those raw outputs alone: the loss for integer levels ``0..K-1``, the predicted level, a continuous
-score on the level scale ``[0, K-1]`` (used for MAE), and the K class probabilities where the
-formulation defines them.
+A plugin head writes three methods (as MMPretrain's heads do): ``forward(features) -> outputs`` (pooled backbone
+features ``(B, in_features)`` to raw outputs), ``loss(outputs, targets) -> scalar`` for integer levels
+``0..K-1`` (the class weights of the training loss, when set, are ``self.class_weights``) and
+``predict(outputs) -> Prediction``: the level, a continuous score on the level scale ``[0, K-1]`` and the K class
+probabilities where the formulation defines them. The base gives defaults for each: the dropout-plus-linear layer
+(``outputs=W``), the weighted mean of ``sample_losses``, and decoding through an *estimate*.
 
-Decoding goes through an *estimate*: the named probabilities or level-scale scores a head decodes
-from (``score``, ``probs``, ``exceedance``). Means of estimates are estimates, so test-time
-augmentation (views of one image) and ensembles (several models) average them and decode the mean
-with the head's own decodings: ``predict(outputs) == decode_estimate(estimate(outputs))[decode]``.
+The estimate machinery is optional: ``estimate(outputs)`` gives the named, averageable quantities a head decodes
+from (any keys: ``score``, ``probs``, ``exceedance``, ...; each a ``(B,)`` or ``(B, n)`` tensor), and
+``decode_estimate(estimate)`` decodes them, one :class:`Prediction` per decoding in ``decodings``. Means of
+estimates are estimates, so test-time augmentation and ensembles average them and decode the mean with the head's
+own decodings: ``predict(outputs) == decode_estimate(estimate(outputs))[decode]``. ``calibrate_estimate`` fits a
+decoding (cut points, thresholds) on the validation estimate and keeps it in buffers.
+
+Heads written to the 0.1 contract (``loss(outputs, targets, class_weights=None)``) still work, with a
+``DeprecationWarning``; a 0.1 ``calibrate(outputs, targets)`` is refused with what to implement instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
+import warnings
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -69,17 +80,11 @@ def generic_decodings(estimate: Estimate, num_classes: int) -> dict[str, Predict
 
 
 class Head(nn.Module):
-    """Base class of all heads: the decoding choice, the optional dropout-plus-linear output layer and
-    the class weights of the loss live here.
+    """Base class of all heads: the decoding choice, the optional dropout-plus-linear output layer, the class
+    weights of the loss and the estimate machinery live here (see the module docstring for the contract).
 
-    A subclass sets ``has_probabilities`` and ``decodings`` (the first is the default ``decode``),
-    passes ``outputs`` (the width of its linear layer, after ``dropout``) to ``__init__`` or builds its
-    own layers, and implements ``sample_losses`` (or ``loss``) and either ``predict`` or (to take part
-    in test-time augmentation and ensembles with its own decodings) ``estimate`` and
-    ``decode_estimate``. ``forward`` defaults to the linear layer on the dropped-out features.
-
-    ``calibrate`` is optional: heads whose decoding can be fitted on validation outputs
-    (cut points, thresholds) store the result in buffers, so it travels with the checkpoint.
+    A subclass sets ``has_probabilities`` and ``decodings`` (the first is the default ``decode``) and either
+    passes ``outputs`` (the width of its linear layer, after ``dropout``) to ``__init__`` or builds its own layers.
     """
 
     has_probabilities: ClassVar[bool] = False
@@ -110,15 +115,24 @@ class Head(nn.Module):
                 raise ValueError(f"class_weights has {weights.numel()} values for {self.num_classes} classes")
         self.class_weights = weights
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, weighted: bool = True) -> torch.Tensor:
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The mean of :meth:`sample_losses`, each sample weighted by its true class' weight (normalised by
-        the weights) when class weights are set and ``weighted`` (validation losses are unweighted)."""
+        the weights) when class weights are set."""
         targets = check_targets(targets, self.num_classes)
         per_sample = self.sample_losses(outputs, targets)
-        weights = self.sample_weights(targets) if weighted else None
+        weights = self.sample_weights(targets)
         if weights is None:
             return per_sample.mean()
         return (weights * per_sample).sum() / weights.sum().clamp_min(torch.finfo(torch.float32).tiny)
+
+    @contextlib.contextmanager
+    def unweighted(self) -> Iterator[Head]:
+        """The head with its class weights set aside, for losses that compare runs (validation)."""
+        weights, self.class_weights = self.class_weights, None
+        try:
+            yield self
+        finally:
+            self.class_weights = weights
 
     def sample_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         """The loss of each sample ``(B,)``, for levels ``targets`` checked by :func:`check_targets`."""
@@ -147,14 +161,35 @@ class Head(nn.Module):
         """The level, score and probabilities of the head's chosen decoding (``self.decode``)."""
         return self.decode_estimate(self.estimate(outputs), include_unfitted=True)[self.decode]
 
-    def alternative_decodings(self, outputs: torch.Tensor, include_unfitted: bool = False) -> dict[str, Prediction]:
-        """Every decoding of the same outputs (fitted ones once fitted, or when asked)."""
-        return self.decode_estimate(self.estimate(outputs), include_unfitted)
-
-    def calibrate(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict | None:
-        """Fit decoding parameters on validation outputs; returns what was fitted (or None)."""
-        return self.calibrate_estimate(self.estimate(outputs), targets)
-
     def calibrate_estimate(self, estimate: Estimate, targets: torch.Tensor) -> dict | None:
         """Fit decoding parameters on a validation estimate (the heads with ``calibrated`` decodings)."""
         return None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "calibrate" in cls.__dict__:
+            raise TypeError(f"head {cls.__qualname__}: calibrate(outputs, targets) is the benchkit 0.1 contract, "
+                            f"no longer called; implement calibrate_estimate(estimate, targets) instead")
+        legacy = _legacy_loss_keyword(cls.__dict__.get("loss"))
+        if legacy:
+            warnings.warn(f"head {cls.__qualname__}: loss(outputs, targets, {legacy}=...) is the benchkit 0.1 "
+                          f"contract; write loss(outputs, targets) and read self.class_weights",
+                          DeprecationWarning, stacklevel=2)
+            cls.loss = _adapted_loss(cls.__dict__["loss"], legacy)
+
+
+def _legacy_loss_keyword(loss) -> str | None:
+    """``class_weights`` (0.1.0) or ``weighted`` (0.1.x) when ``loss`` takes it, else None."""
+    if loss is None:
+        return None
+    parameters = inspect.signature(loss).parameters
+    return next((name for name in ("class_weights", "weighted") if name in parameters), None)
+
+
+def _adapted_loss(loss, keyword: str):
+    """A 0.2 ``loss(outputs, targets)`` calling a 0.1 one with the head's class weights."""
+    @functools.wraps(loss)
+    def adapted(self, outputs, targets):
+        value = self.class_weights if keyword == "class_weights" else self.class_weights is not None
+        return loss(self, outputs, targets, **{keyword: value})
+    return adapted

@@ -23,7 +23,7 @@ from ema_pytorch import EMA
 from torch import nn
 from torch.utils.data import Dataset
 
-from benchkit.config import TrainConfig
+from benchkit.config.schema import TrainConfig
 from benchkit.errors import BenchkitError
 from benchkit.io import load_torch, save_torch
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER, compute_metrics
@@ -215,7 +215,8 @@ class Engine:
     def _validate(self, valid_set: Dataset, targets: torch.Tensor) -> dict:
         outputs = self.outputs(valid_set)
         head = self.eval_model.head
-        loss = head.loss(outputs, targets, weighted=False).item()
+        with head.unweighted():
+            loss = head.loss(outputs, targets).item()
         pred = head.predict(outputs)
         probs = None if pred.probs is None else pred.probs.numpy()  # rps, nll, ece can be monitored
         metrics = compute_metrics(targets.numpy(), pred.level.numpy(), pred.score.numpy(), self.num_classes, probs)

@@ -9,7 +9,7 @@ from benchkit.heads.regression import RegressionHead
 class DiesInTrainingHead(RegressionHead):
     """The regression head, except that the first training loss ends the process (exit status 3)."""
 
-    def loss(self, outputs, targets, weighted=True):
+    def loss(self, outputs, targets):
         if self.training:
             os._exit(3)
-        return super().loss(outputs, targets, weighted)
+        return super().loss(outputs, targets)

@@ -17,8 +17,8 @@ class NanRegressionHead(RegressionHead):
         self.nan_steps = set(nan_steps)
         self.training_calls = 0
 
-    def loss(self, outputs, targets, weighted=True):
-        loss = super().loss(outputs, targets, weighted)
+    def loss(self, outputs, targets):
+        loss = super().loss(outputs, targets)
         if not self.training:
             return loss
         self.training_calls += 1
