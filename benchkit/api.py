@@ -21,8 +21,7 @@ import numpy as np
 import pandas as pd
 
 from benchkit.errors import ConfigError
-from benchkit.io import read_yaml
-from benchkit.results import run_folder
+from benchkit.results import results_folder, run_folder
 from benchkit.results.ensembles import predictions_path
 
 if TYPE_CHECKING:
@@ -42,7 +41,8 @@ def run(experiment: str | Path | Mapping, out: str | Path | None = None, overrid
     finished runs in ``out`` are kept and interrupted ones resumed unless ``fresh``.
     """
     from benchkit.execution.executors import Executor, make_executor
-    from benchkit.execution.experiment import default_out_dir, plan, run_experiment
+    from benchkit.execution.experiment import run_experiment
+    from benchkit.execution.plan import default_out_dir, plan
     started = time.time()
     config, runs = plan(experiment, list(overrides))
     out_dir = Path(out) if out is not None else default_out_dir(config)
@@ -53,10 +53,7 @@ def run(experiment: str | Path | Mapping, out: str | Path | None = None, overrid
 
 def load_results(out_dir: str | Path) -> "Results":
     """The results folder of an experiment (what ``benchkit run --out DIR`` wrote)."""
-    out_dir = Path(out_dir)
-    if not (out_dir / "runs").is_dir():
-        raise ConfigError(f"{out_dir}: no runs/ folder here (is this a benchkit results folder?)")
-    return Results(out_dir)
+    return Results(results_folder.require_results_folder(out_dir))
 
 
 class Results:
@@ -76,7 +73,7 @@ class Results:
     @cached_property
     def leaderboard(self) -> pd.DataFrame:
         """One row per run, best first (``leaderboard.csv``; rebuilt from the run folders when absent)."""
-        path = self.out_dir / "leaderboard.csv"
+        path = results_folder.leaderboard_path(self.out_dir)
         if path.is_file():
             try:
                 return pd.read_csv(path)
@@ -89,7 +86,7 @@ class Results:
     def aggregated(self) -> pd.DataFrame:
         """One row per configuration across seeds and folds: mean, std and 95% t-interval of each metric
         (``leaderboard_aggregated.csv``, with the paired tests when a reference is set)."""
-        path = self.out_dir / "leaderboard_aggregated.csv"
+        path = results_folder.summary_path(self.out_dir, "aggregated")
         if path.is_file():
             return pd.read_csv(path)
         from benchkit.results.aggregate import aggregate_runs, sort_aggregated
@@ -99,7 +96,7 @@ class Results:
     @cached_property
     def history(self) -> pd.DataFrame:
         """Every run's per-epoch history in one long table: ``run_id, epoch, train_loss, valid_...``."""
-        return self._concat(lambda row: run_folder.read_history(run_folder.run_dir_of(self.out_dir, row["run_id"])))
+        return self._concat(lambda row: run_folder.read_history(results_folder.run_dir(self.out_dir, row["run_id"])))
 
     def predictions(self, split: str = "test") -> pd.DataFrame:
         """Every run's predictions on ``split`` in one long table: ``run_id, image, target, pred, score,
@@ -116,7 +113,7 @@ class Results:
     def run(self, run_id: str, device: str | None = None) -> "LoadedRun":
         """One finished run, loaded for prediction (see :func:`benchkit.load_run`)."""
         from benchkit.inference.predict import load_run
-        run_dir = run_folder.run_dir_of(self.out_dir, run_id)
+        run_dir = results_folder.run_dir(self.out_dir, run_id)
         if not run_dir.is_dir():
             if run_id in self.run_ids:
                 raise ConfigError(f"{self.out_dir}: {run_id!r} is an ensemble, with no model of its own to load "
@@ -137,6 +134,4 @@ class Results:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def _evaluation(self):
-        from benchkit.config.schema import EvaluationConfig
-        raw = read_yaml(self.out_dir / "experiment.yaml")
-        return EvaluationConfig.model_validate(raw.get("evaluation") or {})
+        return results_folder.read_experiment(self.out_dir).evaluation

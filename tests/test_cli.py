@@ -60,12 +60,12 @@ def test_leaderboard_on_a_folder_without_runs_exits_2(tmp_path, capsys):
 
 BUG_IN_BENCHKIT = """
 import sys
-import benchkit.execution.experiment
+import benchkit.execution.plan
 
 def plan(path, overrides=()):
     return {}["no such key"]  # stands for a bug in benchkit's own code
 
-benchkit.execution.experiment.plan = plan
+benchkit.execution.plan.plan = plan
 from benchkit.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -93,11 +93,11 @@ def test_a_users_mistake_is_one_line_and_exit_2_a_bug_keeps_its_traceback(tmp_pa
 
 
 def test_a_bug_raised_in_process_propagates(tmp_path, monkeypatch):
-    import benchkit.execution.experiment
+    import benchkit.execution.plan
 
     def plan(path, overrides=()):
         raise ZeroDivisionError("a bug")
-    monkeypatch.setattr(benchkit.execution.experiment, "plan", plan)
+    monkeypatch.setattr(benchkit.execution.plan, "plan", plan)
     with pytest.raises(ZeroDivisionError):
         main(["run", str(tmp_path / "x.yaml")])
 

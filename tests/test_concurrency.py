@@ -4,7 +4,7 @@ import re
 
 import pandas as pd
 
-from benchkit.execution.experiment import claim
+from benchkit.execution.claims import claim
 from benchkit_process import start
 from conftest import small_experiment
 

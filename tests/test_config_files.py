@@ -12,7 +12,7 @@ from benchkit import __version__
 from benchkit.cli import main
 from benchkit.config.validation import load_experiment
 from benchkit.errors import ConfigError
-from benchkit.execution.experiment import plan
+from benchkit.execution.plan import plan
 from conftest import REPO, small_experiment
 
 EXPERIMENTS = REPO / "experiments"

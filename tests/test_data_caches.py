@@ -7,7 +7,7 @@ import yaml
 
 from benchkit.data.decode import decode_split
 from benchkit.data.prepare import decoded_split, prepare_dataset
-from benchkit.execution.experiment import plan
+from benchkit.execution.plan import plan
 from conftest import small_experiment
 
 

@@ -111,7 +111,7 @@ def test_the_dataset_and_each_model_are_built_once_per_run(tmp_path, monkeypatch
     import benchkit.models.grader as grader
     from benchkit.data import prepare
     from benchkit.execution.executors import RunTask, execute_task
-    from benchkit.execution.experiment import plan
+    from benchkit.execution.plan import plan
     builds = []
     real = grader.build_model
     monkeypatch.setattr(grader, "build_model", lambda *a, **k: builds.append(a[0].backbone.name) or real(*a, **k))
@@ -130,8 +130,9 @@ def test_the_dataset_and_each_model_are_built_once_per_run(tmp_path, monkeypatch
 def test_class_weights_are_resolved_before_the_run_and_set_once_on_the_head(tmp_path):
     from benchkit.data.prepare import prepare_dataset
     from benchkit.errors import ConfigError
-    from benchkit.execution.experiment import plan
-    from benchkit.models.grader import model_for, resolve_build
+    from benchkit.execution.plan import plan
+    from benchkit.models.grader import model_for
+    from benchkit.training.build_inputs import resolve_build
     _, runs = plan(small_experiment(tmp_path, train={"class_weights": [1.0, 2.0, 3.0, 4.0]}))
     dataset = prepare_dataset(runs[0])
     spec = resolve_build(runs[0], dataset.classes, dataset.splits["train"].labels)

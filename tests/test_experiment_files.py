@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from benchkit.cli import main
-from benchkit.execution.experiment import plan
+from benchkit.execution.plan import plan
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

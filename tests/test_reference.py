@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchkit.cli import main
-from benchkit.execution.experiment import plan
+from benchkit.execution.plan import plan
 from benchkit.io import load_torch
 from benchkit.models.grader import build_model
 from test_realdata_experiments import UPDATING_EMA

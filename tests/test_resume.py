@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from benchkit.cli import main
-from benchkit.execution.experiment import claim
+from benchkit.execution.claims import claim
 from benchkit.io import read_json
 from benchkit.progress import RunProgress
 from benchkit_process import assert_same_results, run, run_results

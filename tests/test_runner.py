@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from benchkit import runner
-from benchkit.execution.experiment import plan
+from benchkit.execution.plan import plan
 from conftest import small_experiment
 
 

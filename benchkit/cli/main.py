@@ -158,7 +158,9 @@ def guarded(command, args) -> int:
 
 def _cmd_run(args) -> int:
     from benchkit.execution.executors import make_executor
-    from benchkit.execution.experiment import default_out_dir, describe_evaluation, dry_run, plan, run_experiment
+    from benchkit.execution.experiment import run_experiment
+    from benchkit.execution.plan import default_out_dir, describe_evaluation, dry_run, plan
+    from benchkit.results import results_folder
     config, runs = plan(args.experiment, args.overrides)
     if args.print_config:
         from benchkit.config.schema import dump_yaml
@@ -173,7 +175,7 @@ def _cmd_run(args) -> int:
     executor = make_executor(args.executor, args.jobs, args.ray_address)
     frame = run_experiment(config, runs, out_dir, quiet=args.quiet, fresh=args.fresh,
                            refuse_changed=args.refuse_changed, executor=executor, started=args.started)
-    console.print(f"leaderboard: {out_dir / 'leaderboard.csv'} and {out_dir / 'leaderboard.xlsx'}")
+    console.print(f"leaderboard: {results_folder.leaderboard_path(out_dir)} and {results_folder.workbook_path(out_dir)}")
     failed = int((frame.get("status") != "ok").sum()) if not frame.empty else 0
     return 1 if failed else 0
 
@@ -274,28 +276,21 @@ def _backbone_table(pattern: str):
 
 
 def _cmd_leaderboard(args) -> int:
-    import yaml
-
-    from benchkit.results.aggregate import aggregated_table
-    from benchkit.config.schema import EvaluationConfig
-    from benchkit.errors import ConfigError, OutputError
-    from benchkit.execution.experiment import rebuild_leaderboard
+    from benchkit.errors import OutputError
     from benchkit.io import folder_write_problem
+    from benchkit.results import results_folder
+    from benchkit.results.aggregate import aggregated_table
     from benchkit.results.leaderboard import rich_table
     from benchkit.results.plots import try_plots, write_experiment_plots
-    if not (args.out_dir / "runs").is_dir():
-        raise ConfigError(f"{args.out_dir}: no runs/ folder here (is this a benchkit results folder?)")
+    from benchkit.results.rebuild import rebuild_leaderboard
+    results_folder.require_results_folder(args.out_dir)
     problem = folder_write_problem(args.out_dir)
     if problem:
         raise OutputError(f"cannot write the leaderboard in {args.out_dir}: {problem}")
-    config_path = args.out_dir / "experiment.yaml"
-    config_text = config_path.read_text(encoding="utf-8") if config_path.is_file() else None
-    sort_by = args.sort_by or ((yaml.safe_load(config_text) or {}).get("evaluation", {}).get("sort_by")
-                               if config_text else None) or "test_mae"
-    evaluation = EvaluationConfig.model_validate(
-        {**((yaml.safe_load(config_text) or {}).get("evaluation", {}) if config_text else {}), "sort_by": sort_by})
-    frame, sheets = rebuild_leaderboard(args.out_dir, evaluation, config_text, args.xlsx)
-    try_plots(write_experiment_plots, args.out_dir, frame, sort_by)
+    saved = results_folder.read_experiment(args.out_dir)
+    evaluation = saved.evaluation.model_copy(update={"sort_by": args.sort_by or saved.sort_by})
+    frame, sheets = rebuild_leaderboard(args.out_dir, evaluation, saved.text, args.xlsx)
+    try_plots(write_experiment_plots, args.out_dir, frame, evaluation.sort_by)
     console.print(rich_table(frame, f"leaderboard ({args.out_dir})"))
     if "aggregated" in sheets:
         console.print(aggregated_table(sheets["aggregated"], "across seeds and folds"))

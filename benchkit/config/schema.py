@@ -295,7 +295,7 @@ class RunSpec(_Strict):
     """Everything one run needs: what ``runs/<run_id>/config.yaml`` holds, fully resolved.
 
     ``build`` is filled from the data and the backbone before the run starts
-    (:func:`benchkit.models.grader.resolve_build`).
+    (:func:`benchkit.training.build_inputs.resolve_build`).
     """
 
     run_id: str

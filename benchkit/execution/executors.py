@@ -30,6 +30,7 @@ from benchkit.errors import ConfigError
 from benchkit.progress import RunsInFlight, reporting_to
 from benchkit.results import run_folder
 from benchkit.execution.runner import execute_run
+from benchkit.models.grader import BuiltModel
 
 EXECUTORS = ("local", "ray")
 REFRESH_SECONDS = 1.0
@@ -45,6 +46,8 @@ class RunTask:
     resume: bool = False
     quiet: bool = False
     in_worker: bool = False
+    built: BuiltModel | None = None
+    """The run's model, built by the input check in this process (never sent to a worker)."""
 
 
 def run_threads(spec: RunSpec) -> int:
@@ -59,7 +62,7 @@ def execute_task(task: RunTask) -> dict:
     the same numbers in any executor. In a worker the run reports its progress to the driver.
     """
     with _torch_threads(run_threads(task.spec)), reporting_to(task.out_dir if task.in_worker else None):
-        return execute_run(task.spec, task.out_dir, quiet=task.quiet, resume=task.resume)
+        return execute_run(task.spec, task.out_dir, quiet=task.quiet, resume=task.resume, built=task.built)
 
 
 @contextmanager
@@ -75,7 +78,7 @@ def _torch_threads(count: int) -> Iterator[None]:
 
 def worker_task(task: RunTask) -> RunTask:
     """The task as sent to a worker: it reports its progress to the driver instead of drawing it."""
-    return replace(task, in_worker=True)
+    return replace(task, in_worker=True, built=None)
 
 
 def record_lost_run(task: RunTask, error: BaseException | str, executor: str) -> dict:

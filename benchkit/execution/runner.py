@@ -27,7 +27,7 @@ from benchkit.inference.export import export_run
 from benchkit.evaluation.scoring import score_estimates
 from benchkit.training.tta import build_views, tta_estimate, tta_label
 from benchkit.models.freezing import parameter_counts
-from benchkit.models.grader import GraderModel, model_for, resolve_build
+from benchkit.models.grader import BuiltModel, GraderModel, model_for
 from benchkit.progress import RunProgress
 from benchkit.registry import import_plugins
 from benchkit.results import run_folder
@@ -35,21 +35,25 @@ from benchkit.results.plots import try_plots, write_run_plots
 from benchkit.results.tracking import RunTracker, open_tracker
 from benchkit.training.engine import Engine, TrainResult, monitor_is_max
 from benchkit.training.memory import PeakMemory, describe_out_of_memory, is_out_of_memory
+from benchkit.training.build_inputs import resolve_build
 from benchkit.training.runtime import Runtime
 from benchkit.training.training_sets import TrainingSets, training_sets
 
 EVAL_SPLITS = ("valid", "test")
 
 
-def execute_run(spec: RunSpec, out_dir: Path, quiet: bool = False, resume: bool = False) -> dict:
-    """Train and evaluate one run; always returns its leaderboard row (``status`` ok or failed)."""
+def execute_run(spec: RunSpec, out_dir: Path, quiet: bool = False, resume: bool = False,
+                built: BuiltModel | None = None) -> dict:
+    """Train and evaluate one run; always returns its leaderboard row (``status`` ok or failed).
+
+    ``built``: the run's model as the input check built it in this process (else the run builds it)."""
     run_dir = run_folder.start(out_dir, spec)
     row, started, tracker = run_folder.base_row(spec), time.perf_counter(), None
     runtime = Runtime.resolve(spec.train)
     with PeakMemory(runtime.device) as peak:
         try:
             tracker = open_tracker(spec, out_dir, export=export_run)
-            row.update(_run(spec, run_dir, runtime, quiet, resume, tracker))
+            row.update(_run(spec, run_dir, runtime, quiet, resume, tracker, built))
             row["status"] = "ok"
             run_folder.clear_failure(run_dir)
         except Exception as exc:
@@ -66,14 +70,14 @@ def execute_run(spec: RunSpec, out_dir: Path, quiet: bool = False, resume: bool 
 
 
 def _run(spec: RunSpec, run_dir: Path, runtime: Runtime, quiet: bool, resume: bool,
-         tracker: RunTracker | None) -> dict:
+         tracker: RunTracker | None, built: BuiltModel | None) -> dict:
     """The recipe: data, model, training inputs, training, evaluation, results."""
     import_plugins(spec.plugins, spec.base_dir)
     dataset = prepare_dataset(spec)
     if spec.build is None:  # not resolved by an experiment's input check
         spec = resolve_build(spec, dataset.classes, dataset.splits["train"].labels)
         run_folder.write_config(run_dir, spec)
-    model = model_for(spec)
+    model = built.take() if built is not None else model_for(spec)
     used = [name for name in dataset.splits if name in {"train", "valid", *spec.evaluation.splits}]
     arrays = {name: decoded_split(spec, dataset, name, spec.build.input_size) for name in used}
     labels = {name: dataset.splits[name].labels for name in used}

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import inspect
-import json
+from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
 import torch
 from torch import nn
 
 from benchkit.models.backbone import Backbone
-from benchkit.config.schema import BackboneConfig, BuildInputs, ModelConfig
+from benchkit.config.schema import BackboneConfig, ModelConfig
 from benchkit.errors import BenchkitError, ConfigError
 from benchkit.models.freezing import apply_freeze, keep_frozen_in_eval, set_dropout
 from benchkit.models.head import Head
@@ -145,43 +144,15 @@ def _architecture_input_size(arch_json: str) -> int:
         return create_backbone(arch).input_size
 
 
-def resolve_build(spec, classes, train_labels=None):
-    """``spec`` with its :class:`~benchkit.config.schema.BuildInputs` filled: the class names, the input
-    size (``data.image_size``, else the backbone's) and the class weights (``balanced`` needs the
-    train levels; without them the weights stay unresolved, as for a dry run)."""
-    num_classes = len(classes)
-    choice = spec.train.class_weights
-    weights = None
-    if choice == "balanced" and train_labels is not None:
-        counts = np.bincount(train_labels, minlength=num_classes).astype(np.float64)
-        weights = np.where(counts > 0, len(train_labels) / (num_classes * np.maximum(counts, 1)), 0.0).tolist()
-    elif isinstance(choice, list):
-        if len(choice) != num_classes:
-            raise ConfigError(f"train.class_weights has {len(choice)} values for {num_classes} classes")
-        weights = [float(w) for w in choice]
-    size = spec.data.image_size or backbone_input_size(spec.model.backbone)
-    build = BuildInputs(classes=list(classes), input_size=size, class_weights=weights)
-    return spec.model_copy(update={"build": build})
-
-
-_KEPT: dict[str, tuple[GraderModel, torch.Tensor]] = {}
-
-
 def model_for(spec, *, weights: bool = True) -> GraderModel:
     """The model of a resolved run (``spec.build`` filled), drawn from the run's seed.
 
-    ``weights=False`` builds the architecture only (no weights read): for counting parameters and
-    for loading a trained run's own weights. A model kept by :func:`keep_model_for` is handed over
-    instead of built again.
+    ``weights=False`` builds the architecture only (no weights read), leaving the random state as it was:
+    for counting parameters and for loading a trained run's own weights.
     """
     if spec.build is None:
-        raise ValueError(f"run {spec.run_id}: build inputs not resolved (see resolve_build)")
+        raise ValueError(f"run {spec.run_id}: build inputs not resolved (see benchkit.training.build_inputs)")
     if weights:
-        kept = _KEPT.pop(_kept_key(spec), None)
-        if kept is not None:
-            model, rng_after = kept
-            torch.set_rng_state(rng_after)
-            return model
         torch.manual_seed(spec.seed)
         model = build_model(spec.model, spec.build.num_classes, spec.build.input_size)
         model.head.set_class_weights(spec.build.class_weights)
@@ -191,20 +162,21 @@ def model_for(spec, *, weights: bool = True) -> GraderModel:
         return build_model(architecture(spec.model), spec.build.num_classes, spec.build.input_size)
 
 
-def keep_model_for(spec) -> GraderModel:
-    """Build the run's model now (the experiment's input check) and keep it for the run in this process,
-    so the model and its pretrained weights are built once per run."""
+@dataclass(frozen=True)
+class BuiltModel:
+    """A run's model built ahead of the run (by the experiment's input check), with the torch random state its
+    build left: the run that :meth:`take` s it goes on exactly as if it had built the model itself."""
+
+    model: GraderModel
+    rng_after: torch.Tensor
+
+    def take(self) -> GraderModel:
+        torch.set_rng_state(self.rng_after)
+        return self.model
+
+
+def build_for(spec) -> BuiltModel:
+    """The run's model (:func:`model_for`), built without disturbing this process's random state."""
     with torch.random.fork_rng(devices=[]):
         model = model_for(spec)
-        _KEPT[_kept_key(spec)] = (model, torch.get_rng_state())
-    return model
-
-
-def forget_kept_models() -> None:
-    """Drop the models no run of this process took (runs that executed elsewhere or were skipped)."""
-    _KEPT.clear()
-
-
-def _kept_key(spec) -> str:
-    return json.dumps([spec.model.model_dump(mode="json"), spec.build.model_dump(mode="json"), spec.seed,
-                       str(spec.base_dir)], sort_keys=True)
+        return BuiltModel(model, torch.get_rng_state())

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchkit.results import run_folder
+from benchkit.results import results_folder, run_folder
 from benchkit.results.leaderboard import grid_columns, metric_of
 from benchkit.results.ensembles import ensemble_rows, is_ensemble, predictions_path
 from benchkit.evaluation.metrics import CORE_METRICS, HIGHER_IS_BETTER
@@ -208,17 +208,14 @@ def summary_views(frame: pd.DataFrame, out_dir: Path, evaluation) -> dict[str, p
     """
     from benchkit.io import atomic_path
     sheets = _summary_sheets(frame, out_dir, evaluation)
-    for name, file_name in SUMMARY_FILES.items():
-        path = Path(out_dir) / file_name
+    for name in results_folder.SUMMARY_FILES:
+        path = results_folder.summary_path(out_dir, name)
         if name not in sheets:
             path.unlink(missing_ok=True)  # a view an earlier refresh wrote and this one no longer has
             continue
         with atomic_path(path) as tmp:
             sheets[name].to_csv(tmp, index=name == "pivot")
     return sheets
-
-
-SUMMARY_FILES = {"aggregated": "leaderboard_aggregated.csv", "pivot": "leaderboard_pivot.csv"}
 
 
 def _summary_sheets(frame: pd.DataFrame, out_dir: Path, evaluation) -> dict[str, pd.DataFrame]:

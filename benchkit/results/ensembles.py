@@ -27,9 +27,8 @@ from benchkit.evaluation.prediction_files import estimate_of, prediction_frame
 from benchkit.evaluation.scoring import score_estimates
 from benchkit.io import atomic_path, read_json, write_json
 from benchkit.models.head import Head, mean_estimate
-from benchkit.results import run_folder
+from benchkit.results import results_folder, run_folder
 
-ENSEMBLES_DIR = "ensembles"
 SPLITS = ("valid", "test")
 
 
@@ -71,9 +70,9 @@ def build_ensemble(out_dir: Path, plan: EnsemblePlan, bootstrap) -> dict:
 
     A row already written for the same members (same prediction files) and bootstrap is reused.
     """
-    folder = Path(out_dir) / ENSEMBLES_DIR / plan.run_id
-    runs = Path(out_dir) / "runs"
-    files = {split: [run_folder.predictions_file(runs / run_id, split) for run_id in plan.members["run_id"]]
+    folder = results_folder.ensemble_dir(out_dir, plan.run_id)
+    files = {split: [run_folder.predictions_file(results_folder.run_dir(out_dir, run_id), split)
+                     for run_id in plan.members["run_id"]]
              for split in SPLITS}
     files = {split: paths for split, paths in files.items() if all(p.is_file() for p in paths)}
     signature = _signature(files, bootstrap)
@@ -86,7 +85,7 @@ def build_ensemble(out_dir: Path, plan: EnsemblePlan, bootstrap) -> dict:
     for split, members in frames.items():
         _check_same_images(members, split, plan)
     num_classes = int(plan.members["num_classes"].iloc[0])
-    head = _decoder(runs, plan.members["run_id"], num_classes)
+    head = _decoder(results_folder.runs_dir(out_dir), plan.members["run_id"], num_classes)
     estimates = {split: mean_estimate([estimate_of(f) for f in members]) for split, members in frames.items()}
     targets = {split: members[0]["target"].to_numpy() for split, members in frames.items()}
     scores = score_estimates(head, estimates, targets, num_classes, bootstrap)
@@ -112,8 +111,8 @@ def ensemble_rows(out_dir: Path, frame: pd.DataFrame, evaluation, config_columns
 
 def predictions_path(out_dir: Path, row: pd.Series, split: str) -> Path:
     """Where a leaderboard row's predictions of ``split`` are: its run folder or its ensemble folder."""
-    folder = ENSEMBLES_DIR if is_ensemble(row) else "runs"
-    return run_folder.predictions_file(Path(out_dir) / folder / str(row["run_id"]), split)
+    folder = (results_folder.ensemble_dir if is_ensemble(row) else results_folder.run_dir)(out_dir, row["run_id"])
+    return run_folder.predictions_file(folder, split)
 
 
 def is_ensemble(row: pd.Series) -> bool:

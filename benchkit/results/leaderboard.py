@@ -16,7 +16,7 @@ from openpyxl.utils import get_column_letter
 from rich.table import Table
 
 from benchkit.io import atomic_path
-from benchkit.results import run_folder
+from benchkit.results import results_folder, run_folder
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER
 
 ID_COLUMNS = ["run_id", "model", "backbone", "head", "seed", "split", "fold", "ensemble"]
@@ -31,7 +31,7 @@ _BEST_FILL = PatternFill("solid", fgColor="C6EFCE")
 def collect_rows(out_dir: str | Path) -> pd.DataFrame:
     """Every run's row from ``out_dir/runs/*/metrics.json`` (unfinished runs are left out)."""
     rows = []
-    for path in sorted(Path(out_dir, "runs").glob(f"*/{run_folder.METRICS}")):
+    for path in sorted(results_folder.runs_dir(out_dir).glob(f"*/{run_folder.METRICS}")):
         try:
             row = run_folder.read_row(path.parent)
             if row is None:
@@ -71,10 +71,9 @@ def build_leaderboard(out_dir: str | Path, sort_by: str = "test_mae") -> pd.Data
 def write_leaderboard(frame: pd.DataFrame, out_dir: str | Path, xlsx_path: str | Path | None = None,
                       config_text: str | None = None, extra_sheets: dict[str, pd.DataFrame] | None = None) -> None:
     """``leaderboard.csv`` and ``leaderboard.xlsx`` in ``out_dir`` (atomically)."""
-    out_dir = Path(out_dir)
-    with atomic_path(out_dir / "leaderboard.csv") as tmp:
+    with atomic_path(results_folder.leaderboard_path(out_dir)) as tmp:
         frame.to_csv(tmp, index=False)
-    write_xlsx(frame, xlsx_path or out_dir / "leaderboard.xlsx", config_text, extra_sheets or {})
+    write_xlsx(frame, xlsx_path or results_folder.workbook_path(out_dir), config_text, extra_sheets or {})
 
 
 def write_xlsx(frame: pd.DataFrame, path: str | Path, config_text: str | None = None,

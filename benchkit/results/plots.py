@@ -20,15 +20,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from benchkit.io import atomic_path, read_yaml
-from benchkit.results import run_folder
+from benchkit.io import atomic_path
+from benchkit.results import results_folder, run_folder
 from benchkit.results.aggregate import config_labels
 from benchkit.results.ensembles import is_ensemble
 from benchkit.results.leaderboard import grid_columns, metric_of
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER
 from benchkit.evaluation.significance import t_interval
 
-PLOT_DIR = "plots"
 _DPI = 100
 
 
@@ -37,7 +36,7 @@ _DPI = 100
 def write_run_plots(run_dir: str | Path) -> list[Path]:
     """Draw every per-run plot that the run folder's files allow; return the PNG paths."""
     run_dir = Path(run_dir)
-    out = run_dir / PLOT_DIR
+    out = run_dir / run_folder.PLOTS
     info = run_folder.read_info(run_dir)
     classes = info.get("classes")
     written = []
@@ -153,21 +152,21 @@ def write_experiment_plots(out_dir: str | Path, frame: pd.DataFrame | None = Non
                            metric: str | None = None) -> list[Path]:
     """The leaderboard chart and grid heatmaps of ``metric`` (default: the experiment's ``sort_by``)."""
     out_dir = Path(out_dir)
-    experiment = read_yaml(out_dir / "experiment.yaml")
+    experiment = results_folder.read_experiment(out_dir)
     if frame is None:
-        board = out_dir / "leaderboard.csv"
+        board = results_folder.leaderboard_path(out_dir)
         frame = pd.read_csv(board) if board.is_file() and board.stat().st_size else pd.DataFrame()
-    metric = metric or (experiment.get("evaluation") or {}).get("sort_by") or "test_mae"
+    metric = metric or experiment.sort_by
     ok = frame[frame["status"] == "ok"] if "status" in frame else frame
     if ok.empty or metric not in ok:
         return []
-    grid = _grid_values(experiment, ok)
-    written = [_save(plot_leaderboard(ok, metric), out_dir / PLOT_DIR / f"leaderboard_{metric}.png")]
+    grid = _grid_values(experiment.content, ok)
+    written = [_save(plot_leaderboard(ok, metric), results_folder.plots_dir(out_dir) / f"leaderboard_{metric}.png")]
     varied = {key: values for key, values in grid.items() if len(values) > 1}
     runs = ok[~ok.apply(is_ensemble, axis=1)]  # a cell averages runs, not runs and their ensembles
     for row_key, col_key in itertools.combinations(varied, 2):
         fig = plot_grid_heatmap(runs, row_key, col_key, metric, varied[row_key], varied[col_key])
-        written.append(_save(fig, out_dir / PLOT_DIR / f"heatmap_{row_key}_x_{col_key}_{metric}.png"))
+        written.append(_save(fig, results_folder.plots_dir(out_dir) / f"heatmap_{row_key}_x_{col_key}_{metric}.png"))
     return written
 
 

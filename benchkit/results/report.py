@@ -18,12 +18,12 @@ from typing import Any
 
 import pandas as pd
 
-from benchkit.errors import ConfigError, OutputError
-from benchkit.io import folder_write_problem, read_json, read_yaml, write_text
-from benchkit.results import run_folder
+from benchkit.errors import OutputError
+from benchkit.io import folder_write_problem, read_json, write_text
+from benchkit.results import results_folder, run_folder
 from benchkit.results.leaderboard import build_leaderboard, grid_columns, metric_of
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER
-from benchkit.results.plots import PLOT_DIR, try_plots, write_experiment_plots, write_run_plots
+from benchkit.results.plots import try_plots, write_experiment_plots, write_run_plots
 
 AUDIT_FILES = ("data_check.json", "audit.json")
 REPORT_METRICS = ("mae", "acc", "qwk", "off1", "f1", "mape")
@@ -50,24 +50,22 @@ summary{cursor:pointer;font-weight:600;padding:3px 0}li{font-size:13px}.scroll{o
 
 def write_report(out_dir: str | Path, output: str | Path | None = None) -> Path:
     """Write ``out_dir/report.html`` (or ``output``) and return its path."""
-    out_dir = Path(out_dir)
-    if not (out_dir / "runs").is_dir():
-        raise ConfigError(f"{out_dir}: no runs/ folder here (is this a benchkit results folder?)")
-    path = Path(output) if output else out_dir / "report.html"
+    out_dir = results_folder.require_results_folder(out_dir)
+    path = Path(output) if output else results_folder.report_path(out_dir)
     problem = folder_write_problem(path.parent)
     if problem:
         raise OutputError(f"cannot write the report {path}: {problem}"
                           + ("" if output else "; write it elsewhere with --output FILE"))
-    experiment = read_yaml(out_dir / "experiment.yaml")
-    sort_by = (experiment.get("evaluation") or {}).get("sort_by") or "test_mae"
+    saved = results_folder.read_experiment(out_dir)
+    experiment, sort_by = saved.content, saved.sort_by
     frame = build_leaderboard(out_dir, sort_by)
-    run_dirs = [out_dir / "runs" / str(run_id) for run_id in frame.get("run_id", [])]
+    run_dirs = [results_folder.run_dir(out_dir, run_id) for run_id in frame.get("run_id", [])]
     for run_dir, status in zip(run_dirs, frame.get("status", [])):
-        if status == "ok" and not (run_dir / PLOT_DIR).is_dir():
+        if status == "ok" and not (run_dir / run_folder.PLOTS).is_dir():
             try_plots(write_run_plots, run_dir)
-    if not (out_dir / PLOT_DIR).is_dir():
+    if not results_folder.plots_dir(out_dir).is_dir():
         try_plots(write_experiment_plots, out_dir, frame, sort_by)
-    title = experiment.get("name") or out_dir.name
+    title = saved.name or out_dir.name
     parts = [
         f"<h1>{_e(title)}</h1>",
         f"<p class='muted'>{_e(experiment.get('description', ''))}</p>" if experiment.get("description") else "",
@@ -77,12 +75,12 @@ def write_report(out_dir: str | Path, output: str | Path | None = None) -> Path:
         _contents(),
         "<h2 id='leaderboard'>Leaderboard</h2>", _leaderboard_section(frame, sort_by),
         _aggregated_section(out_dir),
-        "<h2 id='plots'>Experiment plots</h2>", _images(sorted((out_dir / PLOT_DIR).glob("*.png")), "wide"),
+        "<h2 id='plots'>Experiment plots</h2>", _images(sorted(results_folder.plots_dir(out_dir).glob("*.png")), "wide"),
         "<h2 id='data'>Dataset</h2>", _dataset_section(out_dir, experiment, frame),
         "<h2 id='runs'>Runs</h2>", _runs_section(run_dirs, frame, sort_by),
         "<h2 id='environment'>Environment</h2>", _environment_section(run_dirs),
         "<h2 id='experiment'>Experiment file</h2>",
-        f"<pre>{_e(_read_text(out_dir / 'experiment.yaml') or '(no experiment.yaml)')}</pre>",
+        f"<pre>{_e(saved.text or '(no ' + results_folder.EXPERIMENT + ')')}</pre>",
     ]
     page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{_e(title)}: benchkit report</title><style>{_CSS}</style></head>\n<body>\n"
@@ -136,7 +134,7 @@ def _metric_table(frame: pd.DataFrame, split: str) -> str:
 
 
 def _aggregated_section(out_dir: Path) -> str:
-    path = out_dir / "leaderboard_aggregated.csv"
+    path = results_folder.summary_path(out_dir, "aggregated")
     if not path.is_file():
         return ""
     frame = pd.read_csv(path)
@@ -192,7 +190,7 @@ def _runs_section(run_dirs: list[Path], frame: pd.DataFrame, sort_by: str) -> st
         body = []
         if status != "ok" and pd.notna(row.get("error")):
             body.append(f"<p class='failed'>{_e(row.get('error'))}</p>")
-        body.append(_images(sorted((run_dir / PLOT_DIR).glob("*.png"))))
+        body.append(_images(sorted((run_dir / run_folder.PLOTS).glob("*.png"))))
         config = _read_text(run_dir / run_folder.CONFIG)
         if config:
             body.append(f"<details><summary>config.yaml</summary><pre>{_e(config)}</pre></details>")

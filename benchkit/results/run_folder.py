@@ -7,7 +7,8 @@
 - ``run.json``: the few facts plots and the report need (class names, input size, normalisation,
   selected epoch, monitored metric), so they never open a checkpoint;
 - ``metrics.json``: the leaderboard row, written last: a run is finished when it says ``status: ok``;
-- ``error.log``: the traceback of a failed attempt.
+- ``error.log``: the traceback of a failed attempt; ``plots/``: the run's plots; ``.lock``: the claim of
+  the process running it.
 
 The rows and facts this process writes are kept with the file's size and modification time, and every
 file is parsed at most once per version, so the leaderboard, the plots and the paired tests that read
@@ -23,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from benchkit.config.schema import RunSpec, dump_yaml
+from benchkit.results import results_folder
 from benchkit.io import atomic_path, read_json, read_yaml, save_torch, write_json, write_text
 
 CONFIG = "config.yaml"
@@ -33,6 +35,8 @@ DETAILS = "details.json"
 INFO = "run.json"
 METRICS = "metrics.json"
 ERROR = "error.log"
+PLOTS = "plots"
+LOCK = ".lock"
 RESULT_FILES = (METRICS, BEST, HISTORY, DETAILS, INFO, "predictions_*.csv")
 """What a finished attempt leaves; a failed attempt removes them (``last.pt`` stays, to resume)."""
 
@@ -40,7 +44,8 @@ _KNOWN: dict[str, tuple[tuple[int, int], Any]] = {}
 
 
 def run_dir_of(out_dir: Path, run_id: str) -> Path:
-    return Path(out_dir) / "runs" / run_id
+    """``<out>/runs/<run_id>`` (:func:`benchkit.results.results_folder.run_dir`)."""
+    return results_folder.run_dir(out_dir, run_id)
 
 
 def predictions_file(run_dir: Path, split: str) -> Path:
