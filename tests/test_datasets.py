@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchkit.data.datasets import read_imagefolder, read_roboflow_csv
+from benchkit.data.formats.imagefolder import read_imagefolder
+from benchkit.data.formats.roboflow import read_roboflow_csv
 from benchkit.errors import DataError
 from benchkit.data.synthetic import make_synthetic_dataset
 
