@@ -62,8 +62,9 @@ def print_report(report: dict, console=None) -> None:
         f"{p['a']} ~ {p['b']} ({p['distance']} bits{', same subject' if p['same_subject'] else ''})"
         for p in near["across_splits"]])
     if report["subject_overlap"]:
-        table = Table(title=f"Subjects (regex {report['subject_key']['regex']!r}, "
-                            f"{'with' if report['subject_key']['with_label'] else 'without'} label)")
+        key = report["subject_key"]
+        table = Table(title="Subjects (as the dataset names them)" if key["source"] == "format" else
+                      f"Subjects (regex {key['regex']!r}, {'with' if key['with_label'] else 'without'} label)")
         for column in ("split", "subjects", "shared with other splits", "examples shared with train"):
             table.add_column(column)
         for split, row in report["subject_overlap"].items():

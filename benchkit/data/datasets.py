@@ -16,7 +16,7 @@ from PIL import Image
 
 from benchkit.data.image_files import IMAGE_SUFFIXES  # noqa: F401  (the one list; imported from here before)
 from benchkit.data.rgb import is_high_bit_depth, to_rgb
-from benchkit.errors import DataError, format_listing
+from benchkit.errors import DataError
 
 SPLITS = ("train", "valid", "test")
 
@@ -80,14 +80,6 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-
-def check_image_files(dataset: Dataset) -> None:
-    """Raise one DataError listing every missing, empty or undecodable image; note mode conversions."""
-    problems = image_file_problems(dataset)
-    if problems:
-        raise DataError(f"dataset {dataset.root}: {len(problems)} problem(s) with image files:\n"
-                        + format_listing(problems))
 
 
 def image_file_problems(dataset: Dataset) -> list[str]:

@@ -173,7 +173,7 @@ class LabelTable:
         else:
             level = _integer(label)
         if level is None or not 0 <= level < len(classes):
-            self._row_problem(entry, f"level {label!r} is outside 0..{len(classes) - 1} ({len(classes)} classes)")
+            self._row_problem(entry, f"level {label} is outside 0..{len(classes) - 1} ({len(classes)} classes)")
             return None
         return level
 
