@@ -319,3 +319,38 @@ def test_a_csv_of_the_real_data_gives_the_same_leaderboard_on_a_slice(hair_loss_
         boards[-1]["images"] = ",".join(predictions.image)
     metrics = [c for c in boards[0].columns if c.startswith(("valid_", "test_"))] + ["run_id", "images", "epochs"]
     pd.testing.assert_frame_equal(boards[0][metrics], boards[1][metrics])
+
+
+# ---------------------------------------------------------------- the README's examples
+
+def _readme_block(heading: str, language: str, after: str = "") -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    section = section[section.index(after):] if after else section
+    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_plugin_is_the_tested_plugin_file():
+    assert _readme_block("Adding a dataset format", "python") == JSON_PLUGIN.read_text()
+
+
+def test_the_readme_retinamnist_experiment_plans_and_checks(tmp_path, capsys):
+    text = _readme_block("Datasets", "yaml", "The heads comparison on RetinaMNIST")
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    for name in ("heads_comparison.yaml", "recipes/reference.yaml"):
+        (experiments / name).parent.mkdir(exist_ok=True)
+        (experiments / name).write_text((REPO / "experiments" / name).read_text())
+    (tmp_path / "data").mkdir()
+    arrays = _medmnist(tmp_path / "data" / "retinamnist_224.npz", 28, True, compressed=False, counts=(20, 10, 10))
+    path = experiments / text.splitlines()[0].removeprefix("# experiments/")
+    path.write_text(text)
+    config, runs = plan(path)
+    assert len(runs) == 18 and {r.model.head.name for r in runs} == {"regression", "softmax", "coral", "corn",
+                                                                      "clm", "soft_label"}
+    assert config.data.format == "medmnist_npz" and config.evaluation.reference == "maxvit_t-regression"
+    dataset = prepare_dataset(runs[0])
+    assert dataset.classes == ["none", "mild", "moderate", "severe", "proliferative"]
+    assert dataset.splits["test"].labels.tolist() == arrays["test_labels"].reshape(-1).tolist()
+    assert main(["data", "check", str(path), "--json"]) in (0, 1)
+    assert json.loads(capsys.readouterr().out)["splits"]["valid"]["count"] == 10
