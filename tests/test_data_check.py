@@ -71,6 +71,9 @@ def test_a_file_with_only_a_data_section_is_checked_and_layout_still_works_with_
     captured = capsys.readouterr()
     assert code == 0 and json.loads(captured.out)["format"] == "imagefolder"
     assert "warning: --layout is deprecated; use --format" in captured.err
+    from benchkit.data.audit import audit_dataset
+    with pytest.warns(DeprecationWarning, match="layout=...\\) is deprecated; use format="):
+        assert audit_dataset(root, layout="imagefolder", classes=CLASSES)["format"] == "imagefolder"
 
 
 @pytest.mark.realdata
