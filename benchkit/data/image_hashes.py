@@ -84,6 +84,11 @@ def _inspect_version(path: str, mtime_ns: int, size: int) -> Facts:
     return _inspect(Path(path))
 
 
+def forget_facts() -> None:
+    """Drop the remembered facts (bounded to 4096 file versions, about 35 MB)."""
+    _inspect_version.cache_clear()
+
+
 def _inspect(path: Path) -> Facts:
     try:
         data = path.read_bytes()
