@@ -7,7 +7,7 @@ for two releases (see ``CHANGELOG.md``).
 - run an experiment and read its results: :func:`run`, :func:`load_results` (:class:`Results`);
 - predict with a finished run: :func:`load_run` (:class:`LoadedRun`);
 - extend benchkit: :class:`Backbone` with :func:`register_backbone`, :class:`Head` (returning
-  :class:`Prediction`) with :func:`register_head`;
+  :class:`Prediction`) with :func:`register_head`, a dataset format with :func:`register_dataset_format`;
 - the errors a user's mistake raises: :class:`ConfigError`, :class:`DataError`.
 
 Names that need torch are imported on first use, so ``import benchkit`` stays light.
@@ -19,7 +19,7 @@ from benchkit import _checkout  # noqa: F401  (first: lets a source checkout imp
 from benchkit import _moved
 from benchkit._version import __version__
 from benchkit.errors import ConfigError, DataError
-from benchkit.registry import register_backbone, register_head
+from benchkit.registry import register_backbone, register_dataset_format, register_head
 
 if TYPE_CHECKING:
     from benchkit.api import Results, load_results, run
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from benchkit.models.head import Head, Prediction
 
 __all__ = ["Backbone", "ConfigError", "DataError", "Head", "LoadedRun", "Prediction", "Results", "__version__",
-           "load_results", "load_run", "register_backbone", "register_head", "run"]
+           "load_results", "load_run", "register_backbone", "register_dataset_format", "register_head", "run"]
 
 _LAZY = {"run": "benchkit.api", "load_results": "benchkit.api", "Results": "benchkit.api",
          "load_run": "benchkit.inference.predict", "LoadedRun": "benchkit.inference.predict",

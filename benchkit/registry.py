@@ -1,8 +1,9 @@
-"""Name -> factory registries for backbones and heads, filled by decorators and plugins.
+"""Name -> factory registries for backbones, heads and dataset formats, filled by decorators and plugins.
 
 A registry is a plain dict wrapped with lookup that suggests close names. First-party plugins
-(``benchkit.backbones``, ``benchkit.heads``), installed entry points (groups ``benchkit.backbones``
-and ``benchkit.heads``) and files or modules named by an experiment's ``plugins:`` fill it.
+(``benchkit.backbones``, ``benchkit.heads``, ``benchkit.data.formats``), installed entry points (groups
+``benchkit.backbones``, ``benchkit.heads``, ``benchkit.dataset_formats``) and files or modules named by
+an experiment's ``plugins:`` fill it.
 
 >>> from benchkit.registry import HEADS
 >>> "regression" in HEADS.names()
@@ -115,6 +116,7 @@ def _origin(factory: Callable) -> str:
 
 BACKBONES = Registry("backbone", "benchkit.backbones", "benchkit.backbones")
 HEADS = Registry("head", "benchkit.heads", "benchkit.heads")
+DATASET_FORMATS = Registry("dataset format", "benchkit.data.formats", "benchkit.dataset_formats")
 
 
 def register_backbone(name: str | None = None, *, force: bool = False, prefix: bool = False):
@@ -125,6 +127,19 @@ def register_backbone(name: str | None = None, *, force: bool = False, prefix: b
 def register_head(name: str | None = None, *, force: bool = False):
     """Register a head class (a ``benchkit.models.head.Head`` subclass) under ``name``."""
     return HEADS.register(name, force=force)
+
+
+def register_dataset_format(name: str | None = None, *, force: bool = False):
+    """Register a dataset format: a class whose ``read(self, table)`` lists a dataset's images and labels.
+
+    The contract (what ``table`` offers, the optional class attributes) is :mod:`benchkit.data.reading`.
+    """
+    def decorator(cls):
+        if not callable(getattr(cls, "read", None)):
+            raise TypeError(f"dataset format {name or cls.__name__!r}: {cls!r} has no read(self, table) method")
+        return DATASET_FORMATS.register(name, force=force)(cls)
+
+    return decorator
 
 
 def import_plugins(specs: Iterable[str], base_dir: Path | None = None) -> None:

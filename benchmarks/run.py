@@ -40,7 +40,7 @@ QUICK = {"train_images": 256, "pipeline_images": 32, "pipeline_repeats": 2,
          "heads": 2, "heads_per_split": 6, "heads_epochs": 1, "heads_size": 96,
          "bootstrap_resamples": 1_000, "engine_steps": 4, "engine_size": 32, "engine_repeats": 2,
          "scaling_counts": [32, 64, 128]}
-FIGURES = ("inputs", "heads", "bootstrap", "engine", "scaling", "audit")
+FIGURES = ("inputs", "heads", "bootstrap", "engine", "scaling", "audit", "formats")
 
 
 def main(argv=None) -> int:
@@ -125,7 +125,7 @@ def _real_data(targets: dict[str, str]):
     if root is None:
         reason = "real data not found at ../shared/data/hair-loss (set BENCHKIT_HAIR_LOSS)"
         return None, [skipped(name, target, reason) for name, target in targets.items()]
-    from benchkit.data.datasets import read_roboflow_csv
+    from benchkit.data.formats.roboflow import read_roboflow_csv
     return read_roboflow_csv(root), []
 
 
@@ -190,8 +190,13 @@ def _audit(sizes: dict, cache_dir: Path) -> list[Figure]:
 
 
 _BUILD: dict = {}
+def _formats(sizes: dict, cache_dir: Path) -> list[Figure]:
+    from bench_formats import npz_memory
+    return [npz_memory(cache_dir, 200 if sizes is QUICK else 2000)]
+
+
 _GROUPS = {"inputs": _inputs, "heads": _heads, "bootstrap": _bootstrap, "engine": _engine,
-           "scaling": _scaling, "audit": _audit}
+           "scaling": _scaling, "audit": _audit, "formats": _formats}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 
 from benchkit.cli import main as cli_main
-from benchkit.data.audit import audit_dataset, resolve_target
+from benchkit.data.audit import audit_dataset
 from benchkit.data.image_hashes import dihedral_phash, hash_thumbnail, near_duplicate_pairs
 
 CLASSES = ["LEVEL_2", "LEVEL_3", "LEVEL_4"]
@@ -152,7 +152,8 @@ def test_every_kind_of_problem_is_reported_together(tmp_path, capsys):
     reasons = [(p["where"], p["line"], p["reason"]) for p in report["label_problems"]]
     assert ("train/_classes.csv", 11, "not one-hot [1, 1, 0]") in reasons
     assert ("train/_classes.csv", 12, "5 fields, expected 4") in reasons
-    assert any("loose.png has no label row" in r for _, _, r in reasons)
+    assert [u["id"] for u in report["unlabelled_images"]] == ["test/loose.png"]
+    assert "loose.png has no label row in test/_classes.csv" in report["unlabelled_images"][0]["reason"]
     assert report["splits"]["train"]["count"] == 10
     across = report["exact_duplicates"]["across_splits"]
     assert [g["ids"] for g in across] == [["train/3-Front_jpg.rf.t3.png", "valid/3-Right_jpg.rf.same.png"]]
@@ -163,7 +164,7 @@ def test_every_kind_of_problem_is_reported_together(tmp_path, capsys):
     assert test_overlap["overlapping_train"] == 1 and test_overlap["examples"] == ["LEVEL_4:5"]
     assert report["subject_overlap"]["valid"]["examples"] == ["LEVEL_2:3"]
     kinds = {f["kind"] for f in report["findings"]}
-    assert kinds == {"unreadable", "label_problems", "exact_duplicates_across_splits",
+    assert kinds == {"unreadable", "label_problems", "unlabelled_images", "exact_duplicates_across_splits",
                      "near_duplicates_across_splits", "subject_overlap"}
 
 
@@ -186,7 +187,7 @@ def test_imagefolder_layout_is_detected_and_unknown_folders_reported(tmp_path, c
             for i in range(3):
                 _pattern(offset + 10 * k + i).save(root / split / cls / f"{offset + 10 * k + i}_x.png")
     code, report = _check_json([root], capsys)
-    assert code == 0 and report["layout"] == "imagefolder" and report["classes"] == ["mild", "severe"]
+    assert code == 0 and report["format"] == "imagefolder" and report["classes"] == ["mild", "severe"]
     assert report["splits"]["valid"]["class_counts"] == {"mild": 3, "severe": 3}
     (root / "valid" / "other").mkdir()
     _pattern(999).save(root / "valid" / "other" / "999_x.png")
@@ -202,10 +203,9 @@ def test_experiment_yaml_data_section_is_read(tmp_path, capsys):
     experiment.write_text(yaml.safe_dump({"name": "x", "data": {
         "root": "../data/ds", "format": "roboflow_csv", "classes": CLASSES[::-1],
         "subject_regex": r"^(?P<subject>\d+)", "subject_with_label": False}}))
-    target = resolve_target(experiment)
-    assert target.root == tmp_path / "data" / "ds" and target.subject_with_label is False
     code, report = _check_json([experiment], capsys)
     assert code == 0 and report["classes"] == CLASSES[::-1]
+    assert report["dataset"] == str(tmp_path / "data" / "ds")
     assert report["subject_key"]["with_label"] is False
     synthetic = tmp_path / "syn.yaml"
     synthetic.write_text(yaml.safe_dump({"data": {"format": "synthetic"}}))

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from benchkit.cli import main
-from benchkit.data.datasets import Split, read_imagefolder
+from benchkit.data.datasets import Split
+from benchkit.data.formats.imagefolder import read_imagefolder
 from benchkit.data.image_cache import ImageCache
 from benchkit.training.feature_cache import _lookup, clear_memory
 from conftest import IMAGEFOLDER_CLASSES, write_imagefolder

@@ -53,9 +53,14 @@ def test_misspelled_early_stopping_monitor_is_refused_naming_the_key_and_the_met
     assert validate_experiment(_raw(train={"early_stopping": {"monitor": "nll"}}))
 
 
-def test_root_required_for_real_formats():
-    with pytest.raises(ConfigError, match="data.root is required"):
-        validate_experiment(_raw(data={"format": "roboflow_csv"}))
+def test_root_required_for_formats_that_read_files_and_unknown_formats_listed():
+    from benchkit.data.reading import check_data_config
+    with pytest.raises(ConfigError, match="data.root is required for format 'roboflow_csv'"):
+        check_data_config(validate_experiment(_raw(data={"format": "roboflow_csv"})).data)
+    check_data_config(validate_experiment(_raw()).data)  # synthetic: drawn, no root
+    with pytest.raises(ConfigError, match=r"data.format: unknown dataset format 'csvv'; did you mean 'csv'.*"
+                                          r"\(known: csv, .*imagefolder, medmnist_npz, roboflow_csv, synthetic"):
+        expand_runs(validate_experiment(_raw(data={"format": "csvv", "root": "x"})))
 
 
 def test_overrides_parse_yaml_values_and_wildcards():

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchkit.data.datasets import read_imagefolder, read_roboflow_csv
+from benchkit.data.formats.imagefolder import read_imagefolder
+from benchkit.data.formats.roboflow import read_roboflow_csv
 from benchkit.errors import DataError
 from benchkit.data.synthetic import make_synthetic_dataset
 
@@ -96,3 +97,11 @@ def test_real_export_reads_all_splits(hair_loss_root):
     ds = read_roboflow_csv(hair_loss_root, check_images=False)
     assert ds.classes == ["LEVEL_2", "LEVEL_3", "LEVEL_4", "LEVEL_5", "LEVEL_6", "LEVEL_7"]
     assert {k: len(v) for k, v in ds.splits.items()} == {"train": 1294, "valid": 133, "test": 67}
+
+
+def test_the_readers_old_path_still_imports_with_a_deprecation_warning(tmp_path):
+    import benchkit.data.datasets as datasets
+    with pytest.warns(DeprecationWarning, match="import it from benchkit.data.formats.roboflow"):
+        assert datasets.read_roboflow_csv is read_roboflow_csv
+    with pytest.warns(DeprecationWarning, match="imagefolder"):
+        assert datasets.read_imagefolder is read_imagefolder

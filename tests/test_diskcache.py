@@ -12,7 +12,7 @@ from PIL import Image
 
 import benchkit.data.image_cache as diskcache
 from benchkit.cli import main
-from benchkit.data.datasets import read_imagefolder
+from benchkit.data.formats.imagefolder import read_imagefolder
 from benchkit.data.image_cache import ImageCache, MappedRows, cached_split, resolve_cache_dir
 from benchkit.data.decode import decode_image, decode_split
 from conftest import IMAGEFOLDER_CLASSES as CLASSES, TINY_PLUGIN, write_imagefolder

@@ -21,7 +21,7 @@ from benchkit.cli import main
 from conftest import REPO, small_experiment
 
 PUBLIC = ["Backbone", "ConfigError", "DataError", "Head", "LoadedRun", "Prediction", "Results", "__version__",
-          "load_results", "load_run", "register_backbone", "register_head", "run"]
+          "load_results", "load_run", "register_backbone", "register_dataset_format", "register_head", "run"]
 PLUGINS = REPO / "tests" / "plugins"
 
 

@@ -108,3 +108,13 @@ def test_entry_point_plugin_registers_through_installed_metadata(tmp_path):
             "b = BACKBONES.create('ep_linear'); print(type(b).__name__, b.num_features)")
     out = subprocess.run([sys.executable, "-c", code, str(pkg)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "Backbone 4"
+
+
+def test_a_dataset_format_must_have_a_read_method():
+    from benchkit import register_dataset_format
+    with pytest.raises(TypeError, match="no read"):
+        @register_dataset_format("no_reader")
+        class NoReader:
+            pass
+    from benchkit.registry import DATASET_FORMATS
+    assert "no_reader" not in DATASET_FORMATS.names() and "csv" in DATASET_FORMATS.names()

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from benchkit.data.datasets import read_roboflow_csv
+from benchkit.data.formats.roboflow import read_roboflow_csv
 from benchkit.errors import ConfigError, DataError
 from benchkit.data.splits import group_holdout, group_kfold, make_splits, subject_groups
 from benchkit.data.synthetic import make_synthetic_dataset

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from benchkit._version import __version__
-from benchkit.cli.data import add_data_commands
+from benchkit.cli.data import add_data_commands, format_table
 from benchkit.errors import user_error_message
 from benchkit.progress import console
 
@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Ray cluster to use (e.g. auto or ray://head:10001); default: start a local Ray")
     run.set_defaults(func=_cmd_run)
 
-    lst = sub.add_parser("list", help="list registered backbones or heads")
-    lst.add_argument("what", choices=["backbones", "heads"])
+    lst = sub.add_parser("list", help="list registered backbones, heads or dataset formats")
+    lst.add_argument("what", choices=["backbones", "heads", "formats"])
     lst.add_argument("pattern", nargs="?", default="*", help="fnmatch filter, e.g. 'res*'")
     lst.add_argument("--plugins", nargs="*", default=[], help="plugin files or modules to import first")
     lst.set_defaults(func=_cmd_list)
@@ -234,10 +234,11 @@ def _cmd_cache(args) -> int:
 
 def _cmd_list(args) -> int:
     from rich.table import Table
-
     from benchkit.registry import HEADS, import_plugins
     import_plugins(args.plugins, Path.cwd())
-    if args.what == "heads":
+    if args.what == "formats":
+        table = format_table(args.pattern)
+    elif args.what == "heads":
         table = Table(title="heads", header_style="bold cyan")
         for col in ("name", "probabilities", "decodings", "defined in"):
             table.add_column(col)

@@ -13,6 +13,7 @@ from benchkit.config.schema import DataConfig, ExperimentConfig, ModelConfig, Ru
 from benchkit.config.files import deep_merge
 from benchkit.config.validation import format_validation_error
 from benchkit.errors import ConfigError
+from benchkit.registry import DATASET_FORMATS
 
 
 def grid_column(key: str) -> str:
@@ -39,6 +40,7 @@ def expand_runs(config: ExperimentConfig, base_dir: Path = Path(".")) -> list[Ru
         for cell in cells:
             values = dict(zip(grid_keys, cell))
             resolved, train, data = _resolve_cell(config, model, values)
+            check_format(data)
             name = model.name or resolved.display_name
             id_values = {k: v for k, v in values.items()
                          if model.name or k not in ("backbone.name", "head.name")}
@@ -75,6 +77,14 @@ def _resolve_cell(config: ExperimentConfig, model: ModelConfig, values: dict):
     except ValidationError as exc:
         raise ConfigError(f"grid cell {values}: " + format_validation_error(exc)) from None
     return resolved, train, data
+
+
+def check_format(data: DataConfig) -> None:
+    """``data.format`` is a registered dataset format (plugins imported); a ConfigError listing the known ones."""
+    try:
+        DATASET_FORMATS.get(data.format)
+    except ConfigError as exc:
+        raise ConfigError(f"data.format: {exc}") from None
 
 
 def _folds(data: DataConfig) -> list[tuple[str, int | None]]:

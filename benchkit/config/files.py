@@ -132,6 +132,23 @@ def experiment_schema() -> dict:
     model = schema["$defs"]["ModelConfig"]["properties"]
     for key in ("backbone", "head"):  # the name shorthand ``backbone: resnet18``
         model[key] = {"anyOf": [{"type": "string", "description": f"a registered {key} name"}, model[key]]}
+    _dataset_formats(schema)
     required = schema.pop("required", [])
     schema["anyOf"] = [{"required": [BASE_KEY]}, {"required": required}]
     return schema
+
+
+def _dataset_formats(schema: dict) -> None:
+    """``data.format``: the registered dataset formats; ``data.options``: the chosen format's own options."""
+    from benchkit.registry import DATASET_FORMATS
+    data = schema["$defs"]["DataConfig"]
+    names = DATASET_FORMATS.names()
+    data["properties"]["format"]["enum"] = names
+    rules = []
+    for name in names:
+        options = getattr(DATASET_FORMATS.get(name), "Options", None)
+        shape = options.model_json_schema() if options is not None else {"type": "object", "maxProperties": 0}
+        schema["$defs"].update(shape.pop("$defs", {}))
+        rules.append({"if": {"properties": {"format": {"const": name}}, "required": ["format"]},
+                      "then": {"properties": {"options": shape}}})
+    data["allOf"] = rules

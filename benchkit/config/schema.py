@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 
@@ -30,12 +30,19 @@ class SyntheticConfig(_Strict):
     seed: int = 0
 
 
-class DataConfig(_Strict):
-    """Where the images are and how they are split."""
+DEFAULT_SUBJECT_REGEX = r"^(?P<subject>\d+)"
+"""The subject of an image: the number its file name starts with (``14-Top-Down_jpg...`` -> 14)."""
 
-    format: Literal["roboflow_csv", "imagefolder", "synthetic"] = "roboflow_csv"
+
+class DataConfig(_Strict):
+    """Where the images are, how they are read (a registered dataset format) and how they are split."""
+
+    format: str = Field("roboflow_csv", description="a registered dataset format: roboflow_csv, imagefolder, csv, "
+                                                    "medmnist_npz, synthetic or a plugin's (benchkit list formats)")
     root: Path | None = None
     classes: list[str] | None = None
+    options: dict[str, Any] = Field({}, description="the format's own settings (csv: file, path_column, "
+                                                    "label_column, ...; medmnist_npz: file)")
     image_size: int | None = Field(None, ge=8, description="input size; default: the backbone's")
     synthetic: SyntheticConfig = SyntheticConfig()
     max_per_split: int | None = Field(None, ge=1, description="keep a seeded, stratified slice")
@@ -44,18 +51,12 @@ class DataConfig(_Strict):
     fold: list[int] | None = None
     holdout_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     split_seed: int = 0
-    subject_regex: str = r"^(?P<subject>\d+)"
+    subject_regex: str = DEFAULT_SUBJECT_REGEX
     subject_with_label: bool = True
     cache: bool = Field(True, description="decode images once into the disk cache (memory-mapped)")
     cache_dir: Path | None = Field(None, description="default: $BENCHKIT_CACHE_DIR or ~/.cache/benchkit")
     feature_cache: bool = Field(True, description="train heads of fully frozen, unaugmented runs on "
                                                   "backbone features computed once")
-
-    @model_validator(mode="after")
-    def _root_needed(self):
-        if self.format != "synthetic" and self.root is None:
-            raise ValueError(f"data.root is required for format {self.format!r}")
-        return self
 
 
 class FreezeConfig(_Strict):

@@ -33,6 +33,34 @@ def load_experiment(source: str | Path | Mapping, overrides: Sequence[str] = ())
     return validate_experiment(raw, source=name)
 
 
+def load_data_section(source: str | Path, overrides: Sequence[str] = ()) -> tuple[DataConfig, list[str]]:
+    """The ``data`` section and ``plugins`` of a file that names no models (a dataset description, a recipe),
+    read as :func:`load_experiment` reads an experiment: bases merged, overrides applied, unknown keys refused."""
+    raw = read_config_file(source)
+    for item in overrides:
+        apply_override(raw, item)
+    return validate_data_section(raw, str(source))
+
+
+class _DataFile(_Strict):
+    data: DataConfig
+    plugins: list[str] = []
+
+
+def validate_data_section(raw: dict, source: str = "<data>") -> tuple[DataConfig, list[str]]:
+    """The validated ``data`` section and ``plugins`` of a raw mapping; its other keys only checked for typos."""
+    problems = list(_unknown_keys(raw, ExperimentConfig, ()))
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    if not isinstance(raw.get("data"), dict):
+        raise ConfigError(f"{source}: no 'data:' mapping (expected data.root, data.format, data.classes)")
+    try:
+        found = _DataFile.model_validate({"data": raw["data"], "plugins": raw.get("plugins") or []})
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: " + format_validation_error(exc)) from None
+    return found.data, found.plugins
+
+
 def validate_experiment(raw: dict, source: str = "<experiment>") -> ExperimentConfig:
     """Validate a raw mapping, reporting unknown keys with the closest valid spelling."""
     problems = list(_unknown_keys(raw, ExperimentConfig, ()))

@@ -1,19 +1,23 @@
-"""``benchkit data check``: an audit of a dataset folder that reports every finding instead of stopping.
+"""``benchkit data check``: an audit of a dataset that reports every finding instead of stopping.
 
-Labels are read tolerantly here (the strict readers in :mod:`benchkit.data.datasets` raise on the first bad
-CSV), every image is decoded in full with truncation treated as an error, and the images are compared
-by content (sha256) and by a perceptual hash that ignores 90-degree rotations and flips.
+The dataset is read through its format (:func:`benchkit.data.reading.read_labels`, the reader ``benchkit run``
+uses, so the label rows are validated once, the same way), every image is decoded in full with truncation
+treated as an error, and the images are compared by content (sha256) and by a perceptual hash that ignores
+90-degree rotations and flips.
 
 Problems (they make a dataset not clean, exit status 1):
 
 - ``unreadable``: missing, empty, undecodable or truncated image files;
-- ``label_problems``: label rows that are malformed, not one-hot or name an unknown class, CSV headers
-  lacking classes, images without a label (row or class folder);
+- ``label_problems``: what ``benchkit run`` refuses: label rows that are malformed, name an unknown class,
+  name a file outside the dataset or an image listed before, label files that are missing or whose
+  header lacks classes;
+- ``unlabelled_images``: images in the dataset's folders that no row labels (``run`` leaves them out);
 - ``exact_duplicates_across_splits`` and ``conflicting_duplicate_labels``: the same bytes in two splits,
   or under two labels;
 - ``near_duplicates_across_splits``: pairs within ``phash_threshold`` bits in different splits (exact
   copies are reported only as exact duplicates);
-- ``subject_overlap``: one subject (file-name regex, combined with the label) in two splits;
+- ``subject_overlap``: one subject in two splits (the format's subjects, e.g. a CSV's subject column, else
+  the file-name regex combined with the label);
 - ``empty_split``: a split without labelled images;
 - ``empty_classes``: a class (CSV column or class folder) with no image in any split; only a note
   when the classes were given (``--classes`` or the YAML's ``data.classes``), as ``benchkit run`` does.
@@ -24,137 +28,102 @@ copies inside train, file names the subject regex does not match, the image size
 
 from __future__ import annotations
 
-import os
 import re
 import time
+import warnings
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import yaml
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from benchkit.data.audit_labels import (LAYOUTS, Entry, Labels, detect_layout, read_imagefolder_labels,
-                                        read_roboflow_labels)
-from benchkit.data.datasets import SPLITS
-from benchkit.data.image_hashes import Facts, dihedral_phash, inspect_all, near_duplicate_pairs
-from benchkit.data.prepare import resolve_data_root
-from benchkit.data.splits import DEFAULT_SUBJECT_REGEX, compile_subject_regex, subject_key
-from benchkit.errors import ConfigError, DataError
+from benchkit.config.schema import DEFAULT_SUBJECT_REGEX, DataConfig
+from benchkit.data.image_hashes import Facts, dihedral_phash, inspect_all, inspect_arrays, near_duplicate_pairs
+from benchkit.data.labels import Entry, LabelTable, describe_problem
+from benchkit.data.reading import detect_format, read_labels
+from benchkit.data.splits import compile_subject_regex, subject_key
+from benchkit.errors import ConfigError
 
 PHASH_THRESHOLD = 6
 LISTED = 10
 """Examples listed per finding (the JSON report lists all)."""
 
 
-@dataclass
-class CheckTarget:
-    """What to audit: a folder and how to read it (from the command line or an experiment's ``data:``)."""
-
-    root: Path | None
-    layout: str | None = None
-    classes: list[str] | None = None
-    subject_regex: str = DEFAULT_SUBJECT_REGEX
-    subject_with_label: bool = True
-    synthetic: bool = False
-
-
-def resolve_target(path: Path, *, layout: str | None = None, classes: Sequence[str] | None = None,
-                   subject_regex: str | None = None, subject_with_label: bool | None = None) -> CheckTarget:
-    """A folder as given, or the ``data:`` section of an experiment YAML; explicit options win."""
-    path = Path(path)
-    target = CheckTarget(root=path)
-    if path.is_file() and path.suffix.lower() in {".yaml", ".yml"}:
-        target = _target_from_yaml(path)
+def audit_dataset(root: Path, *, format: str | None = None, classes: Sequence[str] | None = None,
+                  options: dict | None = None, subject_regex: str = DEFAULT_SUBJECT_REGEX,
+                  subject_with_label: bool = True, phash_threshold: int = PHASH_THRESHOLD, workers: int = 2,
+                  layout: str | None = None) -> dict:
+    """Audit one dataset folder or file (its format detected unless given); see the module docstring."""
     if layout is not None:
-        target.layout = layout
-    if classes:
-        target.classes = list(classes)
-    if subject_regex is not None:
-        target.subject_regex = subject_regex
-    if subject_with_label is not None:
-        target.subject_with_label = subject_with_label
-    if target.layout is not None and target.layout not in LAYOUTS + ("synthetic",):
-        raise ConfigError(f"layout {target.layout!r} is not one of {', '.join(LAYOUTS)}")
-    return target
+        warnings.warn("audit_dataset(layout=...) is deprecated; use format=...", DeprecationWarning, stacklevel=2)
+        format = format or layout
+    data = DataConfig(format=format or detect_format(root), root=Path(root),
+                      classes=list(classes) if classes else None, options=options or {},
+                      subject_regex=subject_regex, subject_with_label=subject_with_label)
+    return audit_data(data, phash_threshold=phash_threshold, workers=workers)
 
 
-def _target_from_yaml(path: Path) -> CheckTarget:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot be read as YAML: {exc}") from None
-    data = raw.get("data") if isinstance(raw, dict) else None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: no 'data:' mapping (expected data.root, data.format, data.classes)")
-    fmt = data.get("format")
-    if fmt == "synthetic":
-        return CheckTarget(root=None, layout="synthetic", synthetic=True)
-    if data.get("root") is None:
-        raise ConfigError(f"{path}: data.root is missing")
-    root = Path(os.path.normpath(resolve_data_root(Path(str(data["root"])), path.parent)))
-    regex = data.get("subject_regex", data.get("subject_key", DEFAULT_SUBJECT_REGEX))
-    return CheckTarget(root=root, layout=fmt, classes=data.get("classes"), subject_regex=str(regex),
-                       subject_with_label=bool(data.get("subject_with_label", True)))
-
-
-def audit_dataset(root: Path, *, layout: str | None = None, classes: Sequence[str] | None = None,
-                  subject_regex: str = DEFAULT_SUBJECT_REGEX, subject_with_label: bool = True,
-                  phash_threshold: int = PHASH_THRESHOLD, workers: int = 2) -> dict:
-    """Audit one dataset folder; the report is plain JSON-ready data (see the module docstring)."""
+def audit_data(data: DataConfig, *, phash_threshold: int = PHASH_THRESHOLD, workers: int = 2) -> dict:
+    """Audit the dataset a ``data`` section names (its root resolved); the report is JSON-ready data."""
     started = time.perf_counter()
-    root = Path(root)
-    pattern = compile_subject_regex(subject_regex)
+    pattern = compile_subject_regex(data.subject_regex)
     if phash_threshold < 0:
         raise ConfigError(f"phash threshold must be >= 0, got {phash_threshold}")
-    if not root.is_dir():
-        raise DataError(f"data folder not found: {root} (see data/README.md for how to get the data)")
-    layout = layout or detect_layout(root)
-    reader = read_roboflow_labels if layout == "roboflow_csv" else read_imagefolder_labels
-    labels = reader(root, list(classes) if classes else None)
-    if not labels.splits:
-        raise DataError(f"no splits ({', '.join(SPLITS)}) under {root}")
-    entries = labels.entries
-    facts = inspect_all([e.path for e in entries], workers)
+    table = read_labels(data)
+    entries = table.entries
+    facts = _facts(entries, workers)
 
-    report: dict = {"dataset": str(root), "layout": layout, "classes": labels.classes}
-    report["splits"] = _split_counts(labels)
-    report["empty_classes"] = [c for c in labels.classes
+    report: dict = {"dataset": str(data.root), "format": data.format, "layout": data.format,
+                    "classes": table.classes}
+    report["splits"] = _split_counts(table)
+    report["empty_classes"] = [c for c in table.classes
                                if not any(row["class_counts"].get(c) for row in report["splits"].values())]
-    report["classes_given"] = bool(classes)
+    report["classes_given"] = bool(data.classes)
     report["unreadable"] = [{"id": e.id, "reason": f.error} for e, f in zip(entries, facts) if f.error]
-    report["label_problems"] = labels.problems
+    report["label_problems"] = table.problems
+    report["unlabelled_images"] = table.unlabelled
     report["sizes"] = _tally(f"{f.size[0]}x{f.size[1]}" for f in facts if f.size)
     report["modes"] = _tally(f.mode for f in facts if f.mode)
-    report["exact_duplicates"] = _exact_duplicates(entries, facts, labels.classes)
-    subjects = [subject_key(e.id, labels.classes[e.label], pattern, subject_with_label)
-                if e.label is not None else None for e in entries]
+    report["exact_duplicates"] = _exact_duplicates(entries, facts, table.classes)
+    subjects = _subjects(entries, table.classes, pattern, data.subject_with_label)
     report["near_duplicates"] = _near_duplicates(entries, facts, subjects, phash_threshold)
-    report["subject_key"], report["subject_overlap"] = _subject_overlap(entries, subjects, labels.splits,
-                                                                       pattern, subject_with_label)
+    report["subject_key"], report["subject_overlap"] = _subject_overlap(entries, subjects, table.splits,
+                                                                       pattern, data.subject_with_label)
     findings = _findings(report)
     report["findings"] = findings
     report["problems"] = [f["message"] for f in findings]
-    report["notes"] = _notes(report)
+    report["notes"] = table.notes + _notes(report)
     report["clean"] = not findings
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report
+
+
+def _facts(entries: list[Entry], workers: int) -> list[Facts]:
+    """Each entry's image facts: files decoded from disk, array rows from memory."""
+    files = iter(inspect_all([e.path for e in entries if e.path is not None], workers))
+    arrays = iter(inspect_arrays([e.array for e in entries if e.path is None]))
+    return [next(files) if e.path is not None else next(arrays) for e in entries]
+
+
+def _subjects(entries: list[Entry], classes: list[str], pattern: re.Pattern, with_label: bool) -> list:
+    """The format's subject of each labelled image, else its file name's (the regex, with the label)."""
+    return [None if e.label is None else e.subject if e.subject is not None else
+            subject_key(e.id, classes[e.label], pattern, with_label) for e in entries]
 
 
 def _tally(values) -> dict[str, int]:
     return dict(Counter(values).most_common())
 
 
-def _split_counts(labels: Labels) -> dict:
+def _split_counts(table: LabelTable) -> dict:
     out = {}
-    for split in labels.splits:
-        levels = [e.label for e in labels.entries if e.split == split and e.label is not None]
+    for split in table.splits:
+        levels = [e.label for e in table.entries if e.split == split and e.label is not None]
         counts = Counter(levels)
         out[split] = {"count": len(levels),
-                      "class_counts": {c: counts.get(k, 0) for k, c in enumerate(labels.classes)}}
+                      "class_counts": {c: counts.get(k, 0) for k, c in enumerate(table.classes)}}
     return out
 
 
@@ -233,8 +202,9 @@ def _natural(key: str):
 def _subject_overlap(entries: list[Entry], subjects: list[str | None], splits: list[str],
                      pattern: re.Pattern, with_label: bool) -> tuple[dict, dict]:
     unmatched = [e.id for e, s in zip(entries, subjects) if s is None and e.label is not None]
+    from_format = any(e.subject is not None for e in entries)
     info = {"regex": pattern.pattern, "with_label": with_label, "unmatched": len(unmatched),
-            "unmatched_examples": unmatched[:LISTED]}
+            "unmatched_examples": unmatched[:LISTED], "source": "format" if from_format else "file names"}
     per_split: dict[str, set[str]] = {s: set() for s in splits}
     for e, s in zip(entries, subjects):
         if s is not None:
@@ -266,8 +236,10 @@ def _findings(report: dict) -> list[dict]:
         + (f", e.g. {unreadable[0]['id']}: {unreadable[0]['reason']}" if unreadable else ""))
     bad = report["label_problems"]
     add("label_problems", len(bad), f"{len(bad)} label problem(s)"
-        + (f", e.g. {bad[0]['where']}" + (f" line {bad[0]['line']}" if bad[0]["line"] else "")
-           + f": {bad[0]['reason']}" if bad else ""))
+        + (f", e.g. {describe_problem(bad[0])}" if bad else ""))
+    loose = report["unlabelled_images"]
+    add("unlabelled_images", len(loose), f"{len(loose)} image(s) without a label"
+        + (f", e.g. {loose[0]['reason']}" if loose else ""))
     for split, row in report["splits"].items():
         add("empty_split", int(row["count"] == 0), f"split {split!r} has no labelled images")
     empty = report["empty_classes"]
@@ -312,6 +284,8 @@ def _notes(report: dict) -> list[str]:
     key = report["subject_key"]
     if not report["subject_overlap"]:
         notes.append(f"subject regex {key['regex']!r} matched no file name: subject overlap not assessed")
+    elif key["source"] == "format":
+        notes.append("subjects as the dataset names them (e.g. a subject column), not from the file names")
     elif key["unmatched"]:
         notes.append(f"subject regex {key['regex']!r} does not match {key['unmatched']} file name(s), "
                      f"e.g. {key['unmatched_examples'][0]}; they are left out of the subject overlap")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from benchkit.data.audit import LISTED
+from benchkit.data.labels import describe_problem
 
 
 def print_report(report: dict, console=None) -> None:
@@ -13,7 +14,7 @@ def print_report(report: dict, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    console.print(f"[bold]Dataset[/bold] {report['dataset']} ({report['layout']}, "
+    console.print(f"[bold]Dataset[/bold] {report['dataset']} ({report['format']}, "
                   f"{len(report['classes'])} classes) - checked in {report['seconds']:.1f} s")
     splits = Table(title="Images per split and class")
     splits.add_column("split")
@@ -38,6 +39,7 @@ def print_report(report: dict, console=None) -> None:
     rows = [
         ("unreadable or truncated files", len(report["unreadable"]), "unreadable"),
         ("label problems", len(report["label_problems"]), "label_problems"),
+        ("images without a label", len(report["unlabelled_images"]), "unlabelled_images"),
         ("classes without images", ", ".join(report["empty_classes"]) or "0", "empty_classes"),
         ("exact duplicates across splits", len(report["exact_duplicates"]["across_splits"]),
          "exact_duplicates_across_splits"),
@@ -52,17 +54,17 @@ def print_report(report: dict, console=None) -> None:
         checks.add_row(label, str(value), verdict)
     console.print(checks)
     _print_listing(console, "Unreadable files", [f"{u['id']}: {u['reason']}" for u in report["unreadable"]])
-    _print_listing(console, "Label problems", [
-        f"{p['where']}" + (f" line {p['line']}" if p["line"] else "") + f": {p['reason']}"
-        for p in report["label_problems"]])
+    _print_listing(console, "Label problems", [describe_problem(p) for p in report["label_problems"]])
+    _print_listing(console, "Images without a label", [u["reason"] for u in report["unlabelled_images"]])
     _print_listing(console, "Exact duplicates across splits",
                    [" = ".join(g["ids"]) for g in report["exact_duplicates"]["across_splits"]])
     _print_listing(console, "Near-duplicates across splits", [
         f"{p['a']} ~ {p['b']} ({p['distance']} bits{', same subject' if p['same_subject'] else ''})"
         for p in near["across_splits"]])
     if report["subject_overlap"]:
-        table = Table(title=f"Subjects (regex {report['subject_key']['regex']!r}, "
-                            f"{'with' if report['subject_key']['with_label'] else 'without'} label)")
+        key = report["subject_key"]
+        table = Table(title="Subjects (as the dataset names them)" if key["source"] == "format" else
+                      f"Subjects (regex {key['regex']!r}, {'with' if key['with_label'] else 'without'} label)")
         for column in ("split", "subjects", "shared with other splits", "examples shared with train"):
             table.add_column(column)
         for split, row in report["subject_overlap"].items():

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -42,12 +45,48 @@ def _strict_decoding():
 
 
 def inspect_all(paths: list[Path], workers: int) -> list[Facts]:
+    """The facts of each file, read on ``workers`` threads (each file version once per process)."""
     seen: dict[Path, Facts] = {}
     unique = list(dict.fromkeys(paths))
     with _strict_decoding(), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for path, facts in zip(unique, pool.map(_inspect, unique)):
+        for path, facts in zip(unique, pool.map(_inspect_current, unique)):
             seen[path] = facts
     return [seen[p] for p in paths]
+
+
+def inspect_arrays(rows: list[tuple[Any, int]]) -> list[Facts]:
+    """The facts of images held as array rows ``(images, index)``: ``images[index]`` an array or a PIL image."""
+    out = []
+    for images, index in rows:
+        item = images[index]
+        image = item if isinstance(item, Image.Image) else Image.fromarray(np.ascontiguousarray(
+            np.asarray(item)[..., 0] if np.ndim(item) == 3 and np.shape(item)[2] == 1 else item))
+        facts = Facts(sha256=hashlib.sha256(image.tobytes()).hexdigest(), size=image.size, mode=image.mode)
+        facts.thumb = hash_thumbnail(image)
+        out.append(facts)
+    return out
+
+
+def _inspect_current(path: Path) -> Facts:
+    """:func:`_inspect` remembered per file version (path, modification time, size): an audit repeated in one
+    process (a check of several experiments on one dataset) decodes each unchanged file once."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return Facts(error="missing file")
+    except OSError as exc:
+        return Facts(error=f"cannot be read ({exc})")
+    return _inspect_version(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4096)
+def _inspect_version(path: str, mtime_ns: int, size: int) -> Facts:
+    return _inspect(Path(path))
+
+
+def forget_facts() -> None:
+    """Drop the remembered facts (bounded to 4096 file versions, about 35 MB)."""
+    _inspect_version.cache_clear()
 
 
 def _inspect(path: Path) -> Facts:

@@ -17,17 +17,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from benchkit.data.decode import decode_image
+from benchkit.data.image_files import IMAGE_SUFFIXES, image_files as _image_files
 from benchkit.data.rgb import to_rgb
 from benchkit.errors import DataError
 
-IMAGE_SUFFIXES = frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items()
-                           if fmt in Image.OPEN)
-"""File name endings PIL opens; a folder is searched for these."""
-
 
 def folder_images(folder: Path) -> list[Path]:
-    """The image files in ``folder`` and its subfolders, sorted by path."""
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """The image files in ``folder`` and its subfolders (:data:`IMAGE_SUFFIXES`), sorted by path."""
+    return _image_files(folder, recursive=True)
 
 
 def image_files(paths: Iterable[str | Path]) -> list[Path]:

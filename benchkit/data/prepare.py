@@ -13,53 +13,31 @@ from pathlib import Path
 
 import numpy as np
 
-from benchkit.config.schema import DataConfig, SyntheticConfig
-from benchkit.data.datasets import Dataset, Split, read_imagefolder, read_roboflow_csv
+from benchkit.config.schema import DataConfig
+from benchkit.data.datasets import SPLITS, Dataset, Split
 from benchkit.data.decode import decode_split
 from benchkit.data.image_cache import cached_split, resolve_cache_dir
+from benchkit.data.reading import read_dataset, resolve_data_root
 from benchkit.errors import DataError
 
 
-def resolve_data_root(root: Path | None, base_dir: Path) -> Path | None:
-    """``data.root`` if absolute, else relative to the experiment file's folder, else to the current one.
-
-    A root found in neither place resolves beside the experiment file, which the error then names.
-    """
-    if root is None:
-        return None
-    root = Path(root).expanduser()
-    if root.is_absolute():
-        return root
-    beside = Path(base_dir) / root
-    return root if root.exists() and not beside.exists() else beside
-
-
 def data_source(data: DataConfig, base_dir: Path = Path(".")) -> DataConfig:
-    """``data`` reduced to what reading the dataset uses: format, resolved root, classes, synthetic config.
+    """``data`` reduced to what reading the dataset uses: format, resolved root, classes, options, synthetic.
 
     Its JSON identifies the images (the synthetic ones too, whose name, root and ids ignore their size).
     """
-    synthetic = data.synthetic if data.format == "synthetic" else SyntheticConfig()
     return DataConfig(format=data.format, root=resolve_data_root(data.root, base_dir), classes=data.classes,
-                      synthetic=synthetic)
+                      options=data.options, synthetic=data.synthetic)
 
 
 def load_dataset(data: DataConfig, base_dir: Path = Path(".")) -> Dataset:
-    """Read the dataset a data config names (cached per process on its :func:`data_source`)."""
+    """Read the dataset a data config names through its format (cached per process on its :func:`data_source`)."""
     return _read(data_source(data, base_dir).model_dump_json())
 
 
 @lru_cache(maxsize=4)
 def _read(source_json: str) -> Dataset:
-    source = DataConfig.model_validate_json(source_json)
-    if source.format == "synthetic":
-        from benchkit.data.synthetic import make_synthetic_dataset
-        syn = source.synthetic
-        return make_synthetic_dataset(syn.num_classes, {"train": syn.train, "valid": syn.valid,
-                                                        "test": syn.test}, syn.image_size, syn.seed)
-    if source.format == "imagefolder":
-        return read_imagefolder(source.root, source.classes)
-    return read_roboflow_csv(source.root, source.classes)
+    return read_dataset(DataConfig.model_validate_json(source_json))
 
 
 #: The ``data`` keys the split and the slice read.
@@ -82,6 +60,10 @@ def prepare_dataset(spec) -> Dataset:
 def _prepared(data_json: str, fold: int | None) -> Dataset:
     data = DataConfig.model_validate_json(data_json)
     dataset = load_dataset(data)
+    unsplit = {name: len(split) for name, split in dataset.splits.items() if name not in SPLITS}
+    if unsplit and data.split == "official":
+        raise DataError(f"dataset {dataset.root or dataset.name}: its images are not split into "
+                        f"{', '.join(SPLITS)} ({unsplit}); choose data.split: group_holdout or group_kfold")
     if data.split != "official":
         from benchkit.data.splits import make_splits
         chosen = make_splits(dataset, data.split, k=data.folds, fold=fold,

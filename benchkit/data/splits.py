@@ -11,7 +11,7 @@ official splits and cut them again by subject:
 - ``group_holdout``: one seeded train/valid/test cut of the pool by ``fractions``, group-wise.
 
 Subjects come from ``Split.groups`` when every split has them (e.g. synthetic data), else from the
-file names: a regex with a named group ``subject`` (default ``^(?P<subject>\\d+)``), combined with
+file names: a regex with a named group ``subject`` (default :data:`DEFAULT_SUBJECT_REGEX`), combined with
 the label because hair-loss numbers restart in every level, so (level, number) identifies one head.
 """
 
@@ -24,10 +24,9 @@ from typing import Sequence
 
 import numpy as np
 
+from benchkit.config.schema import DEFAULT_SUBJECT_REGEX
 from benchkit.data.datasets import Dataset, Split
 from benchkit.errors import ConfigError, DataError, format_listing
-
-DEFAULT_SUBJECT_REGEX = r"^(?P<subject>\d+)"
 STRATEGIES = ("official", "group_kfold", "group_holdout")
 _HOLDOUT_CHUNKS = 20
 

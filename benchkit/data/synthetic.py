@@ -47,6 +47,8 @@ class _Renderer:
         return draw_scalp(int(self.labels[index]), self.num_classes, self.image_size,
                           np.random.default_rng([self.split_seed, index]), self.noise)
 
+    __getitem__ = __call__
+
 
 def draw_scalp(level: int, num_classes: int, size: int, rng: np.random.Generator,
                noise: float = 0.15) -> Image.Image:
