@@ -47,8 +47,9 @@ def test_reference_and_paired_test_columns(two_configs):
 
 
 def _test_predictions(out, model: str, seed: int):
+    """The true and the predicted levels: ``mae`` is the error of the predicted level."""
     frame = pd.read_csv(out / "runs" / f"{model}__s{seed}" / "predictions_test.csv")
-    return frame.target.to_numpy(), frame.score.to_numpy()
+    return frame.target.to_numpy(), frame.pred.to_numpy()
 
 
 def _marker(p: float) -> str:
