@@ -126,14 +126,16 @@ def add_best_group(aggregated: pd.DataFrame, frame: pd.DataFrame, out_dir: Path,
     The best is the configuration with the best mean of ``metric_column`` (ties: the first in ``aggregated``);
     every other one is compared with it by the paired bootstrap on the images they share (``delta_vs_best``,
     ``p_vs_best``), Holm-adjusted over the family of those comparisons (``p_vs_best_holm``). ``best_group`` is
-    True for the best and for every configuration that is not worse with ``p_vs_best_holm < 0.05``, False for the
-    others, empty where no paired test was possible.
+    False for a configuration worse than the best with ``p_vs_best_holm < 0.05``, True for the best and every other
+    one, empty where no paired test was possible.
     """
     aggregated = aggregated.copy()
     for col in BEST_GROUP_COLUMNS:
         aggregated[col] = np.nan if col != "best_group" else None
-    mean = pd.to_numeric(aggregated.get(f"{metric_column}_mean"), errors="coerce")
-    if mean is None or mean.isna().all():
+    if f"{metric_column}_mean" not in aggregated:
+        return aggregated
+    mean = pd.to_numeric(aggregated[f"{metric_column}_mean"], errors="coerce")
+    if mean.isna().all():
         return aggregated
     higher = HIGHER_IS_BETTER.get(metric_of(metric_column), True)
     best = aggregated.at[mean.idxmax() if higher else mean.idxmin(), "config"]
