@@ -47,8 +47,9 @@ def test_reference_and_paired_test_columns(two_configs):
 
 
 def _test_predictions(out, model: str, seed: int):
+    """The true and the predicted levels: ``mae`` is the error of the predicted level."""
     frame = pd.read_csv(out / "runs" / f"{model}__s{seed}" / "predictions_test.csv")
-    return frame.target.to_numpy(), frame.score.to_numpy()
+    return frame.target.to_numpy(), frame.pred.to_numpy()
 
 
 def _marker(p: float) -> str:
@@ -73,6 +74,7 @@ def test_p_values_and_markers_equal_an_independent_computation(two_configs):
     row = agg.loc["frozen"]
     assert row.delta == pytest.approx(delta, abs=1e-9)
     assert row.p_value == pytest.approx(p_value, abs=1e-12)
+    assert row.p_holm == pytest.approx(p_value, abs=1e-12)  # a family of one test
     assert row.significance == _marker(p_value)
     board = pd.read_csv(two_configs / "leaderboard.csv").set_index("run_id")
     per_seed = [board.loc[f"frozen__s{s}", "test_mae"] - board.loc[f"good__s{s}", "test_mae"] for s in (0, 1)]
@@ -81,11 +83,12 @@ def test_p_values_and_markers_equal_an_independent_computation(two_configs):
 
 def test_the_paired_bootstrap_runs_again_only_for_changed_prediction_files(two_configs, monkeypatch):
     import benchkit.results.aggregate as aggregate
+    import benchkit.results.paired_tests as paired_tests
     from benchkit.results.leaderboard import build_leaderboard
     calls = []
-    real = aggregate.paired_bootstrap_replicates
-    monkeypatch.setattr(aggregate, "paired_bootstrap_replicates", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(aggregate, "_PAIRED", {})
+    real = paired_tests.paired_bootstrap_replicates
+    monkeypatch.setattr(paired_tests, "paired_bootstrap_replicates", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(paired_tests, "_PAIRED", {})
     frame = build_leaderboard(two_configs)
     first = aggregate.add_significance(aggregate.aggregate_runs(frame), frame, two_configs, "good", "test_mae", 300)
     again = aggregate.add_significance(aggregate.aggregate_runs(frame), frame, two_configs, "good", "test_mae", 300)
@@ -101,7 +104,7 @@ def test_xlsx_carries_the_aggregated_sheet(two_configs):
     wb = load_workbook(two_configs / "leaderboard.xlsx")
     assert "aggregated" in wb.sheetnames
     header = [c.value for c in wb["aggregated"][1]]
-    assert "p_value" in header and "significance" in header and "test_qwk_mean" in header
+    assert {"p_value", "p_holm", "significance", "best_group", "test_qwk_mean"} <= set(header)
 
 
 def test_two_key_grid_gives_a_pivot(tmp_path):
@@ -168,7 +171,7 @@ def test_a_view_no_longer_produced_is_removed_not_left_stale(two_configs, tmp_pa
     out = shutil.copytree(two_configs, tmp_path / "out")
     frame = build_leaderboard(out)
     assert "aggregated" in summary_views(frame, out, EvaluationConfig(reference="good", sort_by="test_mae"))
-    single = frame[frame.seed == 0]  # one run per configuration and no reference: no aggregated view
+    single = frame[(frame.seed == 0) & (frame.model == "good")]  # one run of one configuration, no reference
     assert summary_views(single, out, EvaluationConfig(sort_by="test_mae")) == {}
     assert not (out / "leaderboard_aggregated.csv").exists()
 

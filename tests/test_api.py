@@ -59,7 +59,8 @@ def test_predictions_have_one_row_per_run_and_image_and_recompute_the_metrics(ap
     for run_id, rows in predictions.groupby("run_id"):
         expected = board.loc[run_id]
         assert accuracy_score(rows.target, rows.pred) == pytest.approx(expected.test_acc, abs=1e-12)
-        assert mean_absolute_error(rows.target, rows.score) == pytest.approx(expected.test_mae, abs=1e-6)
+        assert mean_absolute_error(rows.target, rows.pred) == pytest.approx(expected.test_mae, abs=1e-12)
+        assert mean_absolute_error(rows.target, rows.score) == pytest.approx(expected.test_score_mae, abs=1e-6)
         qwk = cohen_kappa_score(rows.target, rows.pred, weights="quadratic", labels=list(range(4)))
         assert qwk == pytest.approx(expected.test_qwk, abs=1e-12)
         has_probabilities = expected["head"] == "softmax"

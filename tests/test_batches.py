@@ -93,7 +93,8 @@ def test_training_from_the_device_held_split_equals_training_from_the_loader():
     loader_result, loader_engine = _train(False)
     device_result, device_engine = _train(True)
     assert [r["train_loss"] for r in device_result.history] == [r["train_loss"] for r in loader_result.history]
-    assert [r["valid_mae"] for r in device_result.history] == [r["valid_mae"] for r in loader_result.history]
+    assert ([r["valid_score_mae"] for r in device_result.history]
+            == [r["valid_score_mae"] for r in loader_result.history])
     for (name, a), (_, b) in zip(loader_engine.eval_model.state_dict().items(),
                                  device_engine.eval_model.state_dict().items()):
         assert torch.equal(a, b), name

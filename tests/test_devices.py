@@ -71,7 +71,7 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_weights(device, tmp_pat
     assert resumed.resumed_from_epoch == 2
 
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
-    for column in ("train_loss", "valid_loss", "valid_mae", "lr"):
+    for column in ("train_loss", "valid_loss", "valid_score_mae", "lr"):
         assert [row[column] for row in resumed.history] == pytest.approx(
             [row[column] for row in expected.history], rel=TOLERANCE[device], abs=1e-9), column
 
@@ -105,6 +105,6 @@ def test_training_from_the_split_held_on_cuda_equals_training_from_the_pinned_lo
     for on_device in (True, False):
         engine = _engine("cuda", data_on_device=on_device, epochs=2)
         results[on_device] = engine.fit(train, valid, seed=5)
-    for column in ("train_loss", "valid_mae"):
+    for column in ("train_loss", "valid_score_mae"):
         assert [row[column] for row in results[True].history] == pytest.approx(
             [row[column] for row in results[False].history], rel=TOLERANCE["cuda"]), column

@@ -71,7 +71,8 @@ def test_ensemble_metrics_recomputed_from_its_predictions_by_scikit_learn(finish
         frame = _predictions(out, "ensembles", ensemble, split)
         y, pred, score = frame.target, frame.pred, frame.score
         assert row[f"{split}_acc"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
-        assert row[f"{split}_mae"] == pytest.approx(mean_absolute_error(y, score), abs=1e-6)
+        assert row[f"{split}_mae"] == pytest.approx(mean_absolute_error(y, pred), abs=1e-12)
+        assert row[f"{split}_score_mae"] == pytest.approx(mean_absolute_error(y, score), abs=1e-6)
         assert row[f"{split}_qwk"] == pytest.approx(
             cohen_kappa_score(y, pred, weights="quadratic", labels=list(range(K))), abs=1e-9)
         assert row[f"{split}_f1"] == pytest.approx(
@@ -179,3 +180,25 @@ def test_the_python_api_gives_ensembles_predictions_and_says_they_have_no_model(
     assert mixed.pred.tolist() == expected.pred.tolist()
     with pytest.raises(ConfigError, match="'mixed' is an ensemble, with no model of its own"):
         results.run("mixed")
+
+
+def test_an_ensemble_scored_under_other_metric_definitions_is_scored_again(finished, monkeypatch):
+    """The saved row of an ensemble is reused while its members' files are unchanged, unless the metrics changed
+    meaning since (``SCORES_VERSION``)."""
+    import benchkit.results.ensembles as ensembles
+    from benchkit.config.validation import load_experiment
+    from benchkit.io import write_json
+    from benchkit.results.aggregate import with_ensembles
+    from benchkit.results.leaderboard import build_leaderboard
+    experiment, out, board = finished
+    evaluation = load_experiment(experiment).evaluation
+    path = out / "ensembles" / "soft__seeds" / "metrics.json"
+    stored = read_json(path)
+    write_json(path, {**stored, "row": {**stored["row"], "test_mae": 99.0}})
+
+    def rebuilt():
+        return _row(with_ensembles(build_leaderboard(out), out, evaluation), "soft__seeds").test_mae
+
+    assert rebuilt() == 99.0  # reused as saved
+    monkeypatch.setattr(ensembles, "SCORES_VERSION", ensembles.SCORES_VERSION + 1)
+    assert rebuilt() == _row(board, "soft__seeds").test_mae

@@ -42,7 +42,8 @@ def test_leaderboard_metrics_equal_sklearn_on_the_predictions(finished):
     for split in ("valid", "test"):
         pred = pd.read_csv(out / "runs" / "tiny_cnn-regression__s0" / f"predictions_{split}.csv")
         assert row[f"{split}_acc"] == pytest.approx(accuracy_score(pred.target, pred.pred))
-        assert row[f"{split}_mae"] == pytest.approx(mean_absolute_error(pred.target, pred.score))
+        assert row[f"{split}_mae"] == pytest.approx(mean_absolute_error(pred.target, pred.pred))
+        assert row[f"{split}_score_mae"] == pytest.approx(mean_absolute_error(pred.target, pred.score))
         assert row[f"{split}_qwk"] == pytest.approx(
             cohen_kappa_score(pred.target, pred.pred, weights="quadratic", labels=range(4)))
         assert row[f"{split}_qwk_lo"] <= row[f"{split}_qwk"] <= row[f"{split}_qwk_hi"]
@@ -68,7 +69,7 @@ def test_leaderboard_sorted_by_configured_metric_failed_last(finished):
     board = pd.read_csv(out / "leaderboard.csv")
     ok = board[board.status == "ok"].test_mae.tolist()
     assert ok == sorted(ok) and board.status.tolist()[-2:] == ["failed", "failed"]
-    for metric, best_first in (("test_qwk", True), ("test_mape", False)):
+    for metric, best_first in (("test_qwk", True), ("test_score_mae", False)):
         rebuilt = build_leaderboard(out, sort_by=metric)
         values = rebuilt[rebuilt.status == "ok"][metric].tolist()
         assert values == sorted(values, reverse=best_first) and len(set(values)) > 1, (metric, values)

@@ -32,16 +32,35 @@ def _sklearn_core(y, pred, score, k):
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         qwk = cohen_kappa_score(y, pred, weights="quadratic", labels=list(range(k)))
     return {"acc": accuracy_score(y, pred),
-            "mae": mean_absolute_error(y, score),
+            "mae": mean_absolute_error(y, pred),
+            "score_mae": mean_absolute_error(y, score),
             "qwk": qwk,
             "off1": float(np.mean(np.abs(pred - y) <= 1)),
-            "mape": mean_absolute_percentage_error(y + 1, score + 1) * 100,
+            "mape": mean_absolute_percentage_error(y + 1, pred + 1) * 100,
             "f1": f1_score(y, pred, average="macro", labels=list(range(k)), zero_division=0)}
 
 
 def test_metric_names_and_directions():
     assert set(HIGHER_IS_BETTER) == set(CORE_METRICS) | set(EXTRA_METRICS)
     assert [m for m in HIGHER_IS_BETTER if HIGHER_IS_BETTER[m]] == ["acc", "qwk", "off1", "f1"]
+
+
+def test_compute_metrics_gives_exactly_the_named_metrics():
+    y, pred, score = _predictions(30, 6)
+    probs = np.random.default_rng(1).dirichlet(np.ones(K), 30)
+    assert set(compute_metrics(y, pred, score, K, probs=probs)) == set(HIGHER_IS_BETTER)
+
+
+def test_mae_is_the_error_of_the_level_and_score_mae_of_the_score():
+    y = np.array([0, 1, 2, 3])
+    pred = np.array([0, 2, 2, 1])
+    score = np.array([0.4, 1.6, 2.0, 1.4])
+    got = compute_metrics(y, pred, score, 4)
+    assert got["mae"] == pytest.approx((0 + 1 + 0 + 2) / 4)
+    assert got["score_mae"] == pytest.approx((0.4 + 0.6 + 0 + 1.6) / 4)
+    assert got["mape"] == pytest.approx((0 + 1 / 2 + 0 + 2 / 4) / 4 * 100)
+    assert got["amae"] == pytest.approx((0 + 1 + 0 + 2) / 4)
+    assert got["max_mae"] == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -54,9 +73,10 @@ def test_core_metrics_match_sklearn(seed):
 
 
 def test_mape_is_percent_error_on_one_based_scale():
-    got = compute_metrics([0, 3], [0, 3], [1.0, 2.0], 4)
+    got = compute_metrics([0, 3], [1, 2], [0.0, 3.0], 4)
     assert got["mape"] == pytest.approx((1 / 1 + 1 / 4) / 2 * 100)
     assert got["mae"] == pytest.approx(1.0)
+    assert got["score_mae"] == 0.0
 
 
 def test_absent_level_uses_full_label_range():
@@ -75,10 +95,10 @@ def test_absent_level_uses_full_label_range():
 
 def test_per_class_mae_over_present_levels():
     y = np.array([0, 0, 2, 2, 2])
-    score = np.array([0.5, 1.5, 2.0, 1.0, 2.0])
-    got = compute_metrics(y, np.rint(score).astype(int), score, 4)
-    assert got["amae"] == pytest.approx(((0.5 + 1.5) / 2 + (0 + 1 + 0) / 3) / 2)
-    assert got["max_mae"] == pytest.approx(1.0)
+    pred = np.array([1, 2, 2, 1, 0])
+    got = compute_metrics(y, pred, pred + 0.3, 4)
+    assert got["amae"] == pytest.approx(((1 + 2) / 2 + (0 + 1 + 2) / 3) / 2)
+    assert got["max_mae"] == pytest.approx(1.5)
 
 
 def test_ranked_probability_score_by_hand():

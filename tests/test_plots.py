@@ -122,7 +122,8 @@ def test_experiment_plots_from_files_include_the_two_key_heatmap(tmp_path):
         "name": "ablation", "grid": {"backbone.freeze": [0, 1, 2, "all"], "backbone.dropout": [0.0, 0.2, 0.5]},
         "evaluation": {"sort_by": "test_mae"}}, sort_keys=False))
     written = sorted(p.name for p in write_experiment_plots(tmp_path))
-    assert written == ["heatmap_freeze_x_dropout_test_mae.png", "leaderboard_test_mae.png"]
+    assert written == ["critical_difference_test_mae.png", "heatmap_freeze_x_dropout_test_mae.png",
+                       "leaderboard_test_mae.png"]  # 12 configurations over two seeds: ranked
     assert all(_is_png(tmp_path / "plots" / name) for name in written)
 
 

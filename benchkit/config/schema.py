@@ -127,7 +127,7 @@ class EmaConfig(_Strict):
     update_every: int = Field(10, ge=1)
 
 
-MONITORS = ("loss", "acc", "mae", "qwk", "off1", "mape", "f1", "amae", "max_mae", "rps", "nll", "ece")
+MONITORS = ("loss", "acc", "mae", "score_mae", "qwk", "off1", "mape", "f1", "amae", "max_mae", "rps", "nll", "ece")
 """What early stopping can monitor: the validation loss and each metric of :mod:`benchkit.evaluation.metrics`
 (listed here because the schema sits below evaluation in the import layers; a test keeps the two in step)."""
 

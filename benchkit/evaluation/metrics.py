@@ -1,7 +1,10 @@
 """Ordinal grading metrics and their bootstrap confidence intervals.
 
 Labels are integer levels ``0..K-1``; ``score`` is the model's continuous prediction on the same
-level scale (for a classifier, pass the predicted level as the score). Every label-range metric
+level scale (for a classifier, pass the predicted level as the score). Every error metric (``mae``,
+``mape``, ``amae``, ``max_mae``) is the error of the decided level, as the ordinal-regression
+literature (CORAL, CORN, dlordinal) and the reference study report it; ``score_mae`` alone is the
+error of the continuous score. Every label-range metric
 (QWK, macro-F1) uses the full range ``0..K-1`` even when a level is absent from a split, so values
 are comparable across splits and match scikit-learn called with ``labels=range(K)``.
 
@@ -16,10 +19,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-CORE_METRICS = ("acc", "mae", "qwk", "off1", "mape", "f1")
+CORE_METRICS = ("acc", "mae", "score_mae", "qwk", "off1", "mape", "f1")
 EXTRA_METRICS = ("amae", "max_mae", "rps", "nll", "ece")
-HIGHER_IS_BETTER = {"acc": True, "mae": False, "qwk": True, "off1": True, "mape": False, "f1": True,
-                    "amae": False, "max_mae": False, "rps": False, "nll": False, "ece": False}
+HIGHER_IS_BETTER = {"acc": True, "mae": False, "score_mae": False, "qwk": True, "off1": True, "mape": False,
+                    "f1": True, "amae": False, "max_mae": False, "rps": False, "nll": False, "ece": False}
 
 ECE_BINS = 15
 NLL_EPS = 1e-12
@@ -30,11 +33,12 @@ _CONFUSION_METRICS = frozenset({"acc", "qwk", "f1"})
 def compute_metrics(y_true, y_pred, score, num_classes: int, probs=None) -> dict[str, float]:
     """All point metrics of one set of predictions.
 
-    ``acc, qwk, off1, f1`` use the predicted levels ``y_pred``; ``mae, mape, amae, max_mae`` use the
-    continuous ``score`` (``None`` means ``y_pred``). With ``probs`` (N, K) the probabilistic metrics
-    ``rps, nll, ece`` are added.
+    ``acc, mae, qwk, off1, mape, f1, amae, max_mae`` use the predicted levels ``y_pred``; ``score_mae``
+    uses the continuous ``score`` (``None`` means ``y_pred``). With ``probs`` (N, K) the probabilistic
+    metrics ``rps, nll, ece`` are added.
 
-    - ``mape``: mean ``|score - true| / (true + 1)`` in percent, i.e. the error on the 1..K scale.
+    - ``mae``: mean ``|pred - true|`` in levels; ``score_mae``: mean ``|score - true|``.
+    - ``mape``: mean ``|pred - true| / (true + 1)`` in percent, i.e. the error on the 1..K scale.
     - ``amae``: per-level MAE averaged over the levels present in ``y_true`` (an absent level has no
       MAE); ``max_mae`` is the largest of them. Unlike libraries that infer the label set from the
       data, the levels are counted against the declared range ``0..K-1``.
@@ -43,7 +47,7 @@ def compute_metrics(y_true, y_pred, score, num_classes: int, probs=None) -> dict
     whole = np.arange(len(y_true))[None, :]
     values = {m: float(v[0]) for m, v in
               resample_metrics(y_true, y_pred, score, num_classes, whole, CORE_METRICS).items()}
-    values.update(_per_class_mae(y_true, score, num_classes))
+    values.update(_per_class_mae(y_true, y_pred, num_classes))
     if probs is not None:
         probs = _check_probs(probs, len(y_true), num_classes)
         values["rps"] = ranked_probability_score(y_true, probs)
@@ -194,9 +198,11 @@ def _chunk_metrics(y_true, y_pred, score, k, idx, metrics) -> dict[str, np.ndarr
     if "off1" in metrics:
         out["off1"] = np.mean(np.abs(pred - true) <= 1, axis=1)
     if "mae" in metrics or "mape" in metrics:
-        error = np.abs(score[idx] - true)
+        error = np.abs(pred - true)
         out["mae"] = error.mean(axis=1)
         out["mape"] = np.mean(error / (true + 1), axis=1) * 100
+    if "score_mae" in metrics:
+        out["score_mae"] = np.abs(score[idx] - true).mean(axis=1)
     return {m: out[m] for m in metrics}
 
 
@@ -240,8 +246,8 @@ def _macro_f1(confusion: np.ndarray) -> np.ndarray:
     return f1.mean(axis=1)
 
 
-def _per_class_mae(y_true: np.ndarray, score: np.ndarray, k: int) -> dict[str, float]:
-    error = np.abs(score - y_true)
+def _per_class_mae(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> dict[str, float]:
+    error = np.abs(y_pred - y_true)
     counts = np.bincount(y_true, minlength=k)
     present = counts > 0
     per_class = np.bincount(y_true, error, minlength=k)[present] / counts[present]

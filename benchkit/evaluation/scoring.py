@@ -3,7 +3,8 @@
 The same function scores a trained run (its estimates, with or without test-time augmentation) and an
 ensemble (the mean of its members' estimates), so both get the same leaderboard columns: for each split
 ``<split>_<metric>`` with ``_lo``/``_hi`` bootstrap intervals, and ``<split>_<acc|mae|qwk>__<decoding>``
-for every decoding the head offers.
+for every decoding the head offers. Every decoding's ``mae`` is the error of the levels it decides; the
+continuous score is the same for every decoding, so ``score_mae`` is reported once per split.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from benchkit.evaluation.metrics import bootstrap_ci, compute_metrics
 from benchkit.models.head import Estimate, Head, Prediction
 
 DECODING_METRICS = ("acc", "mae", "qwk")
+SCORES_VERSION = 2
+"""Bumped when a metric changes meaning (2: ``mae``, ``mape``, ``amae``, ``max_mae`` of the decided level, and
+``score_mae``); scores saved under another version are computed again where their inputs are at hand."""
 
 
 @dataclass

@@ -1,10 +1,13 @@
-"""Is configuration A really better than B? Paired tests over test images and over seeds."""
+"""Is configuration A really better than B? Paired tests over test images and over seeds, and the Holm
+correction for a family of such tests."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import stats
 from scipy.stats import wilcoxon
+
+ALPHA = 0.05
 
 from benchkit.evaluation.metrics import bootstrap_indices, resample_metrics, summarize_resamples, validate_predictions
 
@@ -94,6 +97,22 @@ def wilcoxon_seeds(values_a, values_b) -> float:
     if np.count_nonzero(diff) < 2:
         return float("nan")
     return float(wilcoxon(diff, zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm-adjusted twins of a family of p-values (``multipletests(method="holm")``); nan stays nan and
+    is left out of the family (a comparison that could not be made is not a test).
+
+    >>> holm([0.01, 0.04, 0.03, float("nan")]).round(2).tolist()
+    [0.03, 0.06, 0.06, nan]
+    """
+    from statsmodels.stats.multitest import multipletests  # imported when used: it takes seconds
+    p_values = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full(p_values.shape, np.nan)
+    tested = np.isfinite(p_values)
+    if tested.any():
+        adjusted[tested] = multipletests(p_values[tested], alpha=ALPHA, method="holm")[1]
+    return adjusted
 
 
 def significance_marker(p: float) -> str:

@@ -3,7 +3,8 @@
 A configuration is everything that identifies a run except its seed and fold (model, backbone,
 head, split strategy, grid values, and for ensemble rows the ensemble). Its aggregated row gives, for each metric, the mean and std
 over its runs and a 95% t-interval of that mean; the significance columns compare it with the
-reference configuration named in ``evaluation.reference`` on the same test images.
+reference configuration named in ``evaluation.reference`` on the same test images, and ``best_group``
+marks the configurations not significantly worse than the best (both Holm-adjusted over the configurations).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import pandas as pd
 
 from benchkit.results import results_folder, run_folder
 from benchkit.results.leaderboard import grid_columns, metric_of
-from benchkit.results.ensembles import ensemble_rows, is_ensemble, predictions_path
+from benchkit.results.ensembles import ensemble_rows, is_ensemble
+from benchkit.results.paired_tests import compare_with, not_worse
+from benchkit.results.ranks import rank_table, rankings
 from benchkit.evaluation.metrics import CORE_METRICS, HIGHER_IS_BETTER
-from benchkit.evaluation.significance import (paired_bootstrap_replicates, significance_marker, t_interval,
-                                              wilcoxon_seeds)
+from benchkit.evaluation.significance import significance_marker, t_interval
 
 FIXED_COLUMNS = ("model", "backbone", "head", "split", "ensemble")
 
@@ -86,14 +88,12 @@ def aggregate_runs(frame: pd.DataFrame, splits=("valid", "test"), metrics=CORE_M
 
 def add_significance(aggregated: pd.DataFrame, frame: pd.DataFrame, out_dir: Path, reference: str,
                      metric_column: str, n_resamples: int = 10000, seed: int = 0) -> pd.DataFrame:
-    """Add ``p_value``, ``delta`` and ``significance`` of each configuration against ``reference``.
-
-    The paired bootstrap resamples the same test images for both configurations, per replicate
-    (seed and fold) they share; with two or more shared seeds ``p_wilcoxon`` compares the
-    per-seed values too. ``reference`` is a configuration label or a model name (of single runs).
-    An ensemble (no seed of its own) is paired with every reference run of its fold.
+    """Add each configuration's paired tests against ``reference``
+    (:func:`~benchkit.results.paired_tests.compare_with`): ``delta``, ``p_value``, its Holm-adjusted twin
+    ``p_holm`` over the configurations tested, ``significance`` (the marker of ``p_holm``: ``*** ** * ns``), and
+    with two or more shared seeds ``p_wilcoxon`` and ``p_wilcoxon_holm``. ``reference`` is a configuration label
+    or a model name (of single runs).
     """
-    split, metric = metric_column.split("_", 1)[0], metric_of(metric_column)
     ok = frame[frame["status"] == "ok"]
     labels = config_labels(ok)
     ensembles = ok.apply(is_ensemble, axis=1) if not ok.empty else pd.Series(dtype=bool)
@@ -101,71 +101,52 @@ def add_significance(aggregated: pd.DataFrame, frame: pd.DataFrame, out_dir: Pat
     if ref_rows.empty:  # a model name, for single runs
         ref_rows = ok[(ok["model"] == reference) & ~ensembles]
     aggregated = aggregated.copy()
-    for col in ("delta", "p_value", "significance", "p_wilcoxon"):
+    for col in REFERENCE_COLUMNS:
         aggregated[col] = np.nan if col != "significance" else ""
     if ref_rows.empty or labels[ref_rows.index].nunique() != 1:
         aggregated["significance"] = f"reference {reference!r} not found (or not unique)"
         return aggregated
     ref_label = labels[ref_rows.index[0]]
-    num_classes = int(ok["num_classes"].dropna().iloc[0]) if "num_classes" in ok else None
-    for i, agg in aggregated.iterrows():
-        if agg["config"] == ref_label:
-            aggregated.at[i, "significance"] = "reference"
-            continue
-        runs = ok[labels == agg["config"]]
-        pairs = [(r, ref) for _, r in runs.iterrows() for _, ref in ref_rows.iterrows() if _same_replicate(r, ref)]
-        if not pairs or num_classes is None:
-            continue
-        if metric not in CORE_METRICS:
-            aggregated.at[i, "significance"] = f"no paired bootstrap for {metric} (only {', '.join(CORE_METRICS)})"
-        else:
-            test = _paired_test([predictions_path(out_dir, a, split) for a, _ in pairs],
-                                [predictions_path(out_dir, b, split) for _, b in pairs],
-                                metric, num_classes, n_resamples, seed)
-            aggregated.at[i, "delta"] = test["delta"]
-            aggregated.at[i, "p_value"] = test["p_value"]
-            aggregated.at[i, "significance"] = significance_marker(test["p_value"])
-        if len(pairs) >= 2 and not any(is_ensemble(a) or is_ensemble(b) for a, b in pairs):
-            aggregated.at[i, "p_wilcoxon"] = wilcoxon_seeds([a[metric_column] for a, _ in pairs],
-                                                            [b[metric_column] for _, b in pairs])
+    tests = compare_with(aggregated, ok, labels, ref_label, metric_column, out_dir, n_resamples, seed)
+    for col in REFERENCE_COLUMNS[:-1]:
+        aggregated[col] = tests[col]
+    tested = tests["p_value"].notna()
+    aggregated["significance"] = tests["note"].where(~tested, tests["p_holm"].map(significance_marker))
+    aggregated.loc[aggregated["config"] == ref_label, "significance"] = "reference"
     return aggregated
 
 
-def _same_replicate(a: pd.Series, b: pd.Series) -> bool:
-    """Same split strategy and fold, and the same seed unless one of them is an ensemble (no seed)."""
-    if a["split"] != b["split"] or _fold(a) != _fold(b):
-        return False
-    return _empty(a["seed"]) or _empty(b["seed"]) or int(a["seed"]) == int(b["seed"])
+REFERENCE_COLUMNS = ("delta", "p_value", "p_holm", "p_wilcoxon", "p_wilcoxon_holm", "significance")
+BEST_GROUP_COLUMNS = ("delta_vs_best", "p_vs_best", "p_vs_best_holm", "best_group")
 
 
-def _fold(row: pd.Series) -> int | None:
-    fold = row.get("fold")
-    return None if fold is None or pd.isna(fold) else int(fold)
+def add_best_group(aggregated: pd.DataFrame, frame: pd.DataFrame, out_dir: Path, metric_column: str,
+                   n_resamples: int = 10000, seed: int = 0) -> pd.DataFrame:
+    """Mark the configurations not significantly worse than the best by ``metric_column``.
 
-
-_PAIRED: dict[tuple, dict] = {}
-
-
-def _paired_test(paths_a: list[Path], paths_b: list[Path], metric: str, num_classes: int, n_resamples: int,
-                 seed: int) -> dict:
-    """The paired bootstrap of two configurations' prediction files, computed once per version of the files
-    (the leaderboard is rebuilt after every run; only the tests whose files changed run again)."""
-    key = (tuple(map(run_folder.file_version, paths_a)), tuple(map(run_folder.file_version, paths_b)), metric,
-           num_classes, n_resamples, seed)
-    if key not in _PAIRED:
-        replicates_a, _ = _replicates(paths_a)
-        replicates_b, test_sets = _replicates(paths_b)
-        _PAIRED[key] = paired_bootstrap_replicates(replicates_a, replicates_b, metric, num_classes, n_resamples,
-                                                   seed, test_sets=test_sets)
-    return _PAIRED[key]
-
-
-def _replicates(paths: list[Path]) -> tuple[list, list[tuple[str, ...]]]:
-    """``(target, pred, score)`` of each predictions file, and the images each covers (replicates on the same
-    images share a bootstrap draw)."""
-    frames = [run_folder.read_table(path) for path in paths]
-    return ([(f["target"].to_numpy(), f["pred"].to_numpy(), f["score"].to_numpy()) for f in frames],
-            [tuple(f["image"].astype(str)) for f in frames])
+    The best is the configuration with the best mean of ``metric_column`` (ties: the first in ``aggregated``);
+    every other one is compared with it by the paired bootstrap on the images they share (``delta_vs_best``,
+    ``p_vs_best``), Holm-adjusted over the family of those comparisons (``p_vs_best_holm``). ``best_group`` is
+    False for a configuration worse than the best with ``p_vs_best_holm < 0.05``, True for the best and every other
+    one, empty where no paired test was possible.
+    """
+    aggregated = aggregated.copy()
+    for col in BEST_GROUP_COLUMNS:
+        aggregated[col] = np.nan if col != "best_group" else None
+    if f"{metric_column}_mean" not in aggregated:
+        return aggregated
+    mean = pd.to_numeric(aggregated[f"{metric_column}_mean"], errors="coerce")
+    if mean.isna().all():
+        return aggregated
+    higher = HIGHER_IS_BETTER.get(metric_of(metric_column), True)
+    best = aggregated.at[mean.idxmax() if higher else mean.idxmin(), "config"]
+    ok = frame[frame["status"] == "ok"]
+    tests = compare_with(aggregated, ok, config_labels(ok), best, metric_column, out_dir, n_resamples, seed)
+    aggregated["delta_vs_best"], aggregated["p_vs_best"] = tests["delta"], tests["p_value"]
+    aggregated["p_vs_best_holm"] = tests["p_holm"]
+    aggregated["best_group"] = not_worse(tests, metric_column)
+    aggregated.loc[aggregated["config"] == best, "best_group"] = True
+    return aggregated
 
 
 def with_ensembles(frame: pd.DataFrame, out_dir: Path, evaluation) -> pd.DataFrame:
@@ -201,10 +182,12 @@ def sort_aggregated(aggregated: pd.DataFrame, metric_column: str) -> pd.DataFram
 
 
 def summary_views(frame: pd.DataFrame, out_dir: Path, evaluation) -> dict[str, pd.DataFrame]:
-    """The aggregated view (several runs per configuration, or a reference) and the two-key grid pivot.
+    """The aggregated view (several configurations, several runs per configuration, or a reference), the
+    two-key grid pivot, and the rank view (:mod:`benchkit.results.ranks`, several blocks of three or more
+    configurations).
 
-    Written as ``leaderboard_aggregated.csv`` / ``leaderboard_pivot.csv`` and returned as extra
-    workbook sheets.
+    Written as ``leaderboard_aggregated.csv`` / ``leaderboard_pivot.csv`` / ``leaderboard_ranks.csv`` and
+    returned as extra workbook sheets.
     """
     from benchkit.io import atomic_path
     sheets = _summary_sheets(frame, out_dir, evaluation)
@@ -225,15 +208,22 @@ def _summary_sheets(frame: pd.DataFrame, out_dir: Path, evaluation) -> dict[str,
     aggregated = aggregate_runs(frame)
     if aggregated.empty:
         return sheets
+    n_resamples, seed = evaluation.bootstrap.n_resamples or 1000, evaluation.bootstrap.seed
     if evaluation.reference:
         aggregated = add_significance(aggregated, frame, out_dir, evaluation.reference, evaluation.sort_by,
-                                      evaluation.bootstrap.n_resamples or 1000, evaluation.bootstrap.seed)
+                                      n_resamples, seed)
     aggregated = sort_aggregated(aggregated, evaluation.sort_by)
-    if aggregated["runs"].max() > 1 or evaluation.reference:
+    if len(aggregated) > 1:
+        aggregated = add_best_group(aggregated, frame, out_dir, evaluation.sort_by, n_resamples, seed)
+    if aggregated["runs"].max() > 1 or evaluation.reference or len(aggregated) > 1:
         sheets["aggregated"] = aggregated
     pivot = grid_pivot(aggregated, frame, evaluation.sort_by)
     if pivot is not None:
         sheets["pivot"] = pivot
+    ok = frame[frame["status"] == "ok"]
+    ranks = rank_table(rankings(ok, config_labels(ok), evaluation.sort_by))
+    if not ranks.empty:
+        sheets["ranks"] = ranks
     return sheets
 
 
@@ -250,8 +240,11 @@ def aggregated_table(aggregated: pd.DataFrame, title: str, split: str = "test",
     has_test = "p_value" in aggregated
     if has_test:
         table.add_column("delta", justify="right")
-        table.add_column("p", justify="right")
+        table.add_column("p (Holm)", justify="right")
         table.add_column("sig")
+    has_group = "best_group" in aggregated
+    if has_group:
+        table.add_column("best group")
     for _, row in aggregated.iterrows():
         cells = [str(row["config"]), str(row["runs"])]
         for m in shown:
@@ -261,6 +254,8 @@ def aggregated_table(aggregated: pd.DataFrame, title: str, split: str = "test",
             cells.append(text)
         if has_test:
             cells += ["" if pd.isna(row["delta"]) else f"{row['delta']:+.3f}",
-                      "" if pd.isna(row["p_value"]) else f"{row['p_value']:.4f}", str(row["significance"])]
+                      "" if pd.isna(row["p_holm"]) else f"{row['p_holm']:.4f}", str(row["significance"])]
+        if has_group:
+            cells.append({True: "yes", False: "no"}.get(row["best_group"], ""))
         table.add_row(*cells)
     return table

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from benchkit.evaluation.prediction_files import estimate_of, prediction_frame
-from benchkit.evaluation.scoring import score_estimates
+from benchkit.evaluation.scoring import SCORES_VERSION, score_estimates
 from benchkit.io import atomic_path, read_json, write_json
 from benchkit.models.head import Head, mean_estimate
 from benchkit.results import results_folder, run_folder
@@ -156,7 +156,7 @@ def _check_same_images(members: list[pd.DataFrame], split: str, plan: EnsemblePl
 
 def _signature(files: dict[str, list[Path]], bootstrap) -> str:
     digest = hashlib.blake2b(digest_size=12)
-    digest.update(json.dumps(bootstrap.model_dump(), sort_keys=True).encode())
+    digest.update(json.dumps({**bootstrap.model_dump(), "scores_version": SCORES_VERSION}, sort_keys=True).encode())
     for split, paths in sorted(files.items()):
         for path in paths:
             name, mtime, size = run_folder.file_version(path)

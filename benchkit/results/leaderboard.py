@@ -36,11 +36,31 @@ def collect_rows(out_dir: str | Path) -> pd.DataFrame:
             row = run_folder.read_row(path.parent)
             if row is None:
                 raise KeyError("row")
-            rows.append(row)
+            rows.append(_renamed_if_scored_before_level_mae(row))
         except (ValueError, KeyError, AttributeError) as exc:
             rows.append({"run_id": path.parent.name, "status": "failed",
                          "error": f"unreadable metrics.json: {exc}"})
     return pd.DataFrame(rows)
+
+
+_LEVEL_ERRORS = ("mae", "mape", "amae", "max_mae")
+
+
+def _renamed_if_scored_before_level_mae(row: dict) -> dict:
+    """A row scored when ``mae`` was the error of the continuous score (it has ``<split>_mae`` but no
+    ``<split>_score_mae``): its MAE columns become ``score_mae`` and the level errors it never computed are left
+    out, so one leaderboard never shows two meanings under one name (``benchkit run --fresh`` scores it anew)."""
+    splits = [split for split in ("valid", "test") if f"{split}_mae" in row]
+    if not splits or any(f"{split}_score_mae" in row for split in splits):
+        return row
+    renamed = {}
+    for column, value in row.items():
+        split, metric = _split_of(column), metric_of(column)
+        if split in splits and column in (f"{split}_mae", f"{split}_mae_lo", f"{split}_mae_hi"):
+            renamed[column.replace("_mae", "_score_mae", 1)] = value
+        elif not (split in splits and metric in _LEVEL_ERRORS):
+            renamed[column] = value
+    return renamed
 
 
 def grid_columns(frame: pd.DataFrame) -> list[str]:

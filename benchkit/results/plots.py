@@ -2,10 +2,11 @@
 
 Per run (``runs/<id>/plots/``): confusion matrices per split (counts and row-normalised),
 learning curves from ``history.csv``, and the predicted-score distribution per true level. Per
-experiment (``<out>/plots/``): the chosen metric per configuration with its 95% interval, and a
-heatmap of that metric for every pair of grid keys (e.g. freeze x dropout). Everything is drawn from
-files already on disk (read through :mod:`benchkit.results.run_folder`, never a checkpoint), so plots
-can be regenerated at any time (``write_run_plots(run_dir)``).
+experiment (``<out>/plots/``): the chosen metric per configuration with its 95% interval, a
+heatmap of that metric for every pair of grid keys (e.g. freeze x dropout), and with several folds or
+seeds the critical-difference diagram of the configurations' average ranks (:mod:`benchkit.results.cd_diagram`).
+Everything is drawn from files already on disk (read through :mod:`benchkit.results.run_folder`, never a
+checkpoint), so plots can be regenerated at any time (``write_run_plots(run_dir)``).
 Figures use matplotlib's object API with the Agg canvas: no display, no global backend change.
 """
 
@@ -23,8 +24,10 @@ from matplotlib.ticker import MaxNLocator
 from benchkit.io import atomic_path
 from benchkit.results import results_folder, run_folder
 from benchkit.results.aggregate import config_labels
+from benchkit.results.cd_diagram import write_critical_difference
 from benchkit.results.ensembles import is_ensemble
 from benchkit.results.leaderboard import grid_columns, metric_of
+from benchkit.results.ranks import rankings
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER
 from benchkit.evaluation.significance import t_interval
 
@@ -150,7 +153,8 @@ def plot_score_distribution(targets: np.ndarray, scores: np.ndarray, classes: li
 
 def write_experiment_plots(out_dir: str | Path, frame: pd.DataFrame | None = None,
                            metric: str | None = None) -> list[Path]:
-    """The leaderboard chart and grid heatmaps of ``metric`` (default: the experiment's ``sort_by``)."""
+    """The leaderboard chart, grid heatmaps and critical-difference diagrams of ``metric`` (default: the
+    experiment's ``sort_by``)."""
     out_dir = Path(out_dir)
     experiment = results_folder.read_experiment(out_dir)
     if frame is None:
@@ -167,7 +171,8 @@ def write_experiment_plots(out_dir: str | Path, frame: pd.DataFrame | None = Non
     for row_key, col_key in itertools.combinations(varied, 2):
         fig = plot_grid_heatmap(runs, row_key, col_key, metric, varied[row_key], varied[col_key])
         written.append(_save(fig, results_folder.plots_dir(out_dir) / f"heatmap_{row_key}_x_{col_key}_{metric}.png"))
-    return written
+    return written + write_critical_difference(results_folder.plots_dir(out_dir), rankings(ok, config_labels(ok), metric),
+                                               metric)
 
 
 def configuration_summary(frame: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -21,12 +21,13 @@ import pandas as pd
 from benchkit.errors import OutputError
 from benchkit.io import folder_write_problem, read_json, write_text
 from benchkit.results import results_folder, run_folder
+from benchkit.results.cd_diagram import CD_PREFIX
 from benchkit.results.leaderboard import build_leaderboard, grid_columns, metric_of
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER
 from benchkit.results.plots import try_plots, write_experiment_plots, write_run_plots
 
 AUDIT_FILES = ("data_check.json", "audit.json")
-REPORT_METRICS = ("mae", "acc", "qwk", "off1", "f1", "mape")
+REPORT_METRICS = ("mae", "score_mae", "acc", "qwk", "off1", "f1", "mape")
 _LIST_LIMIT = 25
 _OPEN_KEYS = ("problems", "findings", "notes")
 
@@ -138,10 +139,27 @@ def _aggregated_section(out_dir: Path) -> str:
     if not path.is_file():
         return ""
     frame = pd.read_csv(path)
+    tests = [c for c in ("delta", "p_holm", "significance", "best_group") if c in frame]
     keep = [c for c in frame if c in ("config", "runs", "seeds") or
-            (c.endswith("_mean") and metric_of(c[:-5]) in REPORT_METRICS and c.startswith("test_"))]
-    return ("<h3>Across seeds and folds</h3><p class='muted'>mean over runs of each configuration "
-            "(95% t-interval in brackets)</p>" + _table(frame, keep, interval_of=lambda c: c[:-5]))
+            (c.endswith("_mean") and metric_of(c[:-5]) in REPORT_METRICS and c.startswith("test_"))] + tests
+    note = ("mean over runs of each configuration (95% t-interval in brackets)"
+            + ("; <b>significance</b>: paired bootstrap against the reference, Holm-adjusted (<b>p_holm</b>)"
+               if "p_holm" in tests else "")
+            + ("; <b>best_group</b>: not significantly worse than the best (Holm-adjusted paired bootstrap)"
+               if "best_group" in tests else ""))
+    return (f"<h3>Across seeds and folds</h3><p class='muted'>{note}</p>"
+            + _table(frame, keep, interval_of=lambda c: c[:-5]) + _ranks_section(out_dir))
+
+
+def _ranks_section(out_dir: Path) -> str:
+    path = results_folder.summary_path(out_dir, "ranks")
+    if not path.is_file():
+        return ""
+    frame = pd.read_csv(path)
+    return ("<h3>Average ranks over folds and seeds</h3><p class='muted'>Friedman test over the configurations, "
+            "Nemenyi post hoc: configurations whose average ranks differ by less than the critical difference "
+            "are joined by a bar in the diagram.</p>" + _table(frame, list(frame))
+            + _images(sorted(results_folder.plots_dir(out_dir).glob(f"{CD_PREFIX}*.png")), "wide"))
 
 
 def _dataset_section(out_dir: Path, experiment: dict, frame: pd.DataFrame) -> str:

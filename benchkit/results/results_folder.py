@@ -28,7 +28,8 @@ RUNS = "runs"
 ENSEMBLES = "ensembles"
 LEADERBOARD = "leaderboard.csv"
 WORKBOOK = "leaderboard.xlsx"
-SUMMARY_FILES = {"aggregated": "leaderboard_aggregated.csv", "pivot": "leaderboard_pivot.csv"}
+SUMMARY_FILES = {"aggregated": "leaderboard_aggregated.csv", "pivot": "leaderboard_pivot.csv",
+                 "ranks": "leaderboard_ranks.csv"}
 PLOTS = "plots"
 REPORT = "report.html"
 LEADERBOARD_LOCK = ".leaderboard.lock"
