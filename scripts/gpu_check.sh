@@ -5,13 +5,16 @@
 #   (device run)  command: source .gpu/activate && bash scripts/gpu_check.sh
 #                 carry: [".gpu"]    timeout_s: 600
 #
-# Steps, each under its own timeout, the whole inside 9 minutes (activate ~1 min before it):
+# Steps, each under its own timeout, the whole inside about 5-6 minutes (activate ~1 min before it), so that a
+# rerun fits in the same 15-minute device session:
 #   1. the machine: nvidia-smi, torch and its CUDA                                     (20 s)
-#   2. benchmarks/run.py --device cuda --quick on the 224 px hair-loss copy            (<= 380 s; no figure
-#      starts after --budget 290 s, so the last one has room to end)
-#   3. pytest -m gpu: the CUDA-only tests                                              (<= 90 s)
-#   4. $OUT/gpu_check.tar.gz: the log, results.json and the environment                (a few s)
-# What comes back ($OUT, at most 8 files): gpu_check.log, results.json, gpu_check.tar.gz.
+#   2. pytest -m gpu: the CUDA-only tests, device and memory tests first               (<= 150 s)
+#   3. benchmarks/run.py --device cuda --quick on the 224 px hair-loss copy            (<= 200 s; no figure
+#      starts after --budget 140 s, so the last one has room to end)
+#   4. a torch.profiler summary of one training epoch: the top CUDA kernels and the share of the step the
+#      GPU sits idle, to say where a missed figure goes                                 (<= 60 s)
+#   5. $OUT/gpu_check.tar.gz: the log, results.json, profile.txt and the environment   (a few s)
+# What comes back ($OUT, at most 8 files): gpu_check.log, results.json, profile.txt, gpu_check.tar.gz.
 set -uo pipefail
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
@@ -32,9 +35,11 @@ step() {  # step NAME SECONDS COMMAND...: runs it under a timeout (SIGINT first,
   step "machine" 20 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc;
     python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda,
     torch.cuda.get_device_name(0), torch.backends.cudnn.version())"'
-  step "benchmarks --device cuda --quick" 380 \
-    python3 benchmarks/run.py --device cuda --quick --budget 290 --results "$out/results.json"
-  step "pytest -m gpu" 90 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py tests/test_memory.py tests/test_devices.py
+  step "pytest -m gpu" 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_devices.py tests/test_memory.py \
+    tests/test_gpu.py
+  step "benchmarks --device cuda --quick" 200 \
+    python3 benchmarks/run.py --device cuda --quick --budget 140 --results "$out/results.json"
+  step "profile" 60 python3 scripts/profile_epoch.py --device cuda --out "$out/profile.txt"
   echo "=== done in $(( $(date +%s) - begin )) s"
 } 2>&1 | tee "$log"
 
@@ -43,6 +48,6 @@ import json, sys, torch, platform
 json.dump({"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}, open(sys.argv[1], "w"))
 PY
-tar czf "$out/gpu_check.tar.gz" -C "$out" $(cd "$out" && ls gpu_check.log results.json environment.json 2>/dev/null)
+tar czf "$out/gpu_check.tar.gz" -C "$out" $(cd "$out" && ls gpu_check.log results.json profile.txt environment.json 2>/dev/null)
 rm -f "$out/environment.json"
 ls -l "$out"

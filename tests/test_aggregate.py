@@ -88,7 +88,7 @@ def test_the_paired_bootstrap_runs_again_only_for_changed_prediction_files(two_c
     calls = []
     real = paired_tests.paired_bootstrap_replicates
     monkeypatch.setattr(paired_tests, "paired_bootstrap_replicates", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(paired_tests, "_PAIRED", {})
+    paired_tests._PAIRED.clear()
     frame = build_leaderboard(two_configs)
     first = aggregate.add_significance(aggregate.aggregate_runs(frame), frame, two_configs, "good", "test_mae", 300)
     again = aggregate.add_significance(aggregate.aggregate_runs(frame), frame, two_configs, "good", "test_mae", 300)

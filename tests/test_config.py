@@ -119,8 +119,8 @@ def test_grid_over_data_split_puts_official_and_folds_side_by_side():
     config = validate_experiment(_raw(data={"format": "synthetic", "folds": 3},
                                       grid={"data.split": ["official", "group_kfold"]}))
     runs = expand_runs(config)
-    assert [(r.split, r.fold) for r in runs] == [("official", None), ("group3fold", 0), ("group3fold", 1),
-                                                 ("group3fold", 2)]
+    assert [(r.split, r.fold) for r in runs] == [("official", None), ("group_kfold", 0), ("group_kfold", 1),
+                                                 ("group_kfold", 2)]
     assert runs[0].data.split == "official" and runs[1].data.split == "group_kfold"
     assert "split" not in runs[1].grid and runs[1].run_id.endswith("fold0__s0")
 

@@ -41,18 +41,18 @@ def test_the_dataset_is_read_once_for_runs_differing_in_split_or_input_size(tmp_
     reads = []
     real = synthetic.make_synthetic_dataset
     monkeypatch.setattr(synthetic, "make_synthetic_dataset", lambda *a, **k: reads.append(a) or real(*a, **k))
-    prepare._read.cache_clear()
-    prepare._prepared.cache_clear()
+    prepare._read.memo.clear()
+    prepare._prepared.memo.clear()
     specs = [_spec(tmp_path, "base"), _spec(tmp_path, "size", image_size=48, cache=False, feature_cache=False),
              _spec(tmp_path, "holdout", split="group_holdout")]
     prepared = [prepare_dataset(spec) for spec in specs]
     assert len(reads) == 1 and prepared[1] is prepared[0]
-    assert prepare._prepared.cache_info().misses == 2
-    prepare._read.cache_clear()
-    prepare._prepared.cache_clear()
+    assert len(prepare._prepared.memo) == 2  # one prepared dataset per split, shared across input sizes
+    prepare._read.memo.clear()
+    prepare._prepared.memo.clear()
     for spec, dataset in zip(specs, prepared):
         fresh = prepare_dataset(spec)
-        prepare._prepared.cache_clear()
+        prepare._prepared.memo.clear()
         for name, split in fresh.splits.items():
             assert list(dataset.splits[name].ids) == list(split.ids)
             np.testing.assert_array_equal(dataset.splits[name].labels, split.labels)

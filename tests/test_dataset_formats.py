@@ -23,7 +23,7 @@ from benchkit.data.prepare import load_dataset, prepare_dataset
 from benchkit.data.reading import read_dataset
 from benchkit.data.splits import make_splits
 from benchkit.errors import ConfigError, DataError
-from benchkit.execution.experiment import plan
+from benchkit.execution.plan import plan
 from benchkit.registry import DATASET_FORMATS
 from conftest import REPO, TINY_PLUGIN
 

@@ -116,10 +116,10 @@ def test_the_dataset_and_each_model_are_built_once_per_run(tmp_path, monkeypatch
     builds = []
     real = grader.build_model
     monkeypatch.setattr(grader, "build_model", lambda *a, **k: builds.append(a[0].backbone.name) or real(*a, **k))
-    prepare._prepared.cache_clear()
+    prepare._prepared.memo.clear()
     path = small_experiment(tmp_path, seeds=[0, 1])
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
-    assert builds == ["tiny_cnn", "tiny_cnn"] and prepare._prepared.cache_info().misses == 1
+    assert builds == ["tiny_cnn", "tiny_cnn"] and len(prepare._prepared.memo) == 1
     board = pd.read_csv(tmp_path / "out" / "leaderboard.csv").set_index("run_id")
     _, runs = plan(path)
     row = execute_task(RunTask(runs[0], tmp_path / "direct", quiet=True))  # builds its own model

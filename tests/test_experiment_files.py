@@ -41,7 +41,7 @@ def test_heads_comparison_expands_every_head_and_seed():
 
 def test_leakage_study_has_official_and_five_folds():
     _, runs = plan(EXPERIMENTS / "leakage_study.yaml")
-    assert [(r.split, r.fold) for r in runs] == [("official", None)] + [("group5fold", f) for f in range(5)]
+    assert [(r.split, r.fold) for r in runs] == [("official", None)] + [("group_kfold", f) for f in range(5)]
 
 
 def test_quickstart_runs_offline_and_writes_a_leaderboard(tmp_path):
@@ -72,7 +72,7 @@ def test_best_grader_expands_as_documented(capsys):
     assert {r.model_name: r.model.head.options for r in runs}["softmax-ls"] == {"label_smoothing": 0.1}
     assert config.evaluation.tta == ["identity", "rot90", "rot180", "rot270", "hflip"]
     folds, fold_runs = plan(EXPERIMENTS / "best_grader_5fold.yaml")
-    assert sorted({(r.split, r.fold) for r in fold_runs}) == [("group5fold", f) for f in range(5)]
+    assert sorted({(r.split, r.fold) for r in fold_runs}) == [("group_kfold", f) for f in range(5)]
     assert len(fold_runs) == 3 * 5 and {r.model.backbone.name for r in fold_runs} == {"tf_efficientnet_lite0"}
     same = lambda r: (r.train.model_dump(), r.evaluation.tta, r.model.head.model_dump())
     assert {str(same(r)) for r in fold_runs} <= {str(same(r)) for r in runs}

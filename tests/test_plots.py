@@ -127,10 +127,10 @@ def test_experiment_plots_from_files_include_the_two_key_heatmap(tmp_path):
     assert all(_is_png(tmp_path / "plots" / name) for name in written)
 
 
-def test_a_data_split_grid_takes_its_heatmap_values_from_the_leaderboard():
-    """The YAML lists group_kfold; the leaderboard's split column says group5fold: that is the value to plot."""
+def test_a_data_split_grid_keeps_the_yaml_order_of_its_strategy_names():
+    """The YAML lists group_kfold and the leaderboard's split column says group_kfold: one name, the YAML's order."""
     from benchkit.results.plots import _grid_values
-    frame = pd.DataFrame({"split": ["official", "group5fold"], "dropout": [0.0, 0.5]})
-    experiment = {"grid": {"data.split": ["official", "group_kfold"], "model.head.dropout": [0.5, 0.0]}}
+    frame = pd.DataFrame({"split": ["official", "group_kfold"], "dropout": [0.0, 0.5]})
+    experiment = {"grid": {"data.split": ["group_kfold", "official"], "model.head.dropout": [0.5, 0.0]}}
     values = _grid_values(experiment, frame)
-    assert values["split"] == ["group5fold", "official"] and values["dropout"] == [0.5, 0.0]
+    assert values["split"] == ["group_kfold", "official"] and values["dropout"] == [0.5, 0.0]

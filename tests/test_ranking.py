@@ -79,16 +79,16 @@ def test_the_view_ranks_complete_blocks_of_runs_per_split_strategy():
     frame = pd.concat([frame, pd.DataFrame([{"run_id": "config0__seeds", "model": "config0", "seed": np.nan,
                                              "split": "official", "ensemble": "seeds", "status": "ok",
                                              "test_mae": 0.0}]),
-                       _frame(_values(blocks=3, k=3, seed=1), split="group5fold", fold=0)], ignore_index=True)
-    labels = frame.model + np.where(frame.split == "official", "", " group5fold")
+                       _frame(_values(blocks=3, k=3, seed=1), split="group_kfold", fold=0)], ignore_index=True)
+    labels = frame.model + np.where(frame.split == "official", "", " group_kfold")
     found = rankings(frame, labels, "test_mae")
-    assert sorted(found) == ["group5fold", "official"]
+    assert sorted(found) == ["group_kfold", "official"]
     official = found["official"]
     assert official.blocks == 4 and list(official.mean_ranks.index) == list(
         rank_configurations(values.iloc[:4], higher_is_better=False).mean_ranks.index)
     assert official.statistic == pytest.approx(friedmanchisquare(*(values.iloc[:4][c] for c in values)).statistic)
     table = rank_table(found)
-    assert len(table) == 4 + 3 and set(table.split) == {"official", "group5fold"}
+    assert len(table) == 4 + 3 and set(table.split) == {"official", "group_kfold"}
     top = table[table.split == "official"].iloc[0]
     assert top.config == official.mean_ranks.index[0] and top.p_nemenyi_vs_top == 1.0
 

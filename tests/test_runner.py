@@ -33,7 +33,7 @@ def test_the_backbone_input_size_is_built_once_per_architecture(monkeypatch):
     builds = []
     real = grader.create_backbone
     monkeypatch.setattr(grader, "create_backbone", lambda *a, **k: builds.append(a[0].name) or real(*a, **k))
-    grader._architecture_input_size.cache_clear()
+    grader._architecture_input_size.memo.clear()
     sizes = [grader.backbone_input_size(BackboneConfig(name="tiny_cnn", dropout=0.1)) for _ in range(2)]
     assert sizes[0] == sizes[1] and builds == ["tiny_cnn"]
     grader.backbone_input_size(BackboneConfig(name="tiny_cnn", dropout=0.2))

@@ -107,7 +107,7 @@ def test_make_splits_group_kfold_pools_every_split_and_keeps_subjects_apart():
     ds = make_synthetic_dataset(4, {"train": 60, "valid": 20, "test": 20}, 16)
     pooled_ids = {i for s in ds.splits.values() for i in s.ids}
     runs = make_splits(ds, "group_kfold", k=5, seed=0)
-    assert [label for label, _ in runs] == [f"group5fold-{f}" for f in range(5)]
+    assert [label for label, _ in runs] == [f"group_kfold-{f}" for f in range(5)]
     tested = []
     for _, fold_ds in runs:
         parts = fold_ds.splits
@@ -120,7 +120,7 @@ def test_make_splits_group_kfold_pools_every_split_and_keeps_subjects_apart():
         tested += parts["test"].ids
     assert sorted(tested) == sorted(pooled_ids)
     one = make_splits(ds, "group_kfold", k=5, fold=2, seed=0)
-    assert [label for label, _ in one] == ["group5fold-2"]
+    assert [label for label, _ in one] == ["group_kfold-2"]
     assert one[0][1].splits["test"].ids == runs[2][1].splits["test"].ids
     test_split = one[0][1].splits["test"]
     assert test_split.load_image(0).size == (16, 16)

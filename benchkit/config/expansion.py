@@ -93,7 +93,7 @@ def _folds(data: DataConfig) -> list[tuple[str, int | None]]:
         bad = [f for f in chosen if not 0 <= f < data.folds]
         if bad:
             raise ConfigError(f"data.fold: {bad} outside 0..{data.folds - 1}")
-        return [(f"group{data.folds}fold", f) for f in chosen]
+        return [("group_kfold", f) for f in chosen]
     return [(data.split, None)]
 
 

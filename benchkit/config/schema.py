@@ -11,7 +11,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
+import warnings
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+EVALUATED_SPLITS = ("valid", "test")
+"""The splits a run scores, in report order (``train`` is only trained on)."""
+SPLIT_STRATEGIES = ("official", "group_kfold", "group_holdout")
+_LEGACY_KFOLD = re.compile(r"\bgroup\d+fold\b")
+
+
+def strategy_of(label: Any) -> Any:
+    """A split label in today's name: 0.1's ``group5fold`` (k in the name) is ``group_kfold``."""
+    return _LEGACY_KFOLD.sub("group_kfold", label) if isinstance(label, str) else label
 
 
 
@@ -192,11 +204,20 @@ class EnsembleConfig(_Strict):
 
 class EvaluationConfig(_Strict):
     splits: list[Literal["valid", "test"]] = Field(
-        ["valid", "test"], min_length=1, description="splits evaluated and reported (valid: also where calibrated "
+        list(EVALUATED_SPLITS), min_length=1, description="splits evaluated and reported (valid: also where calibrated "
                                                      "decodings are fitted)")
     bootstrap: BootstrapConfig = BootstrapConfig()
     sort_by: str = "test_mae"
     reference: str | None = Field(None, description="run name the significance tests compare against")
+
+    @field_validator("reference")
+    @classmethod
+    def _reference_in_todays_split_name(cls, value: str | None) -> str | None:
+        renamed = strategy_of(value)
+        if renamed != value:
+            warnings.warn(f"evaluation.reference {value!r}: the split is now called group_kfold; write {renamed!r}",
+                          DeprecationWarning, stacklevel=2)
+        return renamed
     plots: bool = Field(True, description="write PNG plots per run and per experiment")
     tta: list[Union[str, dict[str, dict[str, Any]]]] | None = Field(
         None, description="test-time views averaged: identity, rot90, rot180, rot270, hflip, vflip, transpose, "
@@ -315,6 +336,11 @@ class RunSpec(_Strict):
     plugins: list[str] = []
     base_dir: Path = Path(".")
     build: BuildInputs | None = None
+
+    @field_validator("split")
+    @classmethod
+    def _todays_split_name(cls, value: str) -> str:
+        return strategy_of(value)
 
 
 def dump_yaml(data: Any) -> str:

@@ -26,6 +26,7 @@ from benchkit.errors import DataError
 from benchkit.data.decode import decode_image
 from benchkit.data.rgb import to_rgb
 from benchkit.io import file_lock, write_json
+from benchkit.memo import Memo
 
 CACHE_ENV = "BENCHKIT_CACHE_DIR"
 IMAGES_FOLDER = "images"
@@ -45,16 +46,14 @@ def resolve_cache_dir(configured: str | Path | None = None, base_dir: Path | Non
     return Path.home() / ".cache" / "benchkit"
 
 
-_HASHES: dict[tuple, str] = {}
+_HASHES = Memo("content-hashes", maxsize=65536)
 
 
 def content_hash(path: Path) -> str:
     """blake2b (128-bit) of the file's bytes, remembered per process by (path, mtime, size)."""
     stat = os.stat(path)
     key = (str(path), stat.st_mtime_ns, stat.st_size)
-    if key not in _HASHES:
-        _HASHES[key] = hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
-    return _HASHES[key]
+    return _HASHES.get(key, lambda: hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest())
 
 
 def decode_bytes(data: bytes, size: int) -> np.ndarray:

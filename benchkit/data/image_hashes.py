@@ -9,7 +9,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from PIL import Image, ImageFile
 from scipy.fft import dctn
 
 from benchkit.data.rgb import to_rgb
+from benchkit.memo import memoized
 
 _HASH_SIDE = 32
 _LOW_FREQ = 8
@@ -79,14 +79,14 @@ def _inspect_current(path: Path) -> Facts:
     return _inspect_version(str(path), stat.st_mtime_ns, stat.st_size)
 
 
-@lru_cache(maxsize=4096)
+@memoized("image-facts", maxsize=4096)
 def _inspect_version(path: str, mtime_ns: int, size: int) -> Facts:
     return _inspect(Path(path))
 
 
 def forget_facts() -> None:
     """Drop the remembered facts (bounded to 4096 file versions, about 35 MB)."""
-    _inspect_version.cache_clear()
+    _inspect_version.memo.clear()
 
 
 def _inspect(path: Path) -> Facts:

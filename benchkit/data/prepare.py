@@ -8,7 +8,6 @@ dataset, which is built once per process; ``decoded_split`` decodes each split o
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from benchkit.data.decode import decode_split
 from benchkit.data.image_cache import cached_split, resolve_cache_dir
 from benchkit.data.reading import read_dataset, resolve_data_root
 from benchkit.errors import DataError
+from benchkit.memo import Memo, memoized
 
 
 def data_source(data: DataConfig, base_dir: Path = Path(".")) -> DataConfig:
@@ -35,7 +35,7 @@ def load_dataset(data: DataConfig, base_dir: Path = Path(".")) -> Dataset:
     return _read(data_source(data, base_dir).model_dump_json())
 
 
-@lru_cache(maxsize=4)
+@memoized("datasets", maxsize=4)
 def _read(source_json: str) -> Dataset:
     return read_dataset(DataConfig.model_validate_json(source_json))
 
@@ -56,7 +56,7 @@ def prepare_dataset(spec) -> Dataset:
     return _prepared(data.model_dump_json(), spec.fold)
 
 
-@lru_cache(maxsize=8)
+@memoized("prepared-datasets", maxsize=8)
 def _prepared(data_json: str, fold: int | None) -> Dataset:
     data = DataConfig.model_validate_json(data_json)
     dataset = load_dataset(data)
@@ -111,7 +111,7 @@ def _check_label_coverage(dataset: Dataset) -> None:
                             f"cannot learn them (check the labels or the split)")
 
 
-_DECODED: dict = {}
+_DECODED = Memo("decoded-splits", maxsize=12)
 
 
 def decoded_split(spec, dataset: Dataset, split_name: str, size: int) -> np.ndarray:
@@ -123,12 +123,9 @@ def decoded_split(spec, dataset: Dataset, split_name: str, size: int) -> np.ndar
     split = dataset.splits[split_name]
     key = (data_source(spec.data, spec.base_dir).model_dump_json(), split_name, tuple(split.ids), size,
            spec.data.cache)
-    if key not in _DECODED:
-        if spec.data.cache and split.paths is not None:
-            _DECODED[key] = cached_split(split, size, cache_dir(spec))
-        else:
-            _DECODED[key] = decode_split(split, size)
-    return _DECODED[key]
+    if spec.data.cache and split.paths is not None:
+        return _DECODED.get(key, lambda: cached_split(split, size, cache_dir(spec)))
+    return _DECODED.get(key, lambda: decode_split(split, size))
 
 
 def cache_dir(spec) -> Path:

@@ -6,7 +6,7 @@ official splits and cut them again by subject:
 
 - ``official``: the dataset as given.
 - ``group_kfold``: :class:`sklearn.model_selection.StratifiedGroupKFold` over the pooled images; fold
-  ``f`` is the test part of run ``group{k}fold-{f}``, and a further group-wise cut of the remaining
+  ``f`` is the test part of split ``group_kfold-{f}``, and a further group-wise cut of the remaining
   folds (about ``valid_fraction`` of the pool) is its validation part.
 - ``group_holdout``: one seeded train/valid/test cut of the pool by ``fractions``, group-wise.
 
@@ -118,7 +118,7 @@ def make_splits(dataset: Dataset, strategy: str = "official", *, k: int = 5,
                 valid_fraction: float = 0.15) -> list[tuple[str, Dataset]]:
     """``(split label, dataset with train/valid/test)`` per evaluation the strategy defines.
 
-    Labels: ``official``; ``group{k}fold-{f}`` for each requested fold (all when ``fold`` is None);
+    Labels: ``official``; ``group_kfold-{f}`` for each requested fold (all when ``fold`` is None);
     ``group_holdout``. Grouped strategies pool every official split first, since the official
     split itself leaks subjects.
     """
@@ -143,7 +143,7 @@ def make_splits(dataset: Dataset, strategy: str = "official", *, k: int = 5,
         inner = group_holdout(labels[rest], groups[rest], (1.0 - inner_fraction, inner_fraction, 0.0),
                               seed + f)
         parts = {"train": rest[inner["train"]], "valid": rest[inner["valid"]], "test": test}
-        out.append((f"group{k}fold-{f}", _rebuild(dataset, pooled, parts)))
+        out.append((f"group_kfold-{f}", _rebuild(dataset, pooled, parts)))
     return out
 
 

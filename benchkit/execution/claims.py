@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from benchkit.config.schema import RunSpec
+from benchkit.config.schema import RunSpec, strategy_of
 from benchkit.errors import ConfigError
 from benchkit.io import file_lock, load_torch, remove_temporary_files
 from benchkit.progress import log_console
@@ -33,7 +33,7 @@ def config_changes(spec: RunSpec, run_dir: Path) -> list[str]:
     saved = run_folder.read_config(run_dir)
     if not saved or not any((run_dir / f).is_file() for f in (run_folder.LAST, run_folder.METRICS)):
         return []
-    old = _flatten(saved)
+    old = _flatten({**saved, "split": strategy_of(saved["split"])} if "split" in saved else saved)
     new = _flatten(spec.model_dump(mode="json"))
     missing = "<absent>"
     return [f"{key}: {old.get(key, missing)!r} -> {new.get(key, missing)!r}"

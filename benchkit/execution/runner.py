@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchkit.config.schema import RunSpec
+from benchkit.config.schema import EVALUATED_SPLITS, RunSpec
 from benchkit.data.prepare import cache_dir, decoded_split, prepare_dataset
 from benchkit.evaluation.prediction_files import prediction_frame
 from benchkit.inference.export import export_run
@@ -39,7 +39,6 @@ from benchkit.training.build_inputs import resolve_build
 from benchkit.training.runtime import Runtime
 from benchkit.training.training_sets import TrainingSets, training_sets
 
-EVAL_SPLITS = ("valid", "test")
 
 
 def execute_run(spec: RunSpec, out_dir: Path, quiet: bool = False, resume: bool = False,
@@ -170,7 +169,7 @@ def _estimates(spec: RunSpec, engine: Engine, eval_model: GraderModel, inputs: T
     cached backbone features.
     """
     head = eval_model.head
-    names = [name for name in EVAL_SPLITS if name in spec.evaluation.splits and name in inputs.sets]
+    names = [name for name in EVALUATED_SPLITS if name in spec.evaluation.splits and name in inputs.sets]
     views = build_views(spec.evaluation.tta)
     if not views:
         return {name: head.estimate(engine.outputs(inputs.sets[name])) for name in names}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 from torch import nn
@@ -15,6 +14,7 @@ from benchkit.errors import BenchkitError, ConfigError
 from benchkit.models.freezing import apply_freeze, keep_frozen_in_eval, set_dropout
 from benchkit.models.head import Head
 from benchkit.registry import BACKBONES, HEADS
+from benchkit.memo import memoized
 
 
 class GraderModel(nn.Module):
@@ -132,7 +132,7 @@ def backbone_input_size(config: BackboneConfig) -> int:
     return _architecture_input_size(_without_weights(config).model_dump_json())
 
 
-@lru_cache(maxsize=64)
+@memoized("input-sizes", maxsize=64)
 def _architecture_input_size(arch_json: str) -> int:
     arch = BackboneConfig.model_validate_json(arch_json)
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchkit.config.schema import EVALUATED_SPLITS
 from benchkit.results import results_folder, run_folder
 from benchkit.results.leaderboard import grid_columns, metric_of
 from benchkit.results.ensembles import ensemble_rows, is_ensemble
@@ -60,7 +61,7 @@ def _empty(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or value == ""
 
 
-def aggregate_runs(frame: pd.DataFrame, splits=("valid", "test"), metrics=CORE_METRICS) -> pd.DataFrame:
+def aggregate_runs(frame: pd.DataFrame, splits=EVALUATED_SPLITS, metrics=CORE_METRICS) -> pd.DataFrame:
     """Mean, std and 95% t-interval of each split metric per configuration (finished runs only)."""
     ok = frame[frame.get("status", pd.Series(dtype=str)) == "ok"]
     if ok.empty:

@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchkit.config.schema import EVALUATED_SPLITS
 from benchkit.evaluation.prediction_files import estimate_of, prediction_frame
 from benchkit.evaluation.scoring import SCORES_VERSION, score_estimates
 from benchkit.io import atomic_path, read_json, write_json
 from benchkit.models.head import Head, mean_estimate
 from benchkit.results import results_folder, run_folder
-
-SPLITS = ("valid", "test")
 
 
 @dataclass
@@ -73,7 +72,7 @@ def build_ensemble(out_dir: Path, plan: EnsemblePlan, bootstrap) -> dict:
     folder = results_folder.ensemble_dir(out_dir, plan.run_id)
     files = {split: [run_folder.predictions_file(results_folder.run_dir(out_dir, run_id), split)
                      for run_id in plan.members["run_id"]]
-             for split in SPLITS}
+             for split in EVALUATED_SPLITS}
     files = {split: paths for split, paths in files.items() if all(p.is_file() for p in paths)}
     signature = _signature(files, bootstrap)
     previous = folder / "metrics.json"

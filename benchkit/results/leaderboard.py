@@ -15,6 +15,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from rich.table import Table
 
+from benchkit.config.schema import EVALUATED_SPLITS, strategy_of
 from benchkit.io import atomic_path
 from benchkit.results import results_folder, run_folder
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER
@@ -36,7 +37,8 @@ def collect_rows(out_dir: str | Path) -> pd.DataFrame:
             row = run_folder.read_row(path.parent)
             if row is None:
                 raise KeyError("row")
-            rows.append(_renamed_if_scored_before_level_mae(row))
+            rows.append(_renamed_if_scored_before_level_mae({**row, "split": strategy_of(row.get("split"))}
+                                                            if "split" in row else row))
         except (ValueError, KeyError, AttributeError) as exc:
             rows.append({"run_id": path.parent.name, "status": "failed",
                          "error": f"unreadable metrics.json: {exc}"})
@@ -50,7 +52,7 @@ def _renamed_if_scored_before_level_mae(row: dict) -> dict:
     """A row scored when ``mae`` was the error of the continuous score (it has ``<split>_mae`` but no
     ``<split>_score_mae``): its MAE columns become ``score_mae`` and the level errors it never computed are left
     out, so one leaderboard never shows two meanings under one name (``benchkit run --fresh`` scores it anew)."""
-    splits = [split for split in ("valid", "test") if f"{split}_mae" in row]
+    splits = [split for split in EVALUATED_SPLITS if f"{split}_mae" in row]
     if not splits or any(f"{split}_score_mae" in row for split in splits):
         return row
     renamed = {}
@@ -101,7 +103,7 @@ def write_xlsx(frame: pd.DataFrame, path: str | Path, config_text: str | None = 
     """One sheet per split (identity + that split's metrics), extra sheets, and the config."""
     wb = Workbook()
     wb.remove(wb.active)
-    splits = sorted({_split_of(c) for c in frame if _split_of(c)}, key=["valid", "test"].index) or ["all"]
+    splits = sorted({_split_of(c) for c in frame if _split_of(c)}, key=EVALUATED_SPLITS.index) or ["all"]
     for split in splits:
         ws = wb.create_sheet(split)
         cols = [c for c in frame if c in ID_COLUMNS or (_split_of(c) is None and c not in TAIL_COLUMNS)]
@@ -155,14 +157,14 @@ def _cell_value(value):
 
 def _split_of(column: str) -> str | None:
     head, _, rest = str(column).partition("_")
-    return head if head in ("valid", "test") and rest else None
+    return head if head in EVALUATED_SPLITS and rest else None
 
 
 def metric_of(column: str) -> str:
     """``test_qwk_lo`` -> ``qwk``; ``test_acc__expected`` -> ``acc``."""
     name = str(column).split("__")[0]
     parts = name.split("_")
-    if parts and parts[0] in ("valid", "test"):
+    if parts and parts[0] in EVALUATED_SPLITS:
         parts = parts[1:]
     if parts and parts[-1] in ("lo", "hi"):
         parts = parts[:-1]

@@ -17,6 +17,7 @@ import pandas as pd
 
 from benchkit.evaluation.metrics import CORE_METRICS, HIGHER_IS_BETTER
 from benchkit.evaluation.significance import ALPHA, holm, paired_bootstrap_replicates, wilcoxon_seeds
+from benchkit.memo import Memo
 from benchkit.results import run_folder
 from benchkit.results.ensembles import is_ensemble, predictions_path
 from benchkit.results.leaderboard import metric_of
@@ -87,7 +88,7 @@ def _fold(row: pd.Series) -> int | None:
     return None if fold is None or pd.isna(fold) else int(fold)
 
 
-_PAIRED: dict[tuple, dict] = {}
+_PAIRED = Memo("paired-tests", maxsize=1024)
 
 
 def _paired_test(paths_a: list[Path], paths_b: list[Path], metric: str, num_classes: int, n_resamples: int,
@@ -96,12 +97,13 @@ def _paired_test(paths_a: list[Path], paths_b: list[Path], metric: str, num_clas
     (the leaderboard is rebuilt after every run; only the tests whose files changed run again)."""
     key = (tuple(map(run_folder.file_version, paths_a)), tuple(map(run_folder.file_version, paths_b)), metric,
            num_classes, n_resamples, seed)
-    if key not in _PAIRED:
+
+    def compute() -> dict:
         replicates_a, _ = _replicates(paths_a)
         replicates_b, test_sets = _replicates(paths_b)
-        _PAIRED[key] = paired_bootstrap_replicates(replicates_a, replicates_b, metric, num_classes, n_resamples,
-                                                   seed, test_sets=test_sets)
-    return _PAIRED[key]
+        return paired_bootstrap_replicates(replicates_a, replicates_b, metric, num_classes, n_resamples, seed,
+                                           test_sets=test_sets)
+    return _PAIRED.get(key, compute)
 
 
 def _replicates(paths: list[Path]) -> tuple[list, list[tuple[str, ...]]]:

@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from benchkit.config.schema import EVALUATED_SPLITS
 from benchkit.io import atomic_path
 from benchkit.results import results_folder, run_folder
 from benchkit.results.aggregate import config_labels
@@ -43,7 +44,7 @@ def write_run_plots(run_dir: str | Path) -> list[Path]:
     info = run_folder.read_info(run_dir)
     classes = info.get("classes")
     written = []
-    for split in ("valid", "test"):
+    for split in EVALUATED_SPLITS:
         pred = run_folder.read_predictions(run_dir, split)
         if pred is None:
             continue
@@ -282,8 +283,8 @@ def _grid_values(experiment: dict, frame: pd.DataFrame) -> dict[str, list]:
 
 
 def _yaml_or_frame_values(values: list, column: pd.Series) -> list:
-    """The YAML's values in their order, or the column's own when it holds other spellings (a ``data.split``
-    grid lists ``group_kfold``; the leaderboard says ``group5fold``)."""
+    """The YAML's values in their order, or the column's own when it holds other spellings (grid values
+    written as text in one and as numbers in the other)."""
     written = {_key(v) for v in column.dropna()}
     return values if written <= {_key(v) for v in values} else _ordered(column)
 

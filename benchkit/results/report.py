@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchkit.config.schema import EVALUATED_SPLITS
 from benchkit.errors import OutputError
 from benchkit.io import folder_write_problem, read_json, write_text
 from benchkit.results import results_folder, run_folder
@@ -174,7 +175,7 @@ def _dataset_section(out_dir: Path, experiment: dict, frame: pd.DataFrame) -> st
         run_dir = run_folder.run_dir_of(out_dir, str(finished[0]))
         classes = run_folder.read_info(run_dir).get("classes")
         counts = {}
-        for split in ("valid", "test"):
+        for split in EVALUATED_SPLITS:
             predictions = run_folder.read_predictions(run_dir, split)
             if predictions is not None:
                 counts[split] = predictions["target"].value_counts().sort_index()

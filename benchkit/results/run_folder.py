@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from benchkit.config.schema import RunSpec, dump_yaml
 from benchkit.results import results_folder
 from benchkit.io import atomic_path, read_json, read_yaml, save_torch, write_json, write_text
+from benchkit.memo import Memo
 
 CONFIG = "config.yaml"
 HISTORY = "history.csv"
@@ -40,7 +40,8 @@ LOCK = ".lock"
 RESULT_FILES = (METRICS, BEST, HISTORY, DETAILS, INFO, "predictions_*.csv")
 """What a finished attempt leaves; a failed attempt removes them (``last.pt`` stays, to resume)."""
 
-_KNOWN: dict[str, tuple[tuple[int, int], Any]] = {}
+_KNOWN = Memo("run-files", maxsize=4096)
+"""Parsed run files by path, with the version (mtime, size) they were parsed from."""
 
 
 def run_dir_of(out_dir: Path, run_id: str) -> Path:
@@ -182,7 +183,7 @@ def _remember(path: Path, content, write) -> None:
 
 def _keep(path: Path, content) -> None:
     stat = path.stat()
-    _KNOWN[str(path)] = ((stat.st_mtime_ns, stat.st_size), content)
+    _KNOWN.put(str(path), ((stat.st_mtime_ns, stat.st_size), content))
 
 
 def _recall(path: Path, read):
@@ -191,8 +192,8 @@ def _recall(path: Path, read):
         stat = path.stat()
     except FileNotFoundError:
         return None
-    known = _KNOWN.get(str(path))
+    known = _KNOWN.peek(str(path))
     if known is None or known[0] != (stat.st_mtime_ns, stat.st_size):
         _keep(path, read(path))
-        known = _KNOWN[str(path)]
+        known = _KNOWN.peek(str(path))
     return copy.deepcopy(known[1])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from torch.utils.data import Dataset
 
 from benchkit.data.image_cache import file_lock
 from benchkit.io import atomic_path, write_json
+from benchkit.memo import Memo
 from benchkit.models.grader import GraderModel
 from benchkit.training.runtime import Runtime, forward_all
 from benchkit.training.transforms import BatchPreprocessor
@@ -30,7 +30,7 @@ FEATURE_FORMAT = "features-v1"
 FEATURES_FOLDER = "features"
 MEMORY_ENTRIES = 32
 
-_MEMORY: OrderedDict[str, torch.Tensor] = OrderedDict()
+_MEMORY = Memo("features", maxsize=MEMORY_ENTRIES)
 
 
 def feature_cache_applies(enabled: bool, model: GraderModel, augmentation) -> bool:
@@ -147,9 +147,9 @@ def feature_sets(backbone_config, model: GraderModel, preprocessor: BatchPreproc
 
 
 def _lookup(key: str, compute, cache_dir: Path | None, description: dict) -> torch.Tensor:
-    if key in _MEMORY:
-        _MEMORY.move_to_end(key)
-        return _MEMORY[key]
+    kept = _MEMORY.peek(key)
+    if kept is not None:
+        return kept
     if cache_dir is None:
         features = compute()
     else:
@@ -164,9 +164,7 @@ def _lookup(key: str, compute, cache_dir: Path | None, description: dict) -> tor
                     with open(tmp, "wb") as fh:
                         np.save(fh, features.numpy())
                 write_json(folder / f"{key}.json", {**description, "shape": list(features.shape)})
-    _MEMORY[key] = features
-    while len(_MEMORY) > MEMORY_ENTRIES:
-        _MEMORY.popitem(last=False)
+    _MEMORY.put(key, features)
     return features
 
 
