@@ -16,6 +16,9 @@ TINY_PLUGIN = REPO / "tests" / "plugins" / "tiny_backbone.py"
 HAIR_LOSS = Path(os.environ.get("BENCHKIT_HAIR_LOSS", REPO.parent / "shared" / "data" / "hair-loss"))
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# every Ray a test starts keeps its nodes on 127.0.0.1 (Ray reads this when it is imported, and so do the
+# processes it starts); benchkit's own local Ray does so without it (benchkit.execution.ray_executor.on_loopback)
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 @pytest.fixture(scope="session")

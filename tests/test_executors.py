@@ -58,8 +58,12 @@ def _assert_failed_rows(out) -> None:
 def grid(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grid")
     # every executor runs a run with resources.cpus torch threads: here a count unlike this process's own,
-    # so that a run using the process's count in any executor gives other numbers
-    return small_experiment(tmp, grid=GRID, seeds=[0, 1], resources={"cpus": THREADS})
+    # so that a run using the process's count in any executor gives other numbers; augmentation and dropout
+    # on, so that each executor must draw them from the run's seed alone (tests/test_seeds.py)
+    train = {"epochs": 2, "batch_size": 16, "optimizer": {"lr": 3e-3}, "ema": {"enabled": False},
+             "early_stopping": {"patience": 5}, "augmentation": [{"RandomRotation": {"degrees": 20.0, "p": 0.7}},
+                                                                {"RandomBrightness": {"brightness": [0.8, 1.2]}}]}
+    return small_experiment(tmp, grid=GRID, seeds=[0, 1], resources={"cpus": THREADS}, train=train)
 
 
 @pytest.fixture(scope="module")

@@ -179,3 +179,14 @@ def test_a_failing_tracker_is_dropped_without_failing_the_run(tmp_path):
     tracker.epoch({"epoch": 1, "train_loss": 0.5})
     tracker.finish({"status": "ok"}, tmp_path)
     assert broken.finished is None and healthy.finished == "ok" and healthy.epochs == [(1, 0.5)]
+
+
+@needs_mlflow
+def test_a_tracking_server_that_does_not_answer_fails_no_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # nothing listens: no need to wait
+    path = small_experiment(tmp_path, tracking={"mlflow": {"uri": "http://127.0.0.1:1"}})
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert list(board.status) == ["ok"]
+    assert f"{RUN_ID}: MLflow logging not started" in capsys.readouterr().err

@@ -1,17 +1,10 @@
 """Where runs execute: here one after another, in N local processes, or as Ray tasks on a cluster.
 
-An executor takes runs that the experiment has already claimed and prepared (:class:`RunTask`),
-keeps at most ``capacity`` of them in flight, and reports each run's leaderboard row as it finishes.
-Every executor calls the same :func:`benchkit.execution.runner.execute_run`, which writes into the run's
-folder, so results land in the same output folder and leaderboard whatever executed them (for Ray
-on several machines the output folder must be on a filesystem they all share). A task that dies
-without writing its result (an exception outside the run, a killed worker, a lost node) becomes a
-failed row written by the driver; a run that had finished keeps its result.
-
-Every executor runs a run with the same number of torch threads, its ``resources.cpus``
-(:func:`run_threads`): the thread count changes floating-point reductions, so this is what makes a
-run's numbers independent of where it executed. Runs in workers draw no progress; the driver shows
-them all in one display (:class:`benchkit.progress.RunsInFlight`).
+:func:`make_executor` gives the executor the command line asks for: :class:`LocalExecutor` (this module) or
+:class:`~benchkit.execution.ray_executor.RayExecutor`. Both follow :class:`benchkit.execution.tasks.Executor`
+(at most ``capacity`` runs in flight, each through the same runner, so a run's numbers do not depend on the
+executor). Runs in workers draw no progress; the driver shows them all in one display
+(:class:`benchkit.progress.RunsInFlight`).
 """
 
 from __future__ import annotations
@@ -19,136 +12,16 @@ from __future__ import annotations
 import multiprocessing
 import os
 import traceback
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from contextlib import contextmanager
 from multiprocessing import connection
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
-from benchkit.config.schema import RunSpec
 from benchkit.errors import ConfigError
-from benchkit.progress import RunsInFlight, reporting_to
-from benchkit.results import run_folder
-from benchkit.execution.runner import execute_run
-from benchkit.models.grader import BuiltModel
+from benchkit.execution.tasks import Executor, RunTask, execute_task, record_lost_run, run_threads, worker_task
 
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RunTask", "execute_task", "make_executor", "place_workers",
+           "record_lost_run", "run_threads", "visible_gpus", "worker_task"]
 EXECUTORS = ("local", "ray")
-REFRESH_SECONDS = 1.0
-"""How often the driver reads the progress of runs in workers."""
-
-
-@dataclass
-class RunTask:
-    """One claimed run to execute: its spec, the (absolute) output folder and whether to resume."""
-
-    spec: RunSpec
-    out_dir: Path
-    resume: bool = False
-    quiet: bool = False
-    in_worker: bool = False
-    built: BuiltModel | None = None
-    """The run's model, built by the input check in this process (never sent to a worker)."""
-
-
-def run_threads(spec: RunSpec) -> int:
-    """The torch threads a run uses under every executor: its ``resources.cpus``, rounded, at least 1."""
-    return max(1, int(round(spec.resources.cpus)))
-
-
-def execute_task(task: RunTask) -> dict:
-    """Run one task wherever this is called (this process, a pool worker or a Ray worker).
-
-    Torch uses :func:`run_threads` threads for the run (restored afterwards), so the same run gives
-    the same numbers in any executor. In a worker the run reports its progress to the driver.
-    """
-    with _torch_threads(run_threads(task.spec)), reporting_to(task.out_dir if task.in_worker else None):
-        return execute_run(task.spec, task.out_dir, quiet=task.quiet, resume=task.resume, built=task.built)
-
-
-@contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def worker_task(task: RunTask) -> RunTask:
-    """The task as sent to a worker: it reports its progress to the driver instead of drawing it."""
-    return replace(task, in_worker=True, built=None)
-
-
-def record_lost_run(task: RunTask, error: BaseException | str, executor: str) -> dict:
-    """The row of a task that ended without a result: kept if the run had finished, else failed."""
-    run_dir = run_folder.run_dir_of(task.out_dir, task.spec.run_id)
-    row = run_folder.read_row(run_dir)
-    if row is not None and row.get("status") == "ok":
-        return row
-    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    row = run_folder.base_row(task.spec)
-    row.update(status="failed", error=f"{executor} task lost: {text.strip().splitlines()[0] if text.strip() else text}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run_folder.record_failure(run_dir, text if isinstance(error, str) else "".join(traceback.format_exception(error)))
-    run_folder.write_row(run_dir, row)
-    return row
-
-
-class Executor:
-    """Runs tasks with at most ``capacity`` in flight; ``on_done(task, row)`` as each one ends."""
-
-    name = "local"
-    capacity = 1
-    in_workers = False
-    """Whether runs execute outside this process (then the driver shows their progress)."""
-
-    def submit(self, task: RunTask) -> Any:
-        raise NotImplementedError
-
-    def wait_any(self, handles: list, timeout: float | None = None) -> list[tuple[Any, dict | BaseException | str]]:
-        """Finished handles with their row, or with the error (exception or text) that lost them: at
-        least one, or none when ``timeout`` seconds passed first."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release workers or the cluster connection this executor started."""
-
-    def run(self, tasks: Iterable[RunTask], on_done: Callable[[RunTask, dict], None],
-            display: RunsInFlight | None = None) -> None:
-        """Pull tasks lazily (claiming happens as they are pulled) and execute them; ``display`` shows
-        the runs in flight when they execute in workers."""
-        pending = iter(tasks)
-        in_flight: dict[Any, RunTask] = {}
-        exhausted = False
-        display = display if self.in_workers else None
-        try:
-            with display or nullcontext():
-                while True:
-                    while not exhausted and len(in_flight) < self.capacity:
-                        task = next(pending, None)
-                        if task is None:
-                            exhausted = True
-                        else:
-                            if display is not None:  # first: it clears a stale progress file of the run
-                                display.started(task.spec.run_id)
-                            in_flight[self.submit(task)] = task
-                    if not in_flight:
-                        return
-                    finished = self.wait_any(list(in_flight), REFRESH_SECONDS if display is not None else None)
-                    if display is not None:
-                        display.refresh()
-                    for handle, outcome in finished:
-                        task = in_flight.pop(handle)
-                        if isinstance(outcome, KeyboardInterrupt):
-                            raise outcome
-                        row = outcome if isinstance(outcome, dict) else record_lost_run(task, outcome, self.name)
-                        if display is not None:
-                            display.finished(task.spec.run_id, row)
-                        on_done(task, row)
-        finally:
-            self.close()
 
 
 def visible_gpus() -> list[str]:
@@ -231,66 +104,12 @@ class LocalExecutor(Executor):
         self._idle, self._busy = [], set()
 
 
-class RayExecutor(Executor):
-    """Each run is a Ray task asking for the run's ``resources: {cpus, gpus}``.
-
-    Connects to ``address`` (a running cluster, e.g. ``ray://head:10001`` or ``auto``), or starts a
-    local Ray with ``num_cpus`` (default: all cores) and stops it again when done. A Ray already
-    initialised in this process (``ray.init`` called by the user) is used as it is.
-    """
-
-    name = "ray"
-    in_workers = True
-
-    def __init__(self, address: str | None = None, num_cpus: int | None = None):
-        try:
-            import ray
-        except ImportError:
-            raise ConfigError("--executor ray needs Ray: pip install 'benchkit[ray]'") from None
-        self._ray = ray
-        self._started = False
-        if not ray.is_initialized():
-            if address:
-                try:
-                    ray.init(address=address)
-                except (ValueError, ConnectionError) as exc:  # a malformed or unreachable address
-                    raise ConfigError(f"--ray-address {address}: cannot connect ({' '.join(str(exc).split())})"
-                                      ) from None
-            else:
-                ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
-            self._started = True
-        self.capacity = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._remote = ray.remote(max_retries=0)(execute_task)
-
-    def submit(self, task: RunTask) -> Any:
-        resources = task.spec.resources
-        if self._started and resources.cpus > self.capacity:  # Ray would wait for it forever
-            raise ConfigError(f"run {task.spec.run_id} asks for resources.cpus={resources.cpus:g} but the local "
-                              f"Ray has {self.capacity} CPU(s): raise --jobs or lower resources.cpus")
-        return self._remote.options(num_cpus=resources.cpus, num_gpus=resources.gpus,
-                                     name=f"benchkit:{task.spec.run_id}").remote(worker_task(task))
-
-    def wait_any(self, handles: list, timeout: float | None = None) -> list[tuple[Any, dict | BaseException]]:
-        ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
-        results = []
-        for ref in ready:
-            try:
-                results.append((ref, self._ray.get(ref)))
-            except self._ray.exceptions.RayError as exc:
-                results.append((ref, exc))
-        return results
-
-    def close(self) -> None:
-        if self._started and self._ray.is_initialized():
-            self._ray.shutdown()
-            self._started = False
-
-
 def make_executor(name: str = "local", jobs: int = 1, ray_address: str | None = None) -> Executor:
     """The executor the command line asks for (``--executor``, ``--jobs``, ``--ray-address``)."""
     if name == "local":
         return LocalExecutor(jobs)
     if name == "ray":
+        from benchkit.execution.ray_executor import RayExecutor
         return RayExecutor(ray_address, num_cpus=jobs if jobs > 1 else None)
     raise ConfigError(f"unknown executor {name!r} (choose from: {', '.join(EXECUTORS)})")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -76,6 +77,10 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
             yield RunTask(resolved.get(spec.run_id, spec), out_dir.resolve(), resume=resume, quiet=quiet,
                           built=built.pop(spec.run_id, None))
 
+    def again(task: RunTask) -> RunTask:
+        """A run whose machine was lost: resumed from the checkpoint that machine left, if any."""
+        return replace(task, resume=prepare_resume(task.spec, run_dir_of(out_dir, task.spec.run_id)))
+
     def ended(task: RunTask, row: dict) -> None:
         claims.pop(task.spec.run_id).close()
         if row["status"] != "ok":
@@ -83,7 +88,8 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
         refresh_leaderboard(config, out_dir)
 
     try:
-        executor.run(claimed_tasks(), ended, display=RunsInFlight(out_dir, total=len(pending), quiet=quiet))
+        executor.run(claimed_tasks(), ended, display=RunsInFlight(out_dir, total=len(pending), quiet=quiet),
+                     again=again)
     finally:
         built.clear()  # models of runs that executed elsewhere or were skipped
         for held in claims.values():

@@ -42,12 +42,14 @@ from benchkit.training.training_sets import TrainingSets, training_sets
 
 
 def execute_run(spec: RunSpec, out_dir: Path, quiet: bool = False, resume: bool = False,
-                built: BuiltModel | None = None) -> dict:
+                built: BuiltModel | None = None, where: dict[str, str] | None = None) -> dict:
     """Train and evaluate one run; always returns its leaderboard row (``status`` ok or failed).
 
-    ``built``: the run's model as the input check built it in this process (else the run builds it)."""
+    ``built``: the run's model as the input check built it in this process (else the run builds it);
+    ``where``: facts of where it executes beyond its ``host`` (e.g. its Ray node), recorded in its row."""
     run_dir = run_folder.start(out_dir, spec)
     row, started, tracker = run_folder.base_row(spec), time.perf_counter(), None
+    row.update(host=platform.node(), **(where or {}))
     runtime = Runtime.resolve(spec.train)
     with PeakMemory(runtime.device) as peak:
         try:

@@ -23,8 +23,8 @@ from benchkit.evaluation.metrics import HIGHER_IS_BETTER
 ID_COLUMNS = ["run_id", "model", "backbone", "head", "seed", "split", "fold", "ensemble"]
 TAIL_COLUMNS = ["params_total", "params_trainable", "params_frozen", "epochs", "best_epoch",
                 "train_seconds", "wall_seconds", "peak_gpu_mb", "peak_rss_mb", "skipped_steps", "input_size",
-                "num_classes", "weights_source", "weights_skipped", "device", "tta", "members", "member_runs",
-                "status", "error"]
+                "num_classes", "weights_source", "weights_skipped", "device", "host", "ray_node", "tta", "members",
+                "member_runs", "status", "error"]
 _HEADER_FILL = PatternFill("solid", fgColor="1F4E78")
 _BEST_FILL = PatternFill("solid", fgColor="C6EFCE")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -33,6 +34,9 @@ RUN_FILES = (run_folder.CONFIG, run_folder.METRICS, run_folder.DETAILS, run_fold
              "predictions_valid.csv", "predictions_test.csv", run_folder.ERROR)
 _NOT_METRICS = {"seed", "fold", "epoch"}
 _PARAM_LIMIT = 500
+_SHORT_HTTP_WAITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+"""Unless set by the user: a tracking server that does not answer costs a run seconds, not minutes."""
 
 
 class RunTracker:
@@ -84,11 +88,20 @@ def open_tracker(spec: RunSpec, out_dir: Path, export: Callable[[Path, Path], Pa
     MLflow logs it as the run's ``model/`` artifacts when given.
     """
     config: TrackingConfig = spec.tracking
-    backends: list[_Backend] = []
+    openers: list[tuple[str, Callable[[], _Backend]]] = []
     if config.mlflow is not None:
-        backends.append(_MlflowBackend(spec, config.mlflow, Path(out_dir), export))
+        openers.append(("MLflow", lambda: _MlflowBackend(spec, config.mlflow, Path(out_dir), export)))
     if config.tensorboard is not None:
-        backends.append(_TensorBoardBackend(spec, _inside(config.tensorboard, Path(out_dir))))
+        openers.append(("TensorBoard", lambda: _TensorBoardBackend(spec, _inside(config.tensorboard, Path(out_dir)))))
+    backends: list[_Backend] = []
+    for name, opener in openers:
+        try:
+            backends.append(opener())
+        except ConfigError:
+            raise
+        except Exception as exc:  # a server that does not answer: the run goes on without it
+            log_console.print(f"[yellow]{spec.run_id}: {name} logging not started: {type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:300]}[/]")
     return RunTracker(backends, spec.run_id)
 
 
@@ -133,6 +146,9 @@ class _MlflowBackend(_Backend):
             raise ConfigError("tracking.mlflow needs MLflow: pip install 'benchkit[mlflow]'") from None
         self.config = config
         self.uri = resolve_mlflow_uri(config.uri, out_dir)
+        if self.uri.startswith(("http://", "https://")):
+            for key, value in _SHORT_HTTP_WAITS.items():  # MLflow's defaults wait minutes for a server that is gone
+                os.environ.setdefault(key, value)
         self.db_path = Path(self.uri[len("sqlite:///"):]) if self.uri.startswith("sqlite:///") else None
         if self.db_path is not None:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)

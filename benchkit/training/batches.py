@@ -14,7 +14,7 @@ image's transforms (:func:`benchkit.training.transforms.augment`) and far fewer 
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -150,8 +150,10 @@ def chunk_batches(chunk: int | str, batch_size: int, device: torch.device) -> in
 
 
 def preprocessed(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], preprocessor: nn.Module,
-                 chunk: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Training inputs: ``chunk`` batches concatenated, preprocessed (augmented) in one call, split again.
+                 chunk: int = 1, seeds: Callable[[int], int] | None = None
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Training inputs: ``chunk`` batches concatenated, preprocessed (augmented) in one call, split again;
+    ``seeds(i)``: the seed of the ``i``-th call's augmentation draws (default: torch's global random state).
 
     >>> from benchkit.training.transforms import BatchPreprocessor
     >>> prep = BatchPreprocessor([], mean=(0.0,) * 3, std=(1.0,) * 3)
@@ -160,19 +162,22 @@ def preprocessed(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], preproces
     [(2, 3, 1, 1), (2, 3, 1, 1), (2, 3, 1, 1)]
     """
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+    calls = 0
     for batch in batches:
         pending.append(batch)
         if len(pending) == chunk:
-            yield from _augment_together(pending, preprocessor)
-            pending = []
+            yield from _augment_together(pending, preprocessor, seeds and seeds(calls))
+            pending, calls = [], calls + 1
     if pending:
-        yield from _augment_together(pending, preprocessor)
+        yield from _augment_together(pending, preprocessor, seeds and seeds(calls))
 
 
-def _augment_together(batches: list[tuple[torch.Tensor, torch.Tensor]], preprocessor: nn.Module):
+def _augment_together(batches: list[tuple[torch.Tensor, torch.Tensor]], preprocessor: nn.Module,
+                      seed: int | None = None):
     with torch.no_grad():  # closed before any yield: the caller's step runs with gradients
         images = batches[0][0] if len(batches) == 1 else torch.cat([images for images, _ in batches])
-        inputs = preprocessor(images, train=True, groups=[len(t) for _, t in batches])
+        groups = [len(t) for _, t in batches]
+        inputs = preprocessor(images, train=True, groups=groups, seed=seed)
     yield from zip(inputs.split([len(t) for _, t in batches]), [t for _, t in batches])
 
 

@@ -30,7 +30,7 @@ from benchkit.evaluation.metrics import HIGHER_IS_BETTER, compute_metrics
 from benchkit.training.batches import ResidentSplits, preprocessed
 from benchkit.training.optim import Schedule, create_optimizer, create_schedule
 from benchkit.training.runtime import Runtime, forward_all
-from benchkit.training.transforms import BatchPreprocessor
+from benchkit.training.transforms import BatchPreprocessor, augmentation_seed
 
 
 class NonFiniteLossError(BenchkitError):
@@ -65,7 +65,8 @@ class _State:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed python, numpy and torch; return the generator that orders the training batches."""
+    """Seed python, numpy and torch (whose global state draws the dropout masks); return the generator that
+    orders the training batches. The augmentation draws from a stream of its own (:func:`augmentation_seed`)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -106,6 +107,7 @@ class Engine:
         self._resident = ResidentSplits()
         self.state = _State()
         self.best_state: dict | None = None
+        self._seed = 0
 
     @property
     def eval_model(self) -> nn.Module:
@@ -119,6 +121,7 @@ class Engine:
         """Train with early stopping; keeps the best eval-model weights in ``best_state``."""
         cfg = self.config
         generator = seed_everything(seed)
+        self._seed = seed
         loader = self._loader(train_set, shuffle=True, generator=generator)
         steps_per_epoch = min(len(loader), cfg.max_train_batches or len(loader))
         self.schedule = create_schedule(self.optimizer, cfg.scheduler, cfg.epochs, steps_per_epoch)
@@ -165,7 +168,8 @@ class Engine:
         first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
         seen = 0
         batches = preprocessed(itertools.islice(loader, steps_per_epoch), self.preprocessor,
-                               self.runtime.augment_batches)
+                               self.runtime.augment_batches,
+                               seeds=lambda call: augmentation_seed(self._seed, epoch, call))
         for step, (inputs, targets) in enumerate(batches, start=1):
             if self.runtime.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()

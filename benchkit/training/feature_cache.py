@@ -64,7 +64,7 @@ class FeatureDataset(Dataset):
 class FeaturePassThrough(nn.Module):
     """The preprocessor of a head-only engine: features are already model inputs."""
 
-    def forward(self, features: torch.Tensor, train: bool, groups=None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, train: bool, groups=None, seed: int | None = None) -> torch.Tensor:
         return features.float()
 
 

@@ -7,9 +7,11 @@ whole batches with kornia, so it costs GPU time on a GPU and is never repeated p
 from __future__ import annotations
 
 import difflib
-from typing import Any, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any, Iterator, Sequence
 
 import kornia.augmentation as K
+import numpy as np
 import torch
 from torch import nn
 
@@ -68,15 +70,40 @@ class BatchPreprocessor(nn.Module):
         self.normalize = K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std))
 
     def forward(self, images: torch.Tensor, train: bool, groups: Sequence[int] | None = None,
-                view: nn.Module | None = None) -> torch.Tensor:
+                view: nn.Module | None = None, seed: int | None = None) -> torch.Tensor:
         """``groups``: sizes of the training batches ``images`` concatenates (see :func:`augment`);
-        ``view``: a test-time view applied before normalisation (see :mod:`benchkit.training.tta`)."""
+        ``view``: a test-time view applied before normalisation (see :mod:`benchkit.training.tta`);
+        ``seed``: the augmentation draws come from this seed alone (:func:`drawn_from`), else from torch's
+        global random state."""
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         if train and len(self.augmentation):
-            x = augment(self.augmentation, x, groups).clamp_(0.0, 1.0)
+            with drawn_from(seed, x.device) if seed is not None else nullcontext():
+                x = augment(self.augmentation, x, groups).clamp_(0.0, 1.0)
         if view is not None:
             x = view(x)
         return self.normalize(x)
+
+
+def augmentation_seed(seed: int, epoch: int, call: int) -> int:
+    """The seed of a run's ``call``-th augmentation call of ``epoch``: a stream of its own, so the run's seed
+    decides the draws while dropout and the batch order draw elsewhere (and a resumed run draws the same).
+
+    >>> augmentation_seed(0, 1, 0) == augmentation_seed(0, 1, 0) != augmentation_seed(1, 1, 0)
+    True
+    """
+    return int(np.random.SeedSequence([seed % 2**64, epoch, call]).generate_state(1, np.uint64)[0])
+
+
+@contextmanager
+def drawn_from(seed: int, device: torch.device) -> Iterator[None]:
+    """Random draws inside come from ``seed`` (on the CPU and on ``device``'s GPU); torch's global random
+    state outside is left as it was."""
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            torch.cuda.default_generators[index].manual_seed(seed)
+        yield
 
 
 def augment(transforms: Sequence[nn.Module], x: torch.Tensor, groups: Sequence[int] | None = None) -> torch.Tensor:
