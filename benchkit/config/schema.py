@@ -174,6 +174,12 @@ class TrainConfig(_Strict):
     log_every: int = Field(20, ge=1)
     nan_policy: Literal["fail", "skip"] = "fail"
     max_train_batches: int | None = Field(None, ge=1, description="cap batches per epoch (smoke tests)")
+    keep_resume_state: bool = Field(
+        False, description="keep last.pt (optimizer, scheduler, EMA, RNG state) after the run ends well; by default "
+                           "a finished run keeps only its best weights, predictions and records")
+    weights_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="the parameters' type in best.safetensors; float16/bfloat16 halve it, and the run's "
+                               "predictions and metrics come from the rounded weights")
 
 
 class BootstrapConfig(_Strict):
