@@ -3,7 +3,8 @@ off, and the share of a run's wall time spent writing checkpoints (the resume st
 weights once). Models are built without pretrained weights (nothing downloads) and trained on synthetic images;
 ``weights_table`` gives the stored weights of every curated backbone.
 
-    python benchmarks/bench_storage.py [--quick]     # or: python benchmarks/run.py --only storage
+    python benchmarks/bench_storage.py [--quick]   # or: python benchmarks/run.py --only storage
+    python benchmarks/bench_storage.py --half      # only the half-precision change (real data, CPU)
 """
 
 from __future__ import annotations
@@ -112,6 +113,42 @@ def weights_table(names=CURATED, num_classes: int = 6) -> list[dict]:
     return rows
 
 
+def half_precision_change(work: Path, root: Path, epochs: int = 30, dtypes=("float16", "bfloat16")) -> list[Figure]:
+    """How far storing half-precision weights moves the test metrics: the real data, ImageNet-pretrained
+    tf_efficientnet_lite0 (the ``lite`` extra's offline weights) frozen, the regression head trained on cached
+    features; the same run stored in float32 and in each of ``dtypes`` (the training is identical; only the
+    stored, and evaluated, weights differ)."""
+    from benchkit.cli import main
+    raw = {"name": "half", "data": {"format": "roboflow_csv", "root": str(root), "image_size": 224},
+           "models": [{"backbone": {"name": "tf_efficientnet_lite0", "pretrained": True, "freeze": "all"},
+                       "head": "regression"}],
+           "seeds": [27],
+           "train": {"epochs": epochs, "batch_size": 32, "device": "cpu", "augmentation": "none",
+                     "optimizer": {"lr": 1e-3}, "early_stopping": {"patience": None}},
+           "evaluation": {"plots": False, "bootstrap": {"n_resamples": 200, "seed": 0}}}
+    work.mkdir(parents=True, exist_ok=True)
+    experiment = work / "half.yaml"
+    experiment.write_text(yaml.safe_dump(raw, sort_keys=False))
+    boards = {}
+    for dtype in ("float32", *dtypes):
+        out = work / f"half-{dtype}"
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["run", str(experiment), "--out", str(out), "--quiet", "--set",
+                         f"train.weights_dtype={dtype}"]) == 0
+        import pandas as pd
+        boards[dtype] = pd.read_csv(out / "leaderboard.csv").iloc[0]
+    metrics = ("test_mae", "test_score_mae", "test_acc", "test_qwk", "valid_score_mae")
+    figures = []
+    for dtype in dtypes:
+        change = {m: float(boards[dtype][m] - boards["float32"][m]) for m in metrics}
+        details = {"float32": {m: float(boards["float32"][m]) for m in metrics},
+                   dtype: {m: float(boards[dtype][m]) for m in metrics}, "change": change, "epochs": epochs}
+        figures.append(Figure(f"storage_{dtype}_weights_test_score_mae_change", change["test_score_mae"], "report",
+                              None, "", details, note=f"test MAE {change['test_mae']:+.4f}, "
+                                                      f"QWK {change['test_qwk']:+.4f}, acc {change['test_acc']:+.4f}"))
+    return figures
+
+
 def storage_figures(work: Path, quick: bool = False) -> list[Figure]:
     figures = []
     for backbone, size in (("resnet18", 64 if quick else None), ("maxvit_t", None)):
@@ -121,10 +158,14 @@ def storage_figures(work: Path, quick: bool = False) -> list[Figure]:
 
 
 if __name__ == "__main__":
-    quick = "--quick" in sys.argv[1:]
+    from _bench import hair_loss_root
+    quick, only_half = "--quick" in sys.argv[1:], "--half" in sys.argv[1:]
     with tempfile.TemporaryDirectory(prefix="benchkit-bench-storage-") as folder:
-        for figure in storage_figures(Path(folder), quick):
-            print(figure.line(), flush=True)
+        figures = [] if only_half else storage_figures(Path(folder), quick)
+        if hair_loss_root() is not None and not quick:
+            figures += half_precision_change(Path(folder) / "half", hair_loss_root())
+        for figure in figures:
+            print(figure.line(), figure.details if "half" in figure.name else "", flush=True)
     print("backbone | parameters | best.safetensors float32 MB | float16 MB")
     for row in weights_table():
         print(f"{row['backbone']} | {row['params'] / 1e6:.1f} M | {row['float32_bytes'] / 1e6:.1f} | "
