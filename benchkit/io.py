@@ -156,6 +156,26 @@ def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
         raise WeightsError(f"cannot read {what} file {path}: {reason}") from None
 
 
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Tensors as a safetensors file (no pickle; memory-mapped on load), written atomically."""
+    from safetensors.torch import save
+    data = save(tensors, metadata=metadata)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+
+
+def read_tensors_file(path: str | Path, what: str = "weights") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a WeightsError says why it cannot be read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        reason = (str(exc).splitlines() or [""])[0][:100]
+        raise WeightsError(f"cannot read {what} file {path}: not a safetensors file, or a damaged one "
+                           f"({reason})") from None
+
+
 def _json_default(value: Any):
     if hasattr(value, "item"):
         return value.item()

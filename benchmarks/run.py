@@ -40,7 +40,7 @@ QUICK = {"train_images": 256, "pipeline_images": 32, "pipeline_repeats": 2,
          "heads": 2, "heads_per_split": 6, "heads_epochs": 1, "heads_size": 96,
          "bootstrap_resamples": 1_000, "engine_steps": 4, "engine_size": 32, "engine_repeats": 2,
          "scaling_counts": [32, 64, 128]}
-FIGURES = ("inputs", "heads", "bootstrap", "engine", "scaling", "audit", "formats")
+FIGURES = ("inputs", "heads", "bootstrap", "engine", "scaling", "audit", "formats", "storage")
 
 
 def main(argv=None) -> int:
@@ -195,8 +195,17 @@ def _formats(sizes: dict, cache_dir: Path) -> list[Figure]:
     return [npz_memory(cache_dir, 200 if sizes is QUICK else 2000)]
 
 
+def _storage(sizes: dict, cache_dir: Path) -> list[Figure]:
+    from bench_storage import storage_figures
+    work = cache_dir / "storage"
+    try:
+        return storage_figures(work, quick=sizes is QUICK)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 _GROUPS = {"inputs": _inputs, "heads": _heads, "bootstrap": _bootstrap, "engine": _engine,
-           "scaling": _scaling, "audit": _audit, "formats": _formats}
+           "scaling": _scaling, "audit": _audit, "formats": _formats, "storage": _storage}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchkit.io import load_torch, read_json
+from benchkit.io import read_json
+from benchkit.results import run_folder
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
        "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
@@ -40,11 +41,11 @@ def run_results(run_dir: Path) -> dict:
     row = read_json(run_dir / "metrics.json")["row"]
     for measured in ("train_seconds", "wall_seconds", "peak_rss_mb", "peak_gpu_mb"):  # of the process, not the run
         row.pop(measured, None)
-    best = load_torch(run_dir / "best.pt")
+    weights, info = run_folder.read_best(run_dir)
     return {"row": json.dumps(row, sort_keys=True),
             "history": pd.read_csv(run_dir / "history.csv").drop(columns="seconds"),
             "predictions": {s: pd.read_csv(run_dir / f"predictions_{s}.csv") for s in ("valid", "test")},
-            "best_epoch": best["epoch"], "weights": best["model"]}
+            "best_epoch": info["best_epoch"], "weights": weights}
 
 
 def assert_same_results(a: dict, b: dict) -> None:

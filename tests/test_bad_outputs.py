@@ -137,7 +137,7 @@ def test_a_checkpoint_past_the_file_size_limit_fails_its_run_naming_the_file(tmp
     row = pd.read_csv(out / "leaderboard.csv").iloc[0]
     assert row.status == "failed" and row.error == f"OutputError: cannot write {run_dir / 'last.pt'}: File too large"
     assert read_json(run_dir / "metrics.json")["row"]["error"] == row.error
-    assert not (run_dir / "last.pt").exists() and not (run_dir / "best.pt").exists()
+    assert not (run_dir / "last.pt").exists() and not (run_dir / "best.safetensors").exists()
     assert _temporary_files(out) == []
 
 

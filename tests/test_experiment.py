@@ -6,14 +6,17 @@ import pandas as pd
 import pytest
 import torch
 from openpyxl import load_workbook
+from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, cohen_kappa_score, mean_absolute_error
 
 from benchkit.cli import main
+from benchkit.io import read_json
+from benchkit.results import run_folder
 from benchkit.results.leaderboard import build_leaderboard
 from conftest import small_experiment
 
 RUN_FILES = ["config.yaml", "metrics.json", "history.csv", "predictions_valid.csv",
-             "predictions_test.csv", "best.pt"]
+             "predictions_test.csv", "best.safetensors", "run.json"]
 
 
 @pytest.fixture(scope="module")
@@ -181,10 +184,15 @@ def test_rerun_skips_finished_runs(finished, tmp_path, capsys):
     assert sorted(board.run_id) == sorted(pd.read_csv(out / "leaderboard.csv").run_id)
 
 
-def test_best_checkpoint_loads_with_weights_only(finished):
+def test_best_weights_are_a_safetensors_file_and_the_facts_are_written_once(finished):
     _, out = finished
-    ckpt = torch.load(out / "runs" / "tiny_cnn-regression__s0" / "best.pt", weights_only=True)
-    assert ckpt["classes"] == ["LEVEL_0", "LEVEL_1", "LEVEL_2", "LEVEL_3"] and "model" in ckpt
+    run_dir = out / "runs" / "tiny_cnn-regression__s0"
+    weights = load_file(str(run_dir / "best.safetensors"))
+    assert "head.linear.weight" in weights
+    assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
+    assert set(read_json(run_dir / "run.json")) == {"mean", "std", "best_epoch"}
+    info = run_folder.read_info(run_dir)
+    assert info["classes"] == ["LEVEL_0", "LEVEL_1", "LEVEL_2", "LEVEL_3"] and info["input_size"] == 32
 
 
 def test_dry_run_lists_runs_with_counts(tmp_path, capsys):

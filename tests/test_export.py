@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 import benchkit
 from benchkit.cli import main
+from benchkit.results import run_folder
 from benchkit.results.exported import HEAD_PREFIX
 from conftest import small_experiment
 
@@ -58,7 +59,8 @@ def test_exported_timm_backbone_loads_with_every_key_and_gives_the_run_features(
 def test_config_json_says_size_normalisation_classes_head_and_decoding(timm_run):
     run_dir, exported = timm_run
     config = json.loads((exported / "config.json").read_text())
-    checkpoint = torch.load(run_dir / "best.pt", weights_only=True)
+    weights, checkpoint = run_folder.read_best(run_dir)
+    checkpoint["model"] = weights
     assert config["input_size"] == checkpoint["input_size"] == 32
     assert config["mean"] == pytest.approx(checkpoint["mean"]) and config["std"] == pytest.approx(checkpoint["std"])
     assert config["classes"] == checkpoint["classes"] and len(config["classes"]) == 4

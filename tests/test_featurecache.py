@@ -18,6 +18,7 @@ from benchkit.training.feature_cache import (FeatureDataset, compute_features, f
                                    split_fingerprint, weights_hash)
 from benchkit.models.grader import build_model
 from benchkit.registry import import_plugins
+from benchkit.results import run_folder
 from benchkit.training.runtime import Runtime
 from benchkit.training.transforms import BatchPreprocessor, build_augmentation
 from benchkit_process import ENV, run_command
@@ -80,8 +81,8 @@ def test_histories_and_saved_models_match(both):
         a = pd.read_csv(cached_out / "runs" / run_id / "history.csv")
         b = pd.read_csv(uncached_out / "runs" / run_id / "history.csv")
         np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-5, atol=1e-6)
-        best_a = torch.load(cached_out / "runs" / run_id / "best.pt", weights_only=True)["model"]
-        best_b = torch.load(uncached_out / "runs" / run_id / "best.pt", weights_only=True)["model"]
+        best_a, _ = run_folder.read_best(cached_out / "runs" / run_id)
+        best_b, _ = run_folder.read_best(uncached_out / "runs" / run_id)
         assert set(best_a) == set(best_b) and any(k.startswith("backbone.body.") for k in best_a)
         for key in best_a:
             torch.testing.assert_close(best_a[key], best_b[key], rtol=1e-5, atol=1e-6)

@@ -56,7 +56,7 @@ def test_run_plots_learn_classes_and_best_epoch_from_run_json_not_the_checkpoint
     run_dir = tmp_path / "copy"
     shutil.copytree(next((finished / "runs").iterdir()), run_dir)
     shutil.rmtree(run_dir / "plots")
-    (run_dir / "best.pt").unlink()
+    (run_dir / "best.safetensors").unlink()
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a checkpoint was opened"))
     info = run_folder.read_info(run_dir)
     assert info["classes"] == [f"LEVEL_{k}" for k in range(4)] and info["monitor"] == "loss"

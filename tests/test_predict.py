@@ -13,6 +13,7 @@ from benchkit.cli import main
 from benchkit.config import RunSpec
 from benchkit.data.prepare import prepare_dataset
 from conftest import small_experiment
+from previous_layout import write_previous_layout
 
 MODELS = [{"backbone": "tiny_cnn", "head": "regression"}, {"backbone": "tiny_cnn", "head": "softmax"}]
 
@@ -104,13 +105,17 @@ class _Payload:
 
 
 def _run_copy(trained, tmp_path, best=None):
-    """A copy of a finished run folder whose best.pt is replaced by ``best(path)`` when given."""
+    """A copy of a finished run folder whose weights file is replaced by ``best(path)`` when given: ``best.pt`` of
+    the previous layout where ``best`` names it in ``LEGACY``, else ``best.safetensors``."""
     import shutil
     out, _ = trained
     run_dir = tmp_path / "run"
     shutil.copytree(out / "runs" / "tiny_cnn-regression__s0", run_dir)
-    if best is not None:
+    if best in LEGACY:
+        write_previous_layout(run_dir)
         best(run_dir / "best.pt")
+    elif best is not None:
+        best(run_dir / "best.safetensors")
     return run_dir
 
 
@@ -130,20 +135,32 @@ def _empty_folder(tmp):
     return tmp / "no_images"
 
 
-PREDICT_REJECTED = [  # (best.pt replacement or None, the image arguments, words the one-line message holds)
+def _not_a_checkpoint(path):
+    path.write_text("not a checkpoint\n")
+
+
+def _cut_in_half(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+LEGACY = (_evil, _not_a_checkpoint, _state_dict_only)
+
+PREDICT_REJECTED = [  # (weights replacement or None, the image arguments, words the one-line message holds)
     (None, lambda images, tmp: [str(_empty_folder(tmp))], [": a folder without image files"]),
     (_evil, lambda images, tmp: [str(images / "0.png")],
      ["best.pt", "refused: it holds a Python object", "weights_only=True"]),
-    (lambda p: p.write_text("not a checkpoint\n"), lambda images, tmp: [str(images / "0.png")],
+    (_not_a_checkpoint, lambda images, tmp: [str(images / "0.png")],
      ["cannot read checkpoint file", "best.pt", "not a PyTorch file"]),
     (_state_dict_only, lambda images, tmp: [str(images / "0.png")],
      ["best.pt", "not a checkpoint written by benchkit run"]),
+    (_cut_in_half, lambda images, tmp: [str(images / "0.png")],
+     ["cannot read weights file", "best.safetensors", "not a safetensors file, or a damaged one"]),
 ]
 
 
 @pytest.mark.parametrize("best, arguments, words", PREDICT_REJECTED,
                          ids=["folder_without_images", "unsafe_checkpoint", "checkpoint_not_a_torch_file",
-                              "checkpoint_a_bare_state_dict"])
+                              "checkpoint_a_bare_state_dict", "weights_cut_in_half"])
 def test_bad_predict_arguments_are_one_line_exit_2(trained, tmp_path, capsys, best, arguments, words):
     _, paths = trained
     images = tmp_path / "images"

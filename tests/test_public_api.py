@@ -157,3 +157,11 @@ def test_any_estimate_key_round_trips_through_predictions_tta_and_ensembles(tmp_
     torch.testing.assert_close(estimate_of(ensemble_frame)["logits"], mean_logits, atol=1e-6, rtol=0)
     assert ensemble_frame.pred.tolist() == mean_logits.argmax(1).tolist()
     assert ensemble["test_acc"] == pytest.approx((ensemble_frame.pred == ensemble_frame.target).mean())
+
+
+def test_renamed_run_folder_constants_still_resolve_with_a_warning():
+    from benchkit.results import run_folder
+    with pytest.warns(DeprecationWarning, match="RESUME_STATE"):
+        assert run_folder.LAST == run_folder.RESUME_STATE
+    with pytest.warns(DeprecationWarning, match="BEST_WEIGHTS"):
+        assert run_folder.BEST == run_folder.BEST_WEIGHTS

@@ -8,7 +8,7 @@ import torch
 
 from benchkit.cli import main
 from benchkit.execution.plan import plan
-from benchkit.io import load_torch
+from benchkit.results import run_folder
 from benchkit.models.grader import build_model
 from test_realdata_experiments import UPDATING_EMA
 
@@ -53,7 +53,7 @@ def test_reference_recipe_trains_on_a_slice_of_the_real_data(hair_loss_root, tmp
     assert code == 0
     board = pd.read_csv(out / "leaderboard.csv")
     assert board.status.tolist() == ["ok"] and board.epochs.tolist() == [1]
-    best = load_torch(out / "runs" / "maxvit_t-regression__s27" / "best.pt")["model"]
+    best, _ = run_folder.read_best(out / "runs" / "maxvit_t-regression__s27")
     torch.manual_seed(27)  # the run's initialisation, as the runner builds it
     untrained = build_model(plan(REFERENCE, ["models.*.backbone.pretrained=false"])[1][0].model, 6, 224).state_dict()
     moved = [k for k in untrained if untrained[k].is_floating_point() and not torch.equal(untrained[k], best[k])]

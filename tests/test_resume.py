@@ -37,13 +37,14 @@ KILL_SEED = 2024
 
 def seeded_kill_points(seed: int = KILL_SEED) -> list[tuple[str, int]]:
     """Where the victims die: as a seeded optimizer step in epoch 2 or 3 begins (before early stopping could
-    end the run), inside the write of a seeded epoch's checkpoint, and inside the write of ``best.pt`` after
-    the last epoch. Each entry: (``BENCHKIT_TEST_KILL`` value, the epoch the resumed run restarts after)."""
+    end the run), inside the write of a seeded epoch's resume state, inside the write of the best weights after
+    the last epoch, and inside the write of ``metrics.json`` (the resume state must outlive it). Each entry:
+    (``BENCHKIT_TEST_KILL`` value, the epoch the resumed run restarts after)."""
     rng = random.Random(seed)
     step = rng.randrange(STEPS_PER_EPOCH + 2, 3 * STEPS_PER_EPOCH)
     epoch = rng.randrange(2, 4)
     return [(f"step:{step}", (step - 1) // STEPS_PER_EPOCH), (f"write:last.pt:{epoch}", epoch - 1),
-            ("write:best.pt:1", 5)]
+            ("write:best.safetensors:1", 5), ("write:metrics.json:1", 5)]
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,7 @@ def test_run_killed_at_a_seeded_moment_resumes_to_identical_results(killable, tm
         assert "resuming" not in resumed.stderr
     assert_same_results(reference, run_results(victim_dir))
     assert not list(victim_dir.glob(".*.tmp")), "temporary files of the killed writer were left behind"
+    assert not (victim_dir / "last.pt").exists(), "the finished run kept its resume state"
     board = pd.read_csv(tmp_path / "victim" / "leaderboard.csv")
     assert board.run_id.tolist() == [RUN] and board.status.tolist() == ["ok"]
 
@@ -110,10 +112,11 @@ def test_interrupted_run_continues_from_its_checkpoint(tmp_path, monkeypatch, ca
     assert main(["run", str(experiment), "--out", str(out), "--quiet"]) == 0
     assert "resuming from epoch 2 of 4" in capsys.readouterr().err
     assert_same_results(run_results(tmp_path / "reference" / "runs" / RUN), run_results(out / "runs" / RUN))
+    assert not (out / "runs" / RUN / "last.pt").exists()
 
 
 def test_run_killed_after_early_stopping_does_not_train_further(tmp_path, capsys):
-    experiment = resumable_experiment(tmp_path, epochs=5, train_size=32,
+    experiment = resumable_experiment(tmp_path, epochs=5, train_size=32, keep_resume_state=True,
                                       early_stopping={"patience": 1, "min_delta": 100.0})
     out = tmp_path / "out"
     assert main(["run", str(experiment), "--out", str(out), "--quiet"]) == 0
@@ -128,10 +131,12 @@ def test_run_killed_after_early_stopping_does_not_train_further(tmp_path, capsys
 
 @pytest.fixture(scope="module")
 def finished_small(tmp_path_factory):
-    """A finished two-epoch run to copy: (experiment file, output folder)."""
+    """A finished two-epoch run that kept its resume state, to copy (an interrupted one: without its
+    ``metrics.json``): (experiment file, output folder)."""
     tmp = tmp_path_factory.mktemp("finished")
     experiment = small_experiment(tmp)
-    assert main(["run", str(experiment), "--out", str(tmp / "out"), "--quiet"]) == 0
+    assert main(["run", str(experiment), "--out", str(tmp / "out"), "--quiet",
+                 "--set", "train.keep_resume_state=true"]) == 0
     return experiment, tmp / "out"
 
 

@@ -15,7 +15,7 @@ import benchkit
 from benchkit.cli import main
 from benchkit.heads.coral import CoralHead
 from benchkit.heads.regression import RegressionHead
-from benchkit.io import load_torch
+from benchkit.io import read_json
 from conftest import small_experiment
 
 CLASSES = ["L0", "L1", "L2", "L3"]
@@ -71,7 +71,7 @@ def test_the_run_reports_the_selected_epochs_validation_metrics(selected, name):
 def test_the_saved_weights_are_the_evaluated_ones(selected, name):
     tmp, out, board = selected
     run_dir = out / "runs" / board.loc[name].run_id
-    assert load_torch(run_dir / "best.pt")["epoch"] == board.loc[name].best_epoch
+    assert read_json(run_dir / "run.json")["best_epoch"] == board.loc[name].best_epoch
     expected = pd.read_csv(run_dir / "predictions_valid.csv")
     predicted = benchkit.load_run(run_dir, device="cpu").predict_files([tmp / "data" / i for i in expected.image])
     assert [p["level"] for p in predicted] == expected.pred.tolist()

@@ -93,7 +93,7 @@ def test_artifacts_hold_config_results_plots_and_checkpoint(tracked):
     top = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.yaml", "metrics.json", "history.csv", "predictions_test.csv", "plots", "checkpoint"} <= top
     assert "plots/confusion_test.png" in {a.path for a in client.list_artifacts(run_id, "plots")}
-    assert [a.path for a in client.list_artifacts(run_id, "checkpoint")] == ["checkpoint/best.pt"]
+    assert [a.path for a in client.list_artifacts(run_id, "checkpoint")] == ["checkpoint/best.safetensors"]
     assert sorted(a.path for a in client.list_artifacts(run_id, "model")) == ["model/config.json",
                                                                               "model/model.safetensors"]
 

@@ -1,4 +1,4 @@
-"""The ``benchkit`` command line: run, list, leaderboard, report, predict, export, cache, schema, data."""
+"""The ``benchkit`` command line: run, list, leaderboard, report, predict, export, cache, clean, schema, data."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from benchkit._version import __version__
+from benchkit.cli.clean import add_clean_command
 from benchkit.cli.data import add_data_commands, format_table
 from benchkit.errors import user_error_message
 from benchkit.progress import console
@@ -26,6 +27,7 @@ EPILOG = """examples:
   benchkit predict --run results/quickstart/runs/<run_id> photos/ --csv grades.csv
   benchkit export results/quickstart/runs/<run_id> --out exported/
   benchkit cache info
+  benchkit clean results/quickstart
   benchkit schema > experiment.schema.json
 """
 
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=_cmd_schema)
 
     add_data_commands(sub)
+    add_clean_command(sub)
     return parser
 
 

@@ -15,16 +15,7 @@ import warnings
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-EVALUATED_SPLITS = ("valid", "test")
-"""The splits a run scores, in report order (``train`` is only trained on)."""
-SPLIT_STRATEGIES = ("official", "group_kfold", "group_holdout")
-_LEGACY_KFOLD = re.compile(r"\bgroup\d+fold\b")
-
-
-def strategy_of(label: Any) -> Any:
-    """A split label in today's name: 0.1's ``group5fold`` (k in the name) is ``group_kfold``."""
-    return _LEGACY_KFOLD.sub("group_kfold", label) if isinstance(label, str) else label
-
+from benchkit.config.split_names import EVALUATED_SPLITS, SPLIT_STRATEGIES, strategy_of  # noqa: F401
 
 
 class _Strict(BaseModel):
@@ -186,6 +177,12 @@ class TrainConfig(_Strict):
     log_every: int = Field(20, ge=1)
     nan_policy: Literal["fail", "skip"] = "fail"
     max_train_batches: int | None = Field(None, ge=1, description="cap batches per epoch (smoke tests)")
+    keep_resume_state: bool = Field(
+        False, description="keep last.pt (optimizer, scheduler, EMA, RNG state) after the run ends well; by default "
+                           "a finished run keeps only its best weights, predictions and records")
+    weights_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="the parameters' type in best.safetensors; float16/bfloat16 halve it, and the run's "
+                               "predictions and metrics come from the rounded weights")
 
 
 class BootstrapConfig(_Strict):

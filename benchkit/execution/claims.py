@@ -1,7 +1,7 @@
 """Which runs of a results folder still need to run, and the claim a process holds while it runs one.
 
 A run is finished when its ``metrics.json`` says ``status: ok`` and its saved config matches the run (keys in
-:data:`UNCHECKED_CHANGES` aside); an interrupted run resumes from ``last.pt``, a changed one starts fresh.
+:data:`UNCHECKED_CHANGES` aside); an interrupted run resumes from its resume state, a changed one starts fresh.
 Runs are claimed with a lock the operating system releases when its holder exits, so several processes can
 share one output folder without running a run twice.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from benchkit.config.schema import RunSpec, strategy_of
 from benchkit.errors import ConfigError
 from benchkit.io import file_lock, load_torch, remove_temporary_files
@@ -19,7 +21,7 @@ from benchkit.results import run_folder
 from benchkit.results.run_folder import run_dir_of
 
 UNCHECKED_CHANGES = ("experiment", "evaluation.sort_by", "evaluation.reference", "resources", "tracking",
-                     "build")
+                     "build", "train.keep_resume_state")
 """Config keys that do not change a run's results: editing them keeps finished and interrupted runs.
 ``build`` is derived from the checked keys and the data, and resolved only for the runs that run."""
 
@@ -31,15 +33,24 @@ def config_changes(spec: RunSpec, run_dir: Path) -> list[str]:
     :data:`UNCHECKED_CHANGES` differ.
     """
     saved = run_folder.read_config(run_dir)
-    if not saved or not any((run_dir / f).is_file() for f in (run_folder.LAST, run_folder.METRICS)):
+    if not saved or not any((run_dir / f).is_file() for f in (run_folder.RESUME_STATE, run_folder.METRICS)):
         return []
-    old = _flatten({**saved, "split": strategy_of(saved["split"])} if "split" in saved else saved)
+    old = _flatten(_with_defaults({**saved, "split": strategy_of(saved["split"])} if "split" in saved else saved))
     new = _flatten(spec.model_dump(mode="json"))
     missing = "<absent>"
     return [f"{key}: {old.get(key, missing)!r} -> {new.get(key, missing)!r}"
             for key in sorted(old.keys() | new.keys())
             if old.get(key, missing) != new.get(key, missing)
             and not any(key == k or key.startswith(k + ".") for k in UNCHECKED_CHANGES)]
+
+
+def _with_defaults(saved: dict) -> dict:
+    """A saved config with the defaults of keys added since it was written (a key a later version added with
+    its old behaviour as default is no change); as saved when it no longer validates."""
+    try:
+        return RunSpec.model_validate(saved).model_dump(mode="json")
+    except (ValidationError, ValueError, TypeError):
+        return saved
 
 
 def _flatten(node, prefix: str = "") -> dict:
@@ -83,14 +94,14 @@ def refuse_changed_runs(runs: list[RunSpec], out_dir: Path) -> None:
 
 
 def prepare_resume(spec: RunSpec, run_dir: Path) -> bool:
-    """Whether to resume from ``last.pt``; a run whose config changed is said and started fresh."""
+    """Whether to resume from the resume state; a run whose config changed is said and started fresh."""
     changes = config_changes(spec, run_dir)
     if changes:
         log_console.print(f"[yellow]{spec.run_id}: config changed since its earlier checkpoint or results "
                           f"({'; '.join(changes[:3])}); starting it fresh[/]")
         empty_run_dir(run_dir)
     remove_temporary_files(run_dir)
-    checkpoint = run_dir / run_folder.LAST
+    checkpoint = run_dir / run_folder.RESUME_STATE
     if not checkpoint.is_file():
         return False
     try:

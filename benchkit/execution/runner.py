@@ -6,7 +6,8 @@ images), :func:`benchkit.models.grader.model_for` (the model from the resolved b
 (the loop), :mod:`benchkit.evaluation.scoring` (decodings and metrics) and
 :mod:`benchkit.results.run_folder` (every file of ``runs/<run_id>/``). A run counts as finished when
 its ``metrics.json`` says ``status: ok``; a failing run writes ``status: failed`` with its error and
-leaves the other runs alone.
+leaves the other runs alone. The resume state lives while the run trains; a run that ends well drops it
+(unless ``train.keep_resume_state``), one that fails or is killed keeps it to resume.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def execute_run(spec: RunSpec, out_dir: Path, quiet: bool = False, resume: bool 
         _release_memory()
     row["wall_seconds"] = round(time.perf_counter() - started, 3)
     run_folder.write_row(run_dir, row)
+    if row["status"] == "ok" and not spec.train.keep_resume_state:
+        run_folder.discard_resume_state(run_dir)
     if tracker is not None:
         tracker.finish(row, run_dir)
     return row
@@ -87,10 +90,14 @@ def _run(spec: RunSpec, run_dir: Path, runtime: Runtime, quiet: bool, resume: bo
     run_folder.write_history(run_dir, result.history)
     engine.load_best()
     eval_model = inputs.full_model(engine.eval_model)
-    estimates = _estimates(spec, engine, eval_model, inputs)
+    weights = run_folder.stored_weights(eval_model, spec.train.weights_dtype)
+    rounded = spec.train.weights_dtype != "float32"
+    if rounded:  # the predictions come from the weights the folder keeps
+        eval_model.load_state_dict(weights)
+    estimates = _estimates(spec, engine, eval_model, inputs, through_images=rounded)
     scores = score_estimates(eval_model.head, estimates, {n: labels[n] for n in estimates},
                              spec.build.num_classes, spec.evaluation.bootstrap)
-    _write_results(spec, run_dir, dataset, eval_model, estimates, scores, result, inputs, runtime)
+    _write_results(spec, run_dir, dataset, weights, estimates, scores, result, inputs, runtime)
     if spec.evaluation.plots:
         try_plots(write_run_plots, run_dir)
     return {**_run_facts(spec, model, result, engine), **scores.row}
@@ -105,19 +112,16 @@ def _train(spec: RunSpec, inputs: TrainingSets, runtime: Runtime, run_dir: Path,
                         runtime=runtime, on_epoch=_chain(progress.epoch, tracker and tracker.epoch),
                         on_step=progress.step, on_resume=progress.resumed)
         result = engine.fit(inputs.sets["train"], inputs.sets["valid"], spec.seed,
-                            checkpoint_path=run_dir / run_folder.LAST, resume=resume)
+                            checkpoint_path=run_folder.resume_state_path(run_dir), resume=resume)
         progress.set_total(result.epochs_run)
     return engine, result
 
 
-def _write_results(spec: RunSpec, run_dir: Path, dataset, eval_model: GraderModel, estimates: dict, scores,
+def _write_results(spec: RunSpec, run_dir: Path, dataset, weights: dict, estimates: dict, scores,
                    result: TrainResult, inputs: TrainingSets, runtime: Runtime) -> None:
     """Everything but the row: the selected weights, predictions, details and the facts plots need."""
-    backbone, build = inputs.model.backbone, spec.build
-    facts = {"classes": build.classes, "input_size": build.input_size, "mean": list(backbone.mean),
-             "std": list(backbone.std)}
-    run_folder.write_best(run_dir, {"model": eval_model.state_dict(), "run_id": spec.run_id, **facts,
-                                    "epoch": result.best_epoch, "config": spec.model_dump(mode="json")})
+    backbone = inputs.model.backbone
+    run_folder.write_best_weights(run_dir, weights)
     for name, estimate in estimates.items():
         split = dataset.splits[name]
         run_folder.write_predictions(run_dir, name, prediction_frame(split.ids, split.labels,
@@ -125,8 +129,8 @@ def _write_results(spec: RunSpec, run_dir: Path, dataset, eval_model: GraderMode
     run_folder.write_details(run_dir, {"bootstrap": scores.details, "calibration": scores.calibration,
                                        "feature_cache": inputs.use_features, "weights": backbone.weights_report,
                                        "environment": environment(runtime)})
-    run_folder.write_info(run_dir, {**facts, "best_epoch": result.best_epoch,
-                                    "monitor": spec.train.early_stopping.monitor})
+    run_folder.write_info(run_dir, {"mean": list(backbone.mean), "std": list(backbone.std),
+                                    "best_epoch": result.best_epoch})
 
 
 def _run_facts(spec: RunSpec, model: GraderModel, result: TrainResult, engine: Engine) -> dict:
@@ -164,18 +168,21 @@ def _describe_error(exc: Exception, spec: RunSpec, runtime: Runtime) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _estimates(spec: RunSpec, engine: Engine, eval_model: GraderModel, inputs: TrainingSets) -> dict:
+def _estimates(spec: RunSpec, engine: Engine, eval_model: GraderModel, inputs: TrainingSets,
+               through_images: bool = False) -> dict:
     """Each evaluated split's estimate: one forward pass, or with ``evaluation.tta`` the mean over its views.
 
-    Views transform images, so with TTA the whole model runs on the images even when training used
-    cached backbone features.
+    Views transform images, so with TTA (or ``through_images``: the backbone's weights were rounded after its
+    features were cached) the whole model runs on the images even when training used cached backbone features.
     """
     head = eval_model.head
     names = [name for name in EVALUATED_SPLITS if name in spec.evaluation.splits and name in inputs.sets]
     views = build_views(spec.evaluation.tta)
-    if not views:
+    if not views and not (through_images and inputs.use_features):
         return {name: head.estimate(engine.outputs(inputs.sets[name])) for name in names}
     full, prep = eval_model.to(engine.device), inputs.preprocessor.to(engine.device)
+    if not views:
+        return {name: head.estimate(engine.outputs(inputs.images[name], full, prep)) for name in names}
     return {name: tta_estimate(head, views, prep, lambda view_prep, name=name: engine.outputs(
         inputs.images[name], full, view_prep), seed=spec.seed) for name in names}
 

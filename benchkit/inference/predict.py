@@ -1,7 +1,8 @@
 """Predict with a finished run: its model, its best weights and its own preprocessing.
 
 ``load_run(RUN_DIR)`` reads ``config.yaml`` (imports the plugins it names, builds the model without
-downloading anything) and ``best.pt`` (``weights_only=True``), and returns a :class:`LoadedRun`
+downloading anything), ``best.safetensors`` (or the ``best.pt`` of an earlier version, ``weights_only=True``)
+and ``run.json`` (:func:`benchkit.results.run_folder.read_best`), and returns a :class:`LoadedRun`
 whose ``predict(images)`` takes image files, folders, PIL images, uint8 arrays or tensors
 (:mod:`benchkit.data.inputs`), resizes each to the run's input size exactly as training did
 (:func:`benchkit.data.decode.decode_image`), a batch at a time, normalises with the backbone's
@@ -24,10 +25,10 @@ from benchkit.config.schema import BuildInputs, RunSpec
 from benchkit.data import inputs
 from benchkit.errors import ConfigError, DataError, WeightsError, format_listing
 from benchkit.training.tta import build_views, tta_estimate, tta_label
-from benchkit.io import read_torch_file
 from benchkit.models.grader import GraderModel, model_for
 from benchkit.progress import TaskProgress
 from benchkit.registry import import_plugins
+from benchkit.results import run_folder
 from benchkit.training.runtime import Runtime, forward_all
 from benchkit.training.transforms import BatchPreprocessor
 
@@ -123,12 +124,12 @@ def predictions_frame(results: list[dict], classes: Sequence[str]) -> pd.DataFra
     return pd.DataFrame(rows, columns=columns)
 
 
-CHECKPOINT_KEYS = ("model", "classes", "input_size", "mean", "std")
-"""What a ``best.pt`` written by ``benchkit run`` holds (and prediction reads)."""
+RUN_FACTS = ("classes", "input_size", "mean", "std")
+"""What prediction needs besides the weights (:func:`benchkit.results.run_folder.read_best`)."""
 
 
 def run_folder_problems(run_dir: str | Path) -> list[str]:
-    """Why ``run_dir`` is not a finished run folder (missing folder, config.yaml or best.pt) nor an exported
+    """Why ``run_dir`` is not a finished run folder (missing folder, config or best weights) nor an exported
     one; empty when it is."""
     from benchkit.results.exported import is_export
     run_dir = Path(run_dir)
@@ -136,8 +137,11 @@ def run_folder_problems(run_dir: str | Path) -> list[str]:
         return [f"{run_dir}: " + ("not a folder" if run_dir.exists() else "no such folder")]
     if is_export(run_dir):
         return []
+    missing = [name for name in (run_folder.CONFIG,) if not (run_dir / name).is_file()]
+    if run_folder.best_weights_path(run_dir) is None:
+        missing.append(run_folder.BEST_WEIGHTS)
     return [f"{run_dir}: {name} is missing (is this a finished run folder, results/<experiment>/runs/"
-            f"<run_id>?)" for name in ("config.yaml", "best.pt") if not (run_dir / name).is_file()]
+            f"<run_id>?)" for name in missing]
 
 
 def device_problems(device: str | None) -> list[str]:
@@ -175,8 +179,8 @@ def image_problems(paths: Sequence[str | Path]) -> list[str]:
 
 
 def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> LoadedRun:
-    """Load a finished run folder (``config.yaml`` + ``best.pt``), or a folder ``benchkit export`` wrote
-    (``config.json`` + ``model.safetensors``), for prediction."""
+    """Load a finished run folder (``config.yaml``, ``best.safetensors`` or an earlier version's ``best.pt``,
+    ``run.json``), or a folder ``benchkit export`` wrote (``config.json`` + ``model.safetensors``), for prediction."""
     from benchkit.results.exported import is_export, read_export
     run_dir = Path(run_dir)
     if is_export(run_dir):
@@ -185,8 +189,9 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> L
         spec = RunSpec.model_validate(raw)
         import_plugins(spec.plugins, spec.base_dir)
     else:
-        config_path, weights_path = run_dir / "config.yaml", run_dir / "best.pt"
-        spec, checkpoint = _read_run_folder(run_dir, config_path, weights_path)
+        config_path = run_dir / run_folder.CONFIG
+        spec, checkpoint = _read_run_folder(run_dir, config_path)
+        weights_path = run_folder.best_weights_path(run_dir)
     if spec.build is None:  # a run folder written before build inputs were saved with the config
         spec = spec.model_copy(update={"build": BuildInputs(classes=list(checkpoint["classes"]),
                                                             input_size=int(checkpoint["input_size"]))})
@@ -201,7 +206,8 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> L
                      checkpoint["mean"], checkpoint["std"], runtime)
 
 
-def _read_run_folder(run_dir: Path, config_path: Path, weights_path: Path) -> tuple[RunSpec, dict]:
+def _read_run_folder(run_dir: Path, config_path: Path) -> tuple[RunSpec, dict]:
+    """The run's config and a checkpoint as an export reads back: ``model`` and the :data:`RUN_FACTS`."""
     problems = run_folder_problems(run_dir)
     if problems:
         raise ConfigError(problems[0])
@@ -210,12 +216,12 @@ def _read_run_folder(run_dir: Path, config_path: Path, weights_path: Path) -> tu
     except Exception as exc:
         raise ConfigError(f"{config_path}: not a run config: {exc}") from None
     import_plugins(spec.plugins, spec.base_dir)
-    checkpoint = read_torch_file(weights_path)
-    if not isinstance(checkpoint, dict) or not all(key in checkpoint for key in CHECKPOINT_KEYS):
-        found = sorted(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise WeightsError(f"{weights_path}: not a checkpoint written by benchkit run (it holds "
-                           f"{', '.join(CHECKPOINT_KEYS)}; this file holds {found})")
-    return spec, checkpoint
+    weights, facts = run_folder.read_best(run_dir)
+    missing = [key for key in RUN_FACTS if facts.get(key) is None]
+    if missing:
+        raise ConfigError(f"{run_dir / run_folder.INFO}: {', '.join(missing)} missing (is this a finished run "
+                          f"folder?)")
+    return spec, {"model": weights, **{key: facts[key] for key in RUN_FACTS}}
 
 
 def _open_image(path: Path) -> Image.Image:

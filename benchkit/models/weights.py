@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from benchkit.errors import ConfigError, WeightsError, format_listing
-from benchkit.io import read_torch_file
+from benchkit.io import read_tensors_file, read_torch_file
 
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "params")
 _LISTED = 5
@@ -80,12 +80,7 @@ def load_state_dict_file(path: str | os.PathLike, weights_map: dict[str, str] | 
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        try:
-            obj = load_file(str(path), device="cpu")
-        except Exception as exc:  # safetensors raises its own types
-            raise WeightsError(f"cannot read weights file {path}: not a safetensors file, or a damaged one "
-                               f"({type(exc).__name__}: {exc})") from None
+        obj = read_tensors_file(path, "weights")
     else:
         obj = read_torch_file(path, "weights")
     state_dict = _unwrap(obj, path)

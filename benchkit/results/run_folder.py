@@ -1,14 +1,21 @@
 """A run's folder ``<out>/runs/<run_id>/``: the one place that names its files, writes and reads them.
 
-- ``config.yaml``: the resolved run (:class:`~benchkit.config.schema.RunSpec`, build inputs included);
+- ``config.yaml``: the resolved run (:class:`~benchkit.config.schema.RunSpec`, build inputs included): the
+  one owner of the class names, the input size and the monitored metric;
 - ``history.csv``: one row per epoch; ``predictions_<split>.csv``: one row per evaluated image;
-- ``best.pt``: the selected weights and what prediction needs; ``last.pt``: the resumable checkpoint;
+- ``best.safetensors``: the selected weights, tensors only (the ones the predictions came from);
+- ``last.pt``: the resume state (weights, optimizer, scheduler, scaler, EMA copy, RNG state), kept while the
+  run trains and after it fails or is interrupted; removed when it ends well (``train.keep_resume_state``
+  keeps it);
 - ``details.json``: bootstrap intervals, calibration, feature cache, weights report, environment;
-- ``run.json``: the few facts plots and the report need (class names, input size, normalisation,
-  selected epoch, monitored metric), so they never open a checkpoint;
+- ``run.json``: what is known only once the model is built and trained (normalisation, selected epoch);
+  :func:`read_info` adds the facts ``config.yaml`` owns, so plots and the report never open a checkpoint;
 - ``metrics.json``: the leaderboard row, written last: a run is finished when it says ``status: ok``;
 - ``error.log``: the traceback of a failed attempt; ``plots/``: the run's plots; ``.lock``: the claim of
   the process running it.
+
+Folders written by earlier versions hold ``best.pt`` (the weights with a copy of those facts) instead of
+``best.safetensors``, and a ``run.json`` that repeats ``config.yaml``; both are still read.
 
 The rows and facts this process writes are kept with the file's size and modification time, and every
 file is parsed at most once per version, so the leaderboard, the plots and the paired tests that read
@@ -21,24 +28,32 @@ import copy
 from pathlib import Path
 
 import pandas as pd
+import torch
+from torch import nn
 
 from benchkit.config.schema import RunSpec, dump_yaml
+from benchkit.errors import WeightsError
 from benchkit.results import results_folder
-from benchkit.io import atomic_path, read_json, read_yaml, save_torch, write_json, write_text
+from benchkit.io import (atomic_path, read_json, read_tensors_file, read_torch_file, read_yaml, save_tensors,
+                         write_json, write_text)
 from benchkit.memo import Memo
 
 CONFIG = "config.yaml"
 HISTORY = "history.csv"
-BEST = "best.pt"
-LAST = "last.pt"
+BEST_WEIGHTS = "best.safetensors"
+LEGACY_BEST = "best.pt"
+RESUME_STATE = "last.pt"
 DETAILS = "details.json"
 INFO = "run.json"
 METRICS = "metrics.json"
 ERROR = "error.log"
 PLOTS = "plots"
 LOCK = ".lock"
-RESULT_FILES = (METRICS, BEST, HISTORY, DETAILS, INFO, "predictions_*.csv")
-"""What a finished attempt leaves; a failed attempt removes them (``last.pt`` stays, to resume)."""
+RESULT_FILES = (METRICS, BEST_WEIGHTS, LEGACY_BEST, HISTORY, DETAILS, INFO, "predictions_*.csv")
+"""What a finished attempt leaves; a failed attempt removes them (the resume state stays, to resume)."""
+WEIGHTS_FORMAT = "benchkit-run-weights/1"
+LEGACY_FACTS = ("classes", "input_size", "mean", "std")
+"""What ``best.pt`` of earlier versions holds beside the weights (``model``)."""
 
 _KNOWN = Memo("run-files", maxsize=4096)
 """Parsed run files by path, with the version (mtime, size) they were parsed from."""
@@ -84,8 +99,19 @@ def write_predictions(run_dir: Path, split: str, frame: pd.DataFrame) -> None:
     _write_frame(predictions_file(run_dir, split), frame)
 
 
-def write_best(run_dir: Path, checkpoint: dict) -> None:
-    save_torch(Path(run_dir) / BEST, checkpoint)
+def stored_weights(model: nn.Module, dtype: str = "float32") -> dict[str, torch.Tensor]:
+    """``model``'s state dict as the run folder stores it: contiguous CPU copies, the parameters in ``dtype``
+    (``float16``/``bfloat16`` halve the file), buffers (e.g. BatchNorm statistics) in their own type."""
+    parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    target = getattr(torch, dtype)
+    return {name: tensor.detach().to("cpu", dtype=target if name in parameters and tensor.is_floating_point()
+                                      else tensor.dtype).clone().contiguous()
+            for name, tensor in model.state_dict().items()}
+
+
+def write_best_weights(run_dir: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """``best.safetensors``: the selected weights (see :func:`stored_weights`)."""
+    save_tensors(Path(run_dir) / BEST_WEIGHTS, tensors, metadata={"format": WEIGHTS_FORMAT})
 
 
 def write_details(run_dir: Path, details: dict) -> None:
@@ -93,7 +119,7 @@ def write_details(run_dir: Path, details: dict) -> None:
 
 
 def write_info(run_dir: Path, info: dict) -> None:
-    """``run.json``: ``classes``, ``input_size``, ``mean``, ``std``, ``best_epoch``, ``monitor``."""
+    """``run.json``: ``mean``, ``std``, ``best_epoch`` (the facts ``config.yaml`` does not own)."""
     _remember(Path(run_dir) / INFO, info, write_json)
 
 
@@ -113,10 +139,31 @@ def clear_failure(run_dir: Path) -> None:
 
 
 def discard_results(run_dir: Path) -> None:
-    """Remove a run's result files (not its checkpoint ``last.pt``), so none outlives a failed attempt."""
+    """Remove a run's result files (not its resume state), so none outlives a failed attempt."""
     for pattern in RESULT_FILES:
         for path in Path(run_dir).glob(pattern):
             path.unlink(missing_ok=True)
+
+
+def has_resume_state(run_dir: Path) -> bool:
+    return (Path(run_dir) / RESUME_STATE).is_file()
+
+
+def resume_state_path(run_dir: Path) -> Path:
+    return Path(run_dir) / RESUME_STATE
+
+
+def discard_resume_state(run_dir: Path) -> int:
+    """Remove the resume state; return the bytes freed.
+
+    Only for a finished run (:func:`is_finished`): an unfinished one needs its resume state to resume."""
+    path = resume_state_path(run_dir)
+    try:
+        freed = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    path.unlink(missing_ok=True)
+    return freed
 
 
 # ---------------------------------------------------------------- reading
@@ -127,16 +174,49 @@ def read_row(run_dir: Path) -> dict | None:
     return None if content is None else content.get("row")
 
 
+def is_finished(run_dir: Path) -> bool:
+    """The run's ``metrics.json`` says ``status: ok`` (a failed or interrupted run is not finished)."""
+    return (read_row(run_dir) or {}).get("status") == "ok"
+
+
 def read_info(run_dir: Path) -> dict:
-    """``run.json``; for folders written before it, the same facts from ``config.yaml`` and ``metrics.json``."""
-    info = _recall(Path(run_dir) / INFO, read_json)
-    if info is not None:
-        return info
+    """The run's facts: ``classes``, ``input_size``, ``monitor`` (from ``config.yaml``), ``mean``, ``std``,
+    ``best_epoch`` (from ``run.json``; ``best_epoch`` from ``metrics.json`` for folders without it)."""
+    info = _recall(Path(run_dir) / INFO, read_json) or {}
     config = read_config(run_dir)
     build = config.get("build") or {}
-    monitor = ((config.get("train") or {}).get("early_stopping") or {}).get("monitor", "loss")
-    return {"classes": build.get("classes"), "input_size": build.get("input_size"),
-            "best_epoch": (read_row(run_dir) or {}).get("best_epoch"), "monitor": monitor}
+    owned = {"classes": build.get("classes"), "input_size": build.get("input_size"),
+             "monitor": ((config.get("train") or {}).get("early_stopping") or {}).get("monitor")}
+    info.update({key: value for key, value in owned.items() if value is not None})
+    info.setdefault("monitor", "loss")
+    if info.get("best_epoch") is None:
+        info["best_epoch"] = (read_row(run_dir) or {}).get("best_epoch")
+    return info
+
+
+def best_weights_path(run_dir: Path) -> Path | None:
+    """``best.safetensors``, else the ``best.pt`` of an earlier version; None when the run has neither."""
+    for name in (BEST_WEIGHTS, LEGACY_BEST):
+        if (Path(run_dir) / name).is_file():
+            return Path(run_dir) / name
+    return None
+
+
+def read_best(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The selected weights and the run's facts (:func:`read_info`; from ``best.pt`` where an earlier version
+    kept them there). A WeightsError when the weights file is missing, unreadable or not benchkit's."""
+    path, info = best_weights_path(run_dir), read_info(run_dir)
+    if path is None:
+        raise WeightsError(f"{run_dir}: no {BEST_WEIGHTS} (is this a finished run folder?)")
+    if path.name == BEST_WEIGHTS:
+        return read_tensors_file(path), info
+    checkpoint = read_torch_file(path)
+    if not isinstance(checkpoint, dict) or not all(key in checkpoint for key in ("model", *LEGACY_FACTS)):
+        found = sorted(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise WeightsError(f"{path}: not a checkpoint written by benchkit run (it holds "
+                           f"{', '.join(('model', *LEGACY_FACTS))}; this file holds {found})")
+    kept = {key: checkpoint[key] for key in LEGACY_FACTS}
+    return checkpoint["model"], {**kept, **{key: value for key, value in info.items() if value is not None}}
 
 
 def read_config(run_dir: Path) -> dict:
@@ -197,3 +277,17 @@ def _recall(path: Path, read):
         _keep(path, read(path))
         known = _KNOWN.peek(str(path))
     return copy.deepcopy(known[1])
+
+
+_RENAMED = {"BEST": "BEST_WEIGHTS", "LAST": "RESUME_STATE"}
+
+
+def __getattr__(name: str):
+    """The 0.1 names of the weights files, kept with a DeprecationWarning."""
+    if name in _RENAMED:
+        import warnings
+        warnings.warn(f"run_folder.{name} is deprecated; use run_folder.{_RENAMED[name]} "
+                      f"(BEST is now {BEST_WEIGHTS!r}; {LEGACY_BEST!r} folders still load)",
+                      DeprecationWarning, stacklevel=2)
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

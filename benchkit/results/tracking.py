@@ -4,7 +4,7 @@
 experiment file. For each run, MLflow gets the flattened resolved config as params, every epoch's
 history row as metrics ``epoch/<name>`` (step = epoch), the final leaderboard row (metrics with their
 ``_lo``/``_hi`` intervals) under the leaderboard's column names, and the run folder's files as
-artifacts (config, metrics, predictions, plots and, unless ``log_checkpoint: false``, ``best.pt`` and
+artifacts (config, metrics, predictions, plots and, unless ``log_checkpoint: false``, ``best.safetensors`` and
 the exported model under ``model/``: ``model.safetensors`` + ``config.json`` of :mod:`benchkit.inference.export`,
 which load without pickled code). TensorBoard gets the same scalars under ``DIR/<run_id>`` and the
 run's hyperparameters with its final metrics in the HParams dashboard. Relative paths (the SQLite file, the
@@ -185,8 +185,9 @@ class _MlflowBackend(_Backend):
                     self.client.log_artifact(self.run_id, str(run_dir / name))
             if (run_dir / "plots").is_dir():
                 self.client.log_artifacts(self.run_id, str(run_dir / "plots"), artifact_path="plots")
-            if self.config.log_checkpoint and (run_dir / "best.pt").is_file():
-                self.client.log_artifact(self.run_id, str(run_dir / "best.pt"), artifact_path="checkpoint")
+            weights = run_folder.best_weights_path(run_dir)
+            if self.config.log_checkpoint and weights is not None:
+                self.client.log_artifact(self.run_id, str(weights), artifact_path="checkpoint")
                 if row.get("status") == "ok" and self.export is not None:
                     self._log_model(run_dir)
             self.client.set_terminated(self.run_id, status="FINISHED" if row.get("status") == "ok" else "FAILED")
