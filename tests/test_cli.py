@@ -125,4 +125,4 @@ def test_an_invalid_ray_address_is_a_users_mistake(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["run", str(experiment), "--out", str(out), "--executor", "ray", "--ray-address", "nowhere"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--ray-address nowhere: cannot connect" in err and not out.exists()
+    assert err.count("\n") == 1 and "--ray-address nowhere: expected HOST:PORT" in err and not out.exists()
