@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from benchkit.config.tuning import PrunerConfig, TuningConfig
 
 
 class _Strict(BaseModel):
@@ -268,6 +269,8 @@ class ExperimentConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()
+    tuning: TuningConfig | None = Field(None, description="the same trial budget per configuration, "
+                                                          "tuned on the validation split")
     output_dir: Path | None = None
 
     @field_validator("name")
@@ -290,6 +293,25 @@ class BuildInputs(_Strict):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+class TrialInfo(_Strict):
+    """A run that is a tuning trial: which study, which trial, where its journal lies, what it reports."""
+
+    study: str
+    number: int = Field(ge=0)
+    journal: Path
+    metric: str
+    pruner: PrunerConfig = PrunerConfig()
+
+
+class TunedParams(_Strict):
+    """The tuned parameters a run was made with, and the budget that found them."""
+
+    study: str
+    budget: int
+    trials: int
+    params: dict[str, Any]
 
 
 class RunSpec(_Strict):
@@ -315,6 +337,8 @@ class RunSpec(_Strict):
     plugins: list[str] = []
     base_dir: Path = Path(".")
     build: BuildInputs | None = None
+    trial: TrialInfo | None = Field(None, description="set on a tuning trial: its study and number")
+    tuned: TunedParams | None = Field(None, description="set on a run made with tuned parameters")
 
 
 def dump_yaml(data: Any) -> str:
