@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from benchkit.io import atomic_path, write_text
 from benchkit.results import results_folder
@@ -50,10 +51,17 @@ def write_budget_curves(out_dir: str | Path, trials: pd.DataFrame, plots: bool =
     write_text(results_folder.trials_table_path(out_dir), trials.to_csv(index=False))
     curves = budget_curves(trials)
     write_text(results_folder.budget_curves_path(out_dir), curves.to_csv(index=False))
-    if plots and len(curves):
-        from benchkit.results.plots import try_plots
-        try_plots(_plot, curves, results_folder.plots_dir(out_dir) / BUDGET_PLOT)
+    if plots:
+        draw_budget_plot(out_dir)
     return curves
+
+
+def draw_budget_plot(out_dir: str | Path) -> list[Path]:
+    """``plots/budget_curves.png`` from ``budget_curves.csv`` (nothing without curves)."""
+    from benchkit.results.plots import try_plots
+    table = results_folder.budget_curves_path(out_dir)
+    curves = pd.read_csv(table) if table.is_file() else pd.DataFrame()
+    return try_plots(_plot, curves, budget_plot_path(out_dir)) if len(curves) else []
 
 
 def budget_plot_path(out_dir: str | Path) -> Path:
@@ -65,6 +73,7 @@ def _plot(curves: pd.DataFrame, path: Path) -> list[Path]:
     ax = fig.add_subplot()
     for study, group in curves.groupby("study", sort=False):
         ax.plot(group["k"], group["expected_best"], marker="o", markersize=3, label=str(study))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trials (k)")
     ax.set_ylabel(f"expected best {curves['metric'].iloc[0]}")
     ax.set_title("Expected best validation score after k trials (Dodge et al. 2019)", fontsize=10)
@@ -75,3 +84,24 @@ def _plot(curves: pd.DataFrame, path: Path) -> list[Path]:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return [path]
+
+
+def tuning_summary(out_dir: str | Path) -> pd.DataFrame | None:
+    """Per study: its budget, trials finished, completed and pruned, the best value and its parameters
+    (None when the folder has no tuning)."""
+    path = results_folder.trials_table_path(out_dir)
+    if not path.is_file():
+        return None
+    trials = pd.read_csv(path)
+    rows = []
+    for study, group in trials.groupby("study", sort=False):
+        complete = group[group["state"] == "COMPLETE"]
+        maximize = group["direction"].iloc[0] == "maximize"
+        best = complete.loc[complete["value"].idxmax() if maximize else complete["value"].idxmin()] \
+            if len(complete) else None
+        params = {c[len("param:"):]: (best[c] if best is not None else None) for c in group if c.startswith("param:")}
+        rows.append({"study": study, "budget": int(group["budget"].iloc[0]),
+                     "finished": int(group["state"].isin(["COMPLETE", "PRUNED", "FAIL"]).sum()),
+                     "pruned": int((group["state"] == "PRUNED").sum()),
+                     f"best {group['metric'].iloc[0]}": None if best is None else best["value"], **params})
+    return pd.DataFrame(rows)
