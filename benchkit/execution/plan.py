@@ -18,7 +18,7 @@ from benchkit.config.schema import ExperimentConfig, RunSpec
 from benchkit.config.validation import load_experiment
 from benchkit.data.prepare import prepare_dataset
 from benchkit.errors import ConfigError, DataError
-from benchkit.execution.tuning import check_space
+from benchkit.execution.search_space import check_space
 from benchkit.models.freezing import parameter_counts
 from benchkit.models.grader import model_for
 from benchkit.progress import log_console
