@@ -35,12 +35,14 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 FULL = {"train_images": None, "pipeline_images": 256, "pipeline_repeats": 3,
         "heads": 4, "heads_per_split": 96, "heads_epochs": 2, "heads_size": 224,
         "bootstrap_resamples": 10_000, "engine_steps": 5, "engine_size": 112, "engine_repeats": 5,
-        "scaling_counts": [300, 600, 1294]}
+        "scaling_counts": [300, 600, 1294],
+        "tuning": {"trials": 6, "epochs": 2, "size": 64, "images": 256, "repeats": 3}}
 QUICK = {"train_images": 256, "pipeline_images": 32, "pipeline_repeats": 2,
          "heads": 2, "heads_per_split": 6, "heads_epochs": 1, "heads_size": 96,
          "bootstrap_resamples": 1_000, "engine_steps": 4, "engine_size": 32, "engine_repeats": 2,
-         "scaling_counts": [32, 64, 128]}
-FIGURES = ("inputs", "heads", "bootstrap", "engine", "scaling", "audit", "formats", "storage")
+         "scaling_counts": [32, 64, 128],
+         "tuning": {"trials": 3, "epochs": 1, "size": 32, "images": 64, "repeats": 2}}
+FIGURES = ("inputs", "heads", "bootstrap", "engine", "scaling", "audit", "formats", "storage", "tuning")
 
 
 def main(argv=None) -> int:
@@ -204,8 +206,13 @@ def _storage(sizes: dict, cache_dir: Path) -> list[Figure]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _tuning(sizes: dict, cache_dir: Path) -> list[Figure]:
+    from bench_tuning import tuning_figures
+    return tuning_figures(sizes["tuning"])
+
+
 _GROUPS = {"inputs": _inputs, "heads": _heads, "bootstrap": _bootstrap, "engine": _engine,
-           "scaling": _scaling, "audit": _audit, "formats": _formats, "storage": _storage}
+           "scaling": _scaling, "audit": _audit, "formats": _formats, "storage": _storage, "tuning": _tuning}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -83,3 +83,14 @@ def test_best_grader_expands_as_documented(capsys):
     assert main(["run", str(EXPERIMENTS / "best_grader_5fold.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert [f"ensemble corn-softmax__fold{f}: mean of 2 run(s)" in out for f in range(5)] == [True] * 5
+
+
+def test_heads_comparison_tuned_gives_every_head_the_same_budget_over_lr_and_weight_decay():
+    from benchkit.execution.search_space import configurations
+    config, runs = plan(EXPERIMENTS / "heads_comparison_tuned.yaml")
+    groups = configurations(runs)
+    assert len(groups) == 6 and all(len(specs) == 3 for specs in groups.values())  # three seeds each
+    assert {spec.model.head.name for spec in runs} == {"regression", "softmax", "coral", "corn", "clm", "soft_label"}
+    assert config.tuning.trials == 12 and config.tuning.epochs < runs[0].train.epochs
+    assert sorted(config.tuning.space) == ["train.optimizer.lr", "train.optimizer.weight_decay"]
+    assert {spec.model.backbone.name for spec in runs} == {"tf_efficientnet_lite0"}

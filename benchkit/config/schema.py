@@ -16,6 +16,7 @@ import warnings
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from benchkit.config.split_names import EVALUATED_SPLITS, SPLIT_STRATEGIES, strategy_of  # noqa: F401
+from benchkit.config.tuning import PrunerConfig, TrialInfo, TunedParams, TuningConfig  # noqa: F401
 
 
 class _Strict(BaseModel):
@@ -286,6 +287,8 @@ class ExperimentConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()
+    tuning: TuningConfig | None = Field(None, description="the same trial budget per configuration, "
+                                                          "tuned on the validation split")
     output_dir: Path | None = None
 
     @field_validator("name")
@@ -333,6 +336,8 @@ class RunSpec(_Strict):
     plugins: list[str] = []
     base_dir: Path = Path(".")
     build: BuildInputs | None = None
+    trial: TrialInfo | None = Field(None, description="set on a tuning trial: its study and number")
+    tuned: TunedParams | None = Field(None, description="set on a run made with tuned parameters")
 
     @field_validator("split")
     @classmethod

@@ -3,7 +3,9 @@
 The plan (:mod:`~benchkit.execution.plan`) comes first; before any training every pending run's data is read
 and its model built (:mod:`~benchkit.execution.input_checks`); each run is claimed just before it is handed to
 the executor (:mod:`~benchkit.execution.claims`); after each run the leaderboard files are rebuilt
-(:mod:`benchkit.results.rebuild`). Re-running the same command skips finished runs and resumes interrupted ones.
+(:mod:`benchkit.results.rebuild`). With ``tuning:`` every configuration's trials run first
+(:mod:`~benchkit.execution.tuning`) and the runs take its best parameters. Re-running the same command
+skips finished runs and trials and resumes interrupted ones.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from benchkit.execution.claims import (claim, empty_run_dir, finished, finished_
                                        refuse_changed_runs)
 from benchkit.execution.executors import Executor, LocalExecutor, RunTask
 from benchkit.execution.input_checks import check_inputs
+from benchkit.execution.tuning import tune
 from benchkit.io import folder_write_problem
 from benchkit.progress import RunsInFlight, console, log_console
 from benchkit.results import results_folder
@@ -44,10 +47,12 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
     problem = folder_write_problem(out_dir)
     if problem:
         raise OutputError(f"cannot write the results to {out_dir}: {problem}")
+    executor = executor or LocalExecutor()
+    if config.tuning is not None:
+        runs = tune(config, runs, out_dir, executor, quiet=quiet)
     pending = [spec for spec in runs if fresh or not finished(spec, run_dir_of(out_dir, spec.run_id))]
     if refuse_changed and not fresh:
         refuse_changed_runs(pending, out_dir)
-    executor = executor or LocalExecutor()
     checked, built = check_inputs(pending, build_models=not executor.in_workers)
     resolved = {spec.run_id: spec for spec in checked}
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from benchkit.config.schema import ExperimentConfig, RunSpec
 from benchkit.config.validation import load_experiment
 from benchkit.data.prepare import prepare_dataset
 from benchkit.errors import ConfigError, DataError
+from benchkit.execution.search_space import check_space
 from benchkit.models.freezing import parameter_counts
 from benchkit.models.grader import model_for
 from benchkit.progress import log_console
@@ -39,6 +40,7 @@ def plan(source: str | Path | Mapping, overrides: Sequence[str] = ()) -> tuple[E
         runs = expand_runs(config, base_dir=folder.resolve())
         build_views(config.evaluation.tta)
         planned_ensembles(config, runs)
+        check_space(config, runs)
     except ConfigError as exc:
         raise ConfigError(f"{source if not isinstance(source, Mapping) else '<experiment>'}: {exc}") from None
     return config, runs

@@ -26,6 +26,7 @@ from benchkit.data.prepare import cache_dir, decoded_split, prepare_dataset
 from benchkit.evaluation.prediction_files import prediction_frame
 from benchkit.inference.export import export_run
 from benchkit.evaluation.scoring import score_estimates
+from benchkit.execution.studies import TrialPruned, pruning_reporter
 from benchkit.training.tta import build_views, tta_estimate, tta_label
 from benchkit.models.freezing import parameter_counts
 from benchkit.models.grader import BuiltModel, GraderModel, model_for
@@ -58,6 +59,8 @@ def execute_run(spec: RunSpec, out_dir: Path, quiet: bool = False, resume: bool 
             row.update(_run(spec, run_dir, runtime, quiet, resume, tracker, built))
             row["status"] = "ok"
             run_folder.clear_failure(run_dir)
+        except TrialPruned as exc:
+            row.update(status="pruned", error=str(exc))
         except Exception as exc:
             row.update(status="failed", error=_describe_error(exc, spec, runtime))
             run_folder.record_failure(run_dir, traceback.format_exc())
@@ -109,7 +112,8 @@ def _train(spec: RunSpec, inputs: TrainingSets, runtime: Runtime, run_dir: Path,
     maximize = monitor_is_max(monitor, spec.train.early_stopping.mode)
     with RunProgress(spec.run_id, spec.train.epochs, monitor, quiet, maximize=maximize) as progress:
         engine = Engine(inputs.trained, inputs.engine_preprocessor, spec.train, spec.build.num_classes,
-                        runtime=runtime, on_epoch=_chain(progress.epoch, tracker and tracker.epoch),
+                        runtime=runtime, on_epoch=_chain(progress.epoch, tracker and tracker.epoch,
+                                                pruning_reporter(spec.trial)),
                         on_step=progress.step, on_resume=progress.resumed)
         result = engine.fit(inputs.sets["train"], inputs.sets["valid"], spec.seed,
                             checkpoint_path=run_folder.resume_state_path(run_dir), resume=resume)

@@ -83,7 +83,7 @@ def worker_task(task: RunTask) -> RunTask:
 
 def record_lost_run(task: RunTask, error: BaseException | str, executor: str) -> dict:
     """The row of a task that ended without a result: kept if the run had finished, else failed."""
-    run_dir = run_folder.run_dir_of(task.out_dir, task.spec.run_id)
+    run_dir = run_folder.folder_of(task.out_dir, task.spec)
     row = run_folder.read_row(run_dir)
     if row is not None and row.get("status") == "ok":
         return row
@@ -120,10 +120,11 @@ class Executor:
         return False
 
     def run(self, tasks: Iterable[RunTask], on_done: Callable[[RunTask, dict], None],
-            display: RunsInFlight | None = None, again: Callable[[RunTask], RunTask] | None = None) -> None:
+            display: RunsInFlight | None = None, again: Callable[[RunTask], RunTask] | None = None,
+            close: bool = True) -> None:
         """Pull tasks lazily (claiming happens as they are pulled) and execute them; ``display`` shows
         the runs in flight when they execute in workers; ``again(task)``: the task of a run whose machine
-        was lost, to send again (default: as it was)."""
+        was lost, to send again (default: as it was); ``close=False`` keeps the workers for another call."""
         pending = iter(tasks)
         in_flight: dict[Any, RunTask] = {}
         sent_again: dict[str, int] = {}
@@ -141,7 +142,7 @@ class Executor:
                                 display.started(task.spec.run_id)
                             in_flight[self.submit(task)] = task
                     if not in_flight:
-                        return
+                        break
                     finished = self.wait_any(list(in_flight), REFRESH_SECONDS if display is not None else None)
                     if display is not None:
                         display.refresh()
@@ -158,7 +159,10 @@ class Executor:
                         if display is not None:
                             display.finished(task.spec.run_id, row)
                         on_done(task, row)
-        finally:
+        except BaseException:
+            self.close()
+            raise
+        if close:
             self.close()
 
 

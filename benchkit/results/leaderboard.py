@@ -25,6 +25,8 @@ TAIL_COLUMNS = ["params_total", "params_trainable", "params_frozen", "epochs", "
                 "train_seconds", "wall_seconds", "peak_gpu_mb", "peak_rss_mb", "skipped_steps", "input_size",
                 "num_classes", "weights_source", "weights_skipped", "device", "host", "ray_node", "tta", "members",
                 "member_runs", "status", "error"]
+TUNING_COLUMNS = ("tuning_budget", "tuning_trials")
+"""With ``tuning:``: the trials per configuration and those finished; ``tuned_<param>`` the best values found."""
 _HEADER_FILL = PatternFill("solid", fgColor="1F4E78")
 _BEST_FILL = PatternFill("solid", fgColor="C6EFCE")
 
@@ -67,7 +69,17 @@ def _renamed_if_scored_before_level_mae(row: dict) -> dict:
 
 def grid_columns(frame: pd.DataFrame) -> list[str]:
     """The grid-value columns of a leaderboard: every column that is not identity, bookkeeping or a metric."""
-    return [c for c in frame if c not in ID_COLUMNS + TAIL_COLUMNS and _split_of(c) is None]
+    return [c for c in frame if c not in ID_COLUMNS + TAIL_COLUMNS and _split_of(c) is None
+            and not is_tuning_column(c)]
+
+
+def is_tuning_column(column: str) -> bool:
+    """A column that says how a run was tuned (a result of the tuning, not a grid value)."""
+    return column in TUNING_COLUMNS or str(column).startswith("tuned_")
+
+
+def tuning_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame if is_tuning_column(c)]
 
 
 def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -75,7 +87,7 @@ def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
     first = [c for c in ID_COLUMNS if c in frame]
     tail = [c for c in TAIL_COLUMNS if c in frame]
     metric_cols = [c for c in frame if _split_of(c)]
-    return frame[first + grid_columns(frame) + metric_cols + tail]
+    return frame[first + grid_columns(frame) + tuning_columns(frame) + metric_cols + tail]
 
 
 def sort_rows(frame: pd.DataFrame, sort_by: str) -> pd.DataFrame:
@@ -175,7 +187,7 @@ def rich_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...] = ("acc
                split: str = "test") -> Table:
     """A compact terminal view: identity, grid values, metrics with intervals, status."""
     table = Table(title=title, header_style="bold cyan")
-    cols = ["run_id"] + grid_columns(frame)
+    cols = ["run_id"] + grid_columns(frame) + tuning_columns(frame)
     for col in cols:
         table.add_column(col, overflow="fold")
     shown = [m for m in metrics if f"{split}_{m}" in frame]

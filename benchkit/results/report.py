@@ -22,6 +22,7 @@ from benchkit.config.schema import EVALUATED_SPLITS
 from benchkit.errors import OutputError
 from benchkit.io import folder_write_problem, read_json, write_text
 from benchkit.results import results_folder, run_folder
+from benchkit.results.budget_curves import budget_plot_path, draw_budget_plot, tuning_summary
 from benchkit.results.cd_diagram import CD_PREFIX
 from benchkit.results.leaderboard import build_leaderboard, grid_columns, metric_of
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER
@@ -77,7 +78,9 @@ def write_report(out_dir: str | Path, output: str | Path | None = None) -> Path:
         _contents(),
         "<h2 id='leaderboard'>Leaderboard</h2>", _leaderboard_section(frame, sort_by),
         _aggregated_section(out_dir),
-        "<h2 id='plots'>Experiment plots</h2>", _images(sorted(results_folder.plots_dir(out_dir).glob("*.png")), "wide"),
+        _tuning_section(out_dir),
+        "<h2 id='plots'>Experiment plots</h2>", _images(sorted(p for p in results_folder.plots_dir(out_dir).glob("*.png")
+                                                              if p != budget_plot_path(out_dir)), "wide"),
         "<h2 id='data'>Dataset</h2>", _dataset_section(out_dir, experiment, frame),
         "<h2 id='runs'>Runs</h2>", _runs_section(run_dirs, frame, sort_by),
         "<h2 id='environment'>Environment</h2>", _environment_section(run_dirs),
@@ -150,6 +153,19 @@ def _aggregated_section(out_dir: Path) -> str:
                if "best_group" in tests else ""))
     return (f"<h3>Across seeds and folds</h3><p class='muted'>{note}</p>"
             + _table(frame, keep, interval_of=lambda c: c[:-5]) + _ranks_section(out_dir))
+
+
+def _tuning_section(out_dir: Path) -> str:
+    summary = tuning_summary(out_dir)
+    if summary is None:
+        return ""
+    summary = summary.map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)  # learning rates need digits
+    if not budget_plot_path(out_dir).is_file():
+        draw_budget_plot(out_dir)
+    return ("<h2 id='tuning'>Tuning</h2><p class='muted'>Each configuration had the same budget of trials on the "
+            "validation split (the test split is not read in a trial); its runs use the best parameters found. "
+            "The curves show the expected best validation score after k trials (Dodge et al. 2019).</p>"
+            + _table(summary, list(summary)) + _images([p for p in [budget_plot_path(out_dir)] if p.is_file()]))
 
 
 def _ranks_section(out_dir: Path) -> str:

@@ -8,6 +8,8 @@
     <out>/leaderboard.csv, .xlsx       one row per run and ensemble
     <out>/leaderboard_aggregated.csv   across seeds and folds; leaderboard_pivot.csv: a two-key grid
     <out>/plots/, <out>/report.html    experiment plots and the HTML report
+    <out>/trials/<study>/              a configuration's tuning: study.journal (Optuna) and trial-NNN/ run folders
+    <out>/tuning_trials.csv            every trial of every study; budget_curves.csv: expected best after k trials
 
 Other modules ask this one for a path instead of spelling a file name.
 """
@@ -33,6 +35,10 @@ SUMMARY_FILES = {"aggregated": "leaderboard_aggregated.csv", "pivot": "leaderboa
 PLOTS = "plots"
 REPORT = "report.html"
 LEADERBOARD_LOCK = ".leaderboard.lock"
+TRIALS = "trials"
+STUDY_JOURNAL = "study.journal"
+TRIALS_TABLE = "tuning_trials.csv"
+BUDGET_CURVES = "budget_curves.csv"
 
 
 def runs_dir(out_dir: str | Path) -> Path:
@@ -45,6 +51,28 @@ def run_dir(out_dir: str | Path, run_id: str) -> Path:
 
 def ensemble_dir(out_dir: str | Path, ensemble_id: str) -> Path:
     return Path(out_dir) / ENSEMBLES / str(ensemble_id)
+
+
+def study_dir(out_dir: str | Path, study: str) -> Path:
+    """``<out>/trials/<study>``: one configuration's tuning (its journal and its trials' run folders)."""
+    return Path(out_dir) / TRIALS / str(study)
+
+
+def study_journal(out_dir: str | Path, study: str) -> Path:
+    return study_dir(out_dir, study) / STUDY_JOURNAL
+
+
+def trial_dir(out_dir: str | Path, study: str, number: int) -> Path:
+    """The run folder of trial ``number`` of ``study`` (outside ``runs/``: trials are not leaderboard rows)."""
+    return study_dir(out_dir, study) / f"trial-{number:03d}"
+
+
+def trials_table_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / TRIALS_TABLE
+
+
+def budget_curves_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / BUDGET_CURVES
 
 
 def leaderboard_path(out_dir: str | Path) -> Path:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from benchkit.config.schema import RunSpec, dump_yaml
+from benchkit.config.tuning import tuned_column
 from benchkit.errors import WeightsError
 from benchkit.results import results_folder
 from benchkit.io import (atomic_path, read_json, read_tensors_file, read_torch_file, read_yaml, save_tensors,
@@ -64,6 +65,13 @@ def run_dir_of(out_dir: Path, run_id: str) -> Path:
     return results_folder.run_dir(out_dir, run_id)
 
 
+def folder_of(out_dir: Path, spec: RunSpec) -> Path:
+    """Where ``spec`` writes: ``runs/<run_id>``, or a tuning trial's folder under ``trials/``."""
+    if spec.trial is not None:
+        return results_folder.trial_dir(out_dir, spec.trial.study, spec.trial.number)
+    return run_dir_of(out_dir, spec.run_id)
+
+
 def predictions_file(run_dir: Path, split: str) -> Path:
     return Path(run_dir) / f"predictions_{split}.csv"
 
@@ -73,6 +81,11 @@ def base_row(spec: RunSpec) -> dict:
     row = {"run_id": spec.run_id, "model": spec.model_name, "backbone": spec.model.backbone.name,
            "head": spec.model.head.name, "seed": spec.seed, "split": spec.split, "fold": spec.fold}
     row.update(spec.grid)
+    if spec.tuned is not None:
+        row.update(tuning_budget=spec.tuned.budget, tuning_trials=spec.tuned.trials,
+                   **{tuned_column(path): value for path, value in spec.tuned.params.items()})
+    if spec.trial is not None:
+        row.update(study=spec.trial.study, trial=spec.trial.number)
     row.update(status="pending", error="")
     return row
 
@@ -81,7 +94,7 @@ def base_row(spec: RunSpec) -> dict:
 
 def start(out_dir: Path, spec: RunSpec) -> Path:
     """Create the run's folder and write its config; return the folder."""
-    run_dir = run_dir_of(out_dir, spec.run_id)
+    run_dir = folder_of(out_dir, spec)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, spec)
     return run_dir

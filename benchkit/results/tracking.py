@@ -105,6 +105,17 @@ def open_tracker(spec: RunSpec, out_dir: Path, export: Callable[[Path, Path], Pa
     return RunTracker(backends, spec.run_id)
 
 
+def _tags(spec: RunSpec) -> dict[str, str]:
+    """A run's MLflow tags; a tuning trial's also name its study and number, a tuned run its study."""
+    tags = {"benchkit.run_id": spec.run_id, "benchkit.execution.experiment": spec.experiment,
+            "benchkit.model": spec.model_name, "benchkit.seed": str(spec.seed)}
+    if spec.trial is not None:
+        tags.update({"benchkit.study": spec.trial.study, "benchkit.trial": str(spec.trial.number)})
+    if spec.tuned is not None:
+        tags.update({"benchkit.study": spec.tuned.study, "benchkit.tuned": "true"})
+    return tags
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     """Nested mappings -> ``{"a.b.c": "value"}`` (lists and scalars as text)."""
     if isinstance(data, dict):
@@ -155,9 +166,7 @@ class _MlflowBackend(_Backend):
         with self._locked():
             self.client = MlflowClient(tracking_uri=self.uri)
             experiment_id = self._experiment_id(config.experiment or spec.experiment)
-            run = self.client.create_run(experiment_id, run_name=spec.run_id, tags={
-                "benchkit.run_id": spec.run_id, "benchkit.execution.experiment": spec.experiment,
-                "benchkit.model": spec.model_name, "benchkit.seed": str(spec.seed)})
+            run = self.client.create_run(experiment_id, run_name=spec.run_id, tags=_tags(spec))
             self.run_id = run.info.run_id
             self._log(params=flatten(spec.model_dump(mode="json")))
 
