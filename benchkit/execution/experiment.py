@@ -19,7 +19,7 @@ from benchkit.errors import OutputError
 from benchkit.execution.claims import (claim, empty_run_dir, finished, finished_since, prepare_resume,
                                        refuse_changed_runs)
 from benchkit.execution.executors import Executor, LocalExecutor, RunTask
-from benchkit.execution.input_checks import check_inputs
+from benchkit.execution.input_checks import check_devices, check_inputs
 from benchkit.io import folder_write_problem
 from benchkit.progress import RunsInFlight, console, log_console
 from benchkit.results import results_folder
@@ -47,6 +47,8 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
     if refuse_changed and not fresh:
         refuse_changed_runs(pending, out_dir)
     executor = executor or LocalExecutor()
+    if isinstance(executor, LocalExecutor):
+        check_devices(pending)
     checked, built = check_inputs(pending, build_models=not executor.in_workers)
     resolved = {spec.run_id: spec for spec in checked}
     out_dir.mkdir(parents=True, exist_ok=True)
