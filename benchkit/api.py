@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from benchkit.errors import ConfigError
+from benchkit.config.validation import override_list
+from benchkit.errors import ConfigError, path_argument
 from benchkit.results import results_folder, run_folder
 from benchkit.results.ensembles import predictions_path
 
@@ -29,23 +30,28 @@ if TYPE_CHECKING:
     from benchkit.inference.predict import LoadedRun
 
 
-def run(experiment: str | Path | Mapping, out: str | Path | None = None, overrides: Sequence[str] = (), *,
+def run(experiment: str | Path | Mapping, out: str | Path | None = None, overrides: str | Sequence[str] = (), *,
         executor: "str | Executor" = "local", jobs: int = 1, ray_address: str | None = None,
-        fresh: bool = False, quiet: bool = False) -> "Results":
+        fresh: bool = False, quiet: bool = False, yes: bool = False) -> "Results":
     """Run an experiment and return its :class:`Results`.
 
     ``experiment`` is a YAML file, or a mapping with the same keys (its relative paths, plugin files and
     ``base:`` files are taken from the current folder). ``out`` defaults to ``results/<name>``;
-    ``overrides`` are ``KEY=VALUE`` strings as for ``--set``; ``executor`` is ``"local"`` (``jobs``
-    processes) or ``"ray"`` (or an :class:`~benchkit.execution.executors.Executor`). As on the command line,
-    finished runs in ``out`` are kept and interrupted ones resumed unless ``fresh``.
+    ``overrides`` are ``KEY=VALUE`` strings as for ``--set`` (one string is one override); ``executor`` is
+    ``"local"`` (``jobs`` processes) or ``"ray"`` (or an :class:`~benchkit.execution.executors.Executor`). As
+    on the command line, finished runs in ``out`` are kept and interrupted ones resumed unless ``fresh``, and
+    an experiment of more runs than its ``max_runs`` starts only with ``yes=True``. A wrong argument is a
+    ConfigError naming it, raised before anything is written.
     """
     from benchkit.execution.executors import Executor, make_executor
     from benchkit.execution.experiment import run_experiment
-    from benchkit.execution.plan import default_out_dir, plan
+    from benchkit.execution.plan import confirm_run_count, default_out_dir, plan
     started = time.time()
-    config, runs = plan(experiment, list(overrides))
-    out_dir = Path(out) if out is not None else default_out_dir(config)
+    out_dir = path_argument(out, "out", "a results folder") if out is not None else None
+    _check_options(executor=executor, jobs=jobs, ray_address=ray_address, fresh=fresh, quiet=quiet, yes=yes)
+    config, runs = plan(experiment, override_list(overrides))
+    confirm_run_count(config, runs, yes)
+    out_dir = out_dir if out_dir is not None else default_out_dir(config)
     chosen = executor if isinstance(executor, Executor) else make_executor(executor, jobs, ray_address)
     run_experiment(config, runs, out_dir, quiet=quiet, fresh=fresh, executor=chosen, started=started)
     return Results(out_dir)
@@ -53,14 +59,30 @@ def run(experiment: str | Path | Mapping, out: str | Path | None = None, overrid
 
 def load_results(out_dir: str | Path) -> "Results":
     """The results folder of an experiment (what ``benchkit run --out DIR`` wrote)."""
-    return Results(results_folder.require_results_folder(out_dir))
+    return Results(results_folder.require_results_folder(path_argument(out_dir, "out_dir", "a results folder")))
+
+
+def _check_options(**options) -> None:
+    """The keyword arguments of :func:`run`, each of its type, or a ConfigError naming it."""
+    from benchkit.execution.executors import Executor
+    if not isinstance(options["executor"], (str, Executor)):
+        raise ConfigError(f"executor: expected 'local', 'ray' or an Executor, got {options['executor']!r}")
+    jobs = options["jobs"]
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs: expected a whole number of processes, at least 1, got {jobs!r}")
+    if options["ray_address"] is not None and not isinstance(options["ray_address"], str):
+        raise ConfigError(f"ray_address: expected a str such as 'auto' or 'ray://head:10001', "
+                          f"got {options['ray_address']!r}")
+    for name in ("fresh", "quiet", "yes"):
+        if not isinstance(options[name], (bool, np.bool_)):
+            raise ConfigError(f"{name}: expected True or False, got {options[name]!r}")
 
 
 class Results:
     """An experiment's results folder as DataFrames. Tables are read once, on first use."""
 
     def __init__(self, out_dir: str | Path):
-        self.out_dir = Path(out_dir)
+        self.out_dir = path_argument(out_dir, "out_dir", "a results folder")
 
     def __repr__(self) -> str:
         return f"Results({str(self.out_dir)!r}: {len(self.run_ids)} run(s))"
@@ -101,6 +123,8 @@ class Results:
     def predictions(self, split: str = "test") -> pd.DataFrame:
         """Every run's predictions on ``split`` in one long table: ``run_id, image, target, pred, score,
         probabilities`` (levels 0-based; ``probabilities`` a list of K floats, or None for heads without)."""
+        if split not in ("valid", "test"):
+            raise ConfigError(f"split: expected 'valid' or 'test', got {split!r}")
         frame = self._concat(lambda row: run_folder.read_table(predictions_path(self.out_dir, row, split)))
         if frame.empty:
             return pd.DataFrame(columns=["run_id", "image", "target", "pred", "score", "probabilities"])
@@ -113,6 +137,9 @@ class Results:
     def run(self, run_id: str, device: str | None = None) -> "LoadedRun":
         """One finished run, loaded for prediction (see :func:`benchkit.load_run`)."""
         from benchkit.inference.predict import load_run
+        if not isinstance(run_id, str) or not run_id:
+            raise ConfigError(f"run_id: expected a run id such as {(self.run_ids or ['<run_id>'])[0]!r}, "
+                              f"got {run_id!r}")
         run_dir = results_folder.run_dir(self.out_dir, run_id)
         if not run_dir.is_dir():
             if run_id in self.run_ids:

@@ -31,6 +31,16 @@ class OutputError(BenchkitError, OSError):
     """A result file cannot be written (read-only folder, full disk, a file where a folder should be)."""
 
 
+def path_argument(value, argument: str, what: str = "a path"):
+    """``value`` as a :class:`~pathlib.Path`; a ConfigError naming ``argument`` when it is not a str or a path
+    (``None``, a number...), so a Python caller gets one clear line instead of a TypeError."""
+    import os
+    from pathlib import Path
+    if isinstance(value, (str, os.PathLike)) and str(value):
+        return Path(value)
+    raise ConfigError(f"{argument}: expected {what} (a str or pathlib.Path), got {type(value).__name__} {value!r}")
+
+
 def format_listing(items: list[str], limit: int = 10) -> str:
     """First ``limit`` items one per line, then how many more there are."""
     shown = [f"  - {item}" for item in items[:limit]]

@@ -10,6 +10,7 @@ from pathlib import Path
 from benchkit._version import __version__
 from benchkit.cli.clean import add_clean_command
 from benchkit.cli.data import add_data_commands, format_table
+from benchkit.cli.export import add_export_command
 from benchkit.errors import user_error_message
 from benchkit.progress import console
 
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print the resolved experiment (bases merged, overrides applied, defaults filled) as "
                           "YAML and exit")
     run.add_argument("--quiet", action="store_true", help="plain log lines instead of progress bars")
+    run.add_argument("--yes", action="store_true", help="start even when the experiment has more runs than its "
+                                                        "max_runs (default 1000)")
     run.add_argument("--fresh", action="store_true",
                       help="train these runs again, deleting their earlier results (what a concurrent command "
                            "finishes after this one started is kept)")
@@ -102,14 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default=None, help="torch device (default: CUDA when present)")
     predict.set_defaults(func=_cmd_predict)
 
-    export = sub.add_parser("export", help="export a finished run: model.safetensors and config.json",
-                            description="Write OUT/model.safetensors (the backbone under its library's own key "
-                                        "names, the head under benchkit_head.) and OUT/config.json (architecture, "
-                                        "input size, mean/std, classes, head, decoding, thresholds). timm or "
-                                        "torchvision load the backbone; benchkit.load_run(OUT) loads the grader.")
-    export.add_argument("run_dir", type=Path, help="results/<exp>/runs/<run_id>")
-    export.add_argument("--out", type=Path, required=True, help="folder to write")
-    export.set_defaults(func=_cmd_export)
+    add_export_command(sub)
 
     cache = sub.add_parser("cache", help="show or clear the decoded-image and feature caches",
                            description="The caches only grow (a changed image or a new backbone adds entries). "
@@ -162,7 +158,7 @@ def guarded(command, args) -> int:
 def _cmd_run(args) -> int:
     from benchkit.execution.executors import make_executor
     from benchkit.execution.experiment import run_experiment
-    from benchkit.execution.plan import default_out_dir, describe_evaluation, dry_run, plan
+    from benchkit.execution.plan import confirm_run_count, default_out_dir, describe_evaluation, dry_run, plan
     from benchkit.results import results_folder
     config, runs = plan(args.experiment, args.overrides)
     if args.print_config:
@@ -174,6 +170,7 @@ def _cmd_run(args) -> int:
         for line in describe_evaluation(config, runs):
             console.print(line, highlight=False)
         return 0
+    confirm_run_count(config, runs, args.yes)
     out_dir = args.out or default_out_dir(config)
     executor = make_executor(args.executor, args.jobs, args.ray_address)
     frame = run_experiment(config, runs, out_dir, quiet=args.quiet, fresh=args.fresh,
@@ -181,16 +178,6 @@ def _cmd_run(args) -> int:
     console.print(f"leaderboard: {results_folder.leaderboard_path(out_dir)} and {results_folder.workbook_path(out_dir)}")
     failed = int((frame.get("status") != "ok").sum()) if not frame.empty else 0
     return 1 if failed else 0
-
-
-def _cmd_export(args) -> int:
-    from benchkit.inference.export import export_run
-    from benchkit.results.exported import read_export_config
-    out = export_run(args.run_dir, args.out)
-    arch = read_export_config(out)["architecture"]
-    console.print(f"exported {args.run_dir.name} to {out}: model.safetensors ({arch['library']} {arch['name']} "
-                  f"+ head) and config.json")
-    return 0
 
 
 def _cmd_schema(args) -> int:
@@ -284,10 +271,10 @@ def _cmd_leaderboard(args) -> int:
     from benchkit.io import folder_write_problem
     from benchkit.results import results_folder
     from benchkit.results.aggregate import aggregated_table
-    from benchkit.results.leaderboard import rich_table
+    from benchkit.results.leaderboard import require_run_results, rich_table
     from benchkit.results.plots import try_plots, write_experiment_plots
     from benchkit.results.rebuild import rebuild_leaderboard
-    results_folder.require_results_folder(args.out_dir)
+    require_run_results(args.out_dir)
     problem = folder_write_problem(args.out_dir)
     if problem:
         raise OutputError(f"cannot write the leaderboard in {args.out_dir}: {problem}")

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from benchkit.config.value_limits import check_values
 from benchkit.errors import ConfigError
 
 BASE_KEY = "base"
@@ -82,6 +83,9 @@ def _load_mapping(path: Path, chain: tuple[Path, ...]) -> dict:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read") from None
+    check_values(raw, str(path))
     if not isinstance(raw, dict):
         what = "base file" if chain else "experiment file"
         raise ConfigError(f"{path}: the top level of an {what} must be a mapping of keys (name, data, models, ...)")

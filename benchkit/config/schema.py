@@ -15,23 +15,22 @@ import warnings
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from benchkit.config.limits import MAX_BATCH, MAX_IMAGE_SIZE, SEED_LIMIT, Seed  # noqa: F401
+from benchkit.config.limits import StrictModel as _Strict
+from benchkit.config.runtime_sections import MlflowTrackingConfig, ResourcesConfig, TrackingConfig  # noqa: F401
 from benchkit.config.split_names import EVALUATED_SPLITS, SPLIT_STRATEGIES, strategy_of  # noqa: F401
 from benchkit.config.tuning import PrunerConfig, TrialInfo, TunedParams, TuningConfig  # noqa: F401
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class SyntheticConfig(_Strict):
     """Sizes of the built-in synthetic dataset (``data.format: synthetic``)."""
 
-    num_classes: int = Field(6, ge=2)
-    train: int = Field(240, ge=1)
-    valid: int = Field(60, ge=1)
-    test: int = Field(60, ge=1)
-    image_size: int = Field(64, ge=8)
-    seed: int = 0
+    num_classes: int = Field(6, ge=2, le=1000)
+    train: int = Field(240, ge=1, le=1_000_000)
+    valid: int = Field(60, ge=1, le=1_000_000)
+    test: int = Field(60, ge=1, le=1_000_000)
+    image_size: int = Field(64, ge=8, le=MAX_IMAGE_SIZE)
+    seed: Seed = 0
 
 
 DEFAULT_SUBJECT_REGEX = r"^(?P<subject>\d+)"
@@ -47,14 +46,14 @@ class DataConfig(_Strict):
     classes: list[str] | None = None
     options: dict[str, Any] = Field({}, description="the format's own settings (csv: file, path_column, "
                                                     "label_column, ...; medmnist_npz: file)")
-    image_size: int | None = Field(None, ge=8, description="input size; default: the backbone's")
+    image_size: int | None = Field(None, ge=8, le=MAX_IMAGE_SIZE, description="input size; default: the backbone's")
     synthetic: SyntheticConfig = SyntheticConfig()
     max_per_split: int | None = Field(None, ge=1, description="keep a seeded, stratified slice")
     split: Literal["official", "group_kfold", "group_holdout"] = "official"
-    folds: int = Field(5, ge=2)
+    folds: int = Field(5, ge=2, le=100)
     fold: list[int] | None = None
     holdout_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    split_seed: int = 0
+    split_seed: Seed = 0
     subject_regex: str = DEFAULT_SUBJECT_REGEX
     subject_with_label: bool = True
     cache: bool = Field(True, description="decode images once into the disk cache (memory-mapped)")
@@ -89,7 +88,7 @@ class BackboneConfig(_Strict):
 class HeadConfig(BaseModel):
     """A registered head; every key besides ``name`` is passed to the head's constructor."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str
 
     @property
@@ -154,9 +153,10 @@ class EarlyStoppingConfig(_Strict):
 class TrainConfig(_Strict):
     """The shared training recipe; a model entry may override any of it under ``train:``."""
 
-    epochs: int = Field(500, ge=1)
-    batch_size: int = Field(32, ge=2, description="at least 2: BatchNorm cannot train on one image")
-    eval_batch_size: int | None = Field(None, ge=1, description="default: 2 x batch_size, at least 256 on CUDA")
+    epochs: int = Field(500, ge=1, le=1_000_000)
+    batch_size: int = Field(32, ge=2, le=MAX_BATCH, description="at least 2: BatchNorm cannot train on one image")
+    eval_batch_size: int | None = Field(None, ge=1, le=MAX_BATCH,
+                                        description="default: 2 x batch_size, at least 256 on CUDA")
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     amp: bool = True
@@ -167,10 +167,10 @@ class TrainConfig(_Strict):
     augmentation: Union[Literal["reference", "none"], list[dict[str, dict[str, Any]]]] = "reference"
     class_weights: Union[Literal["none", "balanced"], list[float]] = "none"
     device: str = "auto"
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0, le=256)
     data_on_device: Union[Literal["auto"], bool] = Field(
         "auto", description="hold each split on the device (auto: on CUDA when it fits)")
-    augment_chunk: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = Field(
+    augment_chunk: Union[Literal["auto"], Annotated[int, Field(ge=1, le=MAX_BATCH)]] = Field(
         "auto", description="images augmented per kornia call (auto: 256 on CUDA, one batch on CPU)")
     channels_last: bool = False
     compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]] = Field(
@@ -187,8 +187,8 @@ class TrainConfig(_Strict):
 
 
 class BootstrapConfig(_Strict):
-    n_resamples: int = Field(10000, ge=0)
-    seed: int = 27
+    n_resamples: int = Field(10000, ge=0, le=1_000_000)
+    seed: Seed = 27
     ci: float = Field(0.95, gt=0, lt=1)
 
 
@@ -224,6 +224,16 @@ class EvaluationConfig(_Strict):
         [], description="leaderboard rows averaging saved predictions: 'seeds' (each configuration's seeds) "
                         "or {name, members}")
 
+    @field_validator("ensembles")
+    @classmethod
+    def _unique_names(cls, ensembles: list) -> list:
+        """Each ensemble once: a name given twice would be one result written as two rows."""
+        names = [item if isinstance(item, str) else item.name for item in ensembles]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"ensemble name(s) {twice} given more than once; names must be unique")
+        return ensembles
+
 
 class ModelConfig(_Strict):
     """One model of the comparison: a backbone, a head and optional recipe overrides."""
@@ -243,36 +253,6 @@ class ModelConfig(_Strict):
         return self.name or f"{self.backbone.name}-{self.head.name}"
 
 
-class ResourcesConfig(_Strict):
-    """What one run asks of a Ray cluster; ``gpus`` below 1 packs several runs on one GPU."""
-
-    cpus: float = Field(1, gt=0)
-    gpus: float = Field(0, ge=0)
-
-    @field_validator("gpus")
-    @classmethod
-    def _whole_above_one(cls, value: float) -> float:
-        if value > 1 and value != int(value):
-            raise ValueError(f"a fraction of a GPU is allowed only below 1 (got {value}; use 0.5, 1, 2, ...)")
-        return value
-
-
-class MlflowTrackingConfig(_Strict):
-    """Where MLflow runs go; a relative SQLite file is taken inside the output folder."""
-
-    uri: str = "sqlite:///mlruns.db"
-    experiment: str | None = Field(None, description="MLflow experiment name; default: the experiment's name")
-    artifact_location: str | None = Field(None, description="default: mlartifacts/ beside the SQLite file")
-    log_checkpoint: bool = True
-
-
-class TrackingConfig(_Strict):
-    """Optional trackers each run is logged to (see :mod:`benchkit.results.tracking`)."""
-
-    mlflow: MlflowTrackingConfig | None = None
-    tensorboard: Path | None = Field(None, description="TensorBoard log folder (relative: inside the output folder)")
-
-
 class ExperimentConfig(_Strict):
     """A whole experiment file."""
 
@@ -282,7 +262,9 @@ class ExperimentConfig(_Strict):
     data: DataConfig
     models: list[ModelConfig] = Field(min_length=1)
     grid: dict[str, list[Any]] = {}
-    seeds: list[int] = Field([0], min_length=1)
+    seeds: list[Seed] = Field([0], min_length=1)
+    max_runs: int = Field(1000, ge=1, description="runs an experiment may expand into before `benchkit run` "
+                                                  "asks for --yes (Python: yes=True)")
     train: TrainConfig = TrainConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     resources: ResourcesConfig = ResourcesConfig()

@@ -18,13 +18,19 @@ from pydantic import BaseModel, ValidationError
 
 from benchkit.config.schema import (BackboneConfig, DataConfig, ExperimentConfig, HeadConfig, TrainConfig, _Strict)
 from benchkit.config.files import deep_merge, read_config_file, resolve_bases
+from benchkit.config.value_limits import check_values
 from benchkit.errors import ConfigError
 
 
 def load_experiment(source: str | Path | Mapping, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Read an experiment file, or take a mapping built in code (``base:`` files relative to the current
     folder); merge its bases, override (``a.b=c``), check for unknown keys and validate."""
+    overrides = override_list(overrides)
+    if not isinstance(source, (str, Path, Mapping)):
+        raise ConfigError(f"experiment: expected a YAML file (a str or Path) or a mapping of its keys, "
+                          f"got {type(source).__name__} {source!r}")
     if isinstance(source, Mapping):
+        check_values(source, "<experiment>")
         raw, name = resolve_bases(source, Path.cwd()), "<experiment>"
     else:
         raw, name = read_config_file(source), str(source)
@@ -37,7 +43,7 @@ def load_data_section(source: str | Path, overrides: Sequence[str] = ()) -> tupl
     """The ``data`` section and ``plugins`` of a file that names no models (a dataset description, a recipe),
     read as :func:`load_experiment` reads an experiment: bases merged, overrides applied, unknown keys refused."""
     raw = read_config_file(source)
-    for item in overrides:
+    for item in override_list(overrides):
         apply_override(raw, item)
     return validate_data_section(raw, str(source))
 
@@ -49,6 +55,7 @@ class _DataFile(_Strict):
 
 def validate_data_section(raw: dict, source: str = "<data>") -> tuple[DataConfig, list[str]]:
     """The validated ``data`` section and ``plugins`` of a raw mapping; its other keys only checked for typos."""
+    check_values(raw, source)
     problems = list(_unknown_keys(raw, ExperimentConfig, ()))
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
@@ -63,6 +70,7 @@ def validate_data_section(raw: dict, source: str = "<data>") -> tuple[DataConfig
 
 def validate_experiment(raw: dict, source: str = "<experiment>") -> ExperimentConfig:
     """Validate a raw mapping, reporting unknown keys with the closest valid spelling."""
+    check_values(raw, source)
     problems = list(_unknown_keys(raw, ExperimentConfig, ()))
     for i, model in enumerate(raw.get("models") or []):
         if isinstance(model, dict) and isinstance(model.get("train"), dict):
@@ -104,6 +112,17 @@ def _grid_problems(grid: dict) -> list[str]:
             problems += [f"grid key {key!r}: {p}" for p in _unknown_keys(nested, _GridPaths, ("grid",))
                          if f"grid key {key!r}: {p}" not in problems]
     return problems
+
+
+def override_list(overrides: str | Sequence[str] | None) -> list[str]:
+    """Overrides as a list: one ``KEY=VALUE`` string is one override (not a sequence of characters)."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        return [overrides]
+    if not isinstance(overrides, (list, tuple)) or not all(isinstance(item, str) for item in overrides):
+        raise ConfigError(f"overrides: expected KEY=VALUE strings such as ['train.epochs=2'], got {overrides!r}")
+    return list(overrides)
 
 
 def apply_override(raw: dict, item: str) -> None:

@@ -30,9 +30,10 @@ from benchkit.memo import Memo
 
 CACHE_ENV = "BENCHKIT_CACHE_DIR"
 IMAGES_FOLDER = "images"
-RESIZE_SETTINGS = "pil-rgb-bilinear-v2"
+RESIZE_SETTINGS = "pil-rgb-bilinear-v3"
 """Names the decode (:func:`benchkit.data.rgb.to_rgb`, then :func:`benchkit.data.decode.decode_image`);
-change it when that decode changes (v2: 16-bit and float images scaled, not clipped)."""
+change it when that decode changes (v2: 16-bit and float images scaled, not clipped; v3: EXIF orientation
+applied)."""
 INDEX_FORMAT = 1
 
 

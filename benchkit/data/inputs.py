@@ -49,7 +49,21 @@ def as_items(images: Any) -> list:
         return [images]
     if isinstance(images, (np.ndarray, torch.Tensor)):
         return list(images) if images.ndim == 4 else [images]
+    if isinstance(images, (bytes, dict)) or not isinstance(images, Iterable):
+        raise DataError(f"images: expected an image file or folder, a PIL image, a uint8 array, a tensor or a "
+                        f"list of those, got {type(images).__name__} {str(images)[:60]!r}")
     return list(images)
+
+
+def with_folders_opened(items: list) -> list:
+    """``items`` with each folder path replaced by the image files in it (recursively, sorted), as the
+    command line takes folders; a DataError naming a folder without image files."""
+    if not any(isinstance(item, (str, Path)) and Path(item).is_dir() for item in items):
+        return items
+    found: list = []
+    for item in items:
+        found.extend(image_files([item]) if isinstance(item, (str, Path)) and Path(item).is_dir() else [item])
+    return found
 
 
 def describe(item: Any, index: int) -> str:

@@ -9,13 +9,14 @@ turns white. Here they are scaled instead, by a fixed rule (README, "Image files
 - float (``F``): ``round(255 * v)`` when every value lies in 0..1, else minimum..maximum stretched;
   NaN and infinities count as 0.
 
-Other modes (grayscale, palette, RGBA, CMYK, ...) use PIL's conversion.
+Other modes (grayscale, palette, RGBA, CMYK, ...) use PIL's conversion. A photo's EXIF orientation (how a phone
+says the picture was held) is applied first, so training, the cache and predict see it upright.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 def is_high_bit_depth(mode: str) -> bool:
@@ -24,7 +25,9 @@ def is_high_bit_depth(mode: str) -> bool:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """A new 8-bit RGB image; high-bit-depth and float images are scaled, not clipped."""
+    """A new 8-bit RGB image, turned upright by its EXIF orientation; high-bit-depth and float images are
+    scaled, not clipped."""
+    image = upright(image)
     if not is_high_bit_depth(image.mode):
         return image.convert("RGB")
     return Image.fromarray(scale_to_uint8(np.asarray(image), image.mode), "L").convert("RGB")
@@ -42,3 +45,14 @@ def scale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     elif hi > lo:
         v = (v - lo) * (255.0 / (hi - lo))
     return np.clip(np.rint(v), 0, 255).astype(np.uint8)
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` rotated/flipped as its EXIF orientation tag says (PIL's ``ImageOps.exif_transpose``); the
+    image itself when it has no such tag or the tag says it is upright already."""
+    if image.getexif().get(EXIF_ORIENTATION, 1) in (1, None):
+        return image
+    return ImageOps.exif_transpose(image)

@@ -22,7 +22,7 @@ from benchkit.errors import OutputError
 from benchkit.execution.claims import (claim, empty_run_dir, finished, finished_since, prepare_resume,
                                        refuse_changed_runs)
 from benchkit.execution.executors import Executor, LocalExecutor, RunTask
-from benchkit.execution.input_checks import check_inputs
+from benchkit.execution.input_checks import check_devices, check_inputs
 from benchkit.execution.tuning import tune
 from benchkit.io import folder_write_problem
 from benchkit.progress import RunsInFlight, console, log_console
@@ -48,6 +48,8 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
     if problem:
         raise OutputError(f"cannot write the results to {out_dir}: {problem}")
     executor = executor or LocalExecutor()
+    if isinstance(executor, LocalExecutor):
+        check_devices(runs)
     if config.tuning is not None:
         runs = tune(config, runs, out_dir, executor, quiet=quiet)
     pending = [spec for spec in runs if fresh or not finished(spec, run_dir_of(out_dir, spec.run_id))]

@@ -10,10 +10,11 @@ import json
 
 from benchkit.config.schema import RunSpec
 from benchkit.data.prepare import load_dataset, prepare_dataset
-from benchkit.errors import BenchkitError
+from benchkit.errors import BenchkitError, ConfigError
 from benchkit.models.grader import BuiltModel, build_for
 from benchkit.progress import log_console
 from benchkit.training.build_inputs import resolve_build
+from benchkit.training.runtime import device_problem
 
 
 def check_inputs(runs: list[RunSpec], build_models: bool = False) -> tuple[list[RunSpec], dict[str, BuiltModel]]:
@@ -51,6 +52,15 @@ def check_inputs(runs: list[RunSpec], build_models: bool = False) -> tuple[list[
                                 f"{len(messages)} problems found before training:\n"
                                 + "\n".join(f"- {m}" for m in messages))
     return resolved, built
+
+
+def check_devices(runs: list[RunSpec]) -> None:
+    """Every run's ``train.device`` is present on this machine (runs that execute here); a ConfigError naming
+    the run and the device otherwise, before any training."""
+    for spec in runs:
+        problem = device_problem(spec.train.device, "train.device")
+        if problem:
+            raise ConfigError(f"run {spec.run_id}: {problem}")
 
 
 def _check_data(spec: RunSpec, problems: list[BenchkitError], notes: set[str]):

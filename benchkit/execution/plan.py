@@ -27,23 +27,44 @@ from benchkit.results.aggregate import config_columns, config_labels
 from benchkit.results.ensembles import EnsemblePlan, plan_ensembles
 from benchkit.results.run_folder import base_row
 from benchkit.training.build_inputs import resolve_build
+from benchkit.training.runtime import device_problem
+from benchkit.training.transforms import build_augmentation
 from benchkit.training.tta import build_views, tta_label
 
 
 def plan(source: str | Path | Mapping, overrides: Sequence[str] = ()) -> tuple[ExperimentConfig, list[RunSpec]]:
     """Load and validate an experiment (a file, or a mapping whose relative paths are taken from the
     current folder) and expand it into runs (plugins imported first)."""
-    folder = Path.cwd() if isinstance(source, Mapping) else Path(source).parent
     config = load_experiment(source, overrides)
+    folder = Path.cwd() if isinstance(source, Mapping) else Path(source).parent
     import_plugins(config.plugins, folder)
     try:
         runs = expand_runs(config, base_dir=folder.resolve())
+        _check_recipes(runs)
         build_views(config.evaluation.tta)
         planned_ensembles(config, runs)
         check_space(config, runs)
     except ConfigError as exc:
         raise ConfigError(f"{source if not isinstance(source, Mapping) else '<experiment>'}: {exc}") from None
     return config, runs
+
+
+def _check_recipes(runs: list[RunSpec]) -> None:
+    """What each distinct recipe names beyond the schema: its kornia transforms and the device's spelling."""
+    seen: set[str] = set()
+    for spec in runs:
+        key = json.dumps([spec.train.augmentation, spec.train.device])
+        if key in seen:
+            continue
+        seen.add(key)
+        problem = device_problem(spec.train.device, "train.device", present=False)
+        if problem:
+            raise ConfigError(f"model {spec.model_name!r}: {problem}")
+        if isinstance(spec.train.augmentation, list):
+            try:
+                build_augmentation(spec.train.augmentation, size=spec.data.image_size or 224)
+            except ConfigError as exc:
+                raise ConfigError(f"model {spec.model_name!r}: {exc}") from None
 
 
 def planned_ensembles(config: ExperimentConfig, runs: list[RunSpec]) -> list[EnsemblePlan]:
@@ -68,22 +89,48 @@ def planned_ensembles(config: ExperimentConfig, runs: list[RunSpec]) -> list[Ens
 def describe_evaluation(config: ExperimentConfig, runs: list[RunSpec]) -> list[str]:
     """Lines for ``--dry-run``: the test-time augmentation and the ensemble rows to come."""
     lines = [f"test-time augmentation: {tta_label(config.evaluation.tta)}"]
+    problem = run_count_problem(config, runs)
+    if problem:
+        lines.append(f"[yellow]note:[/] {problem}")
     for plan in planned_ensembles(config, runs):
         lines.append(f"ensemble {plan.run_id}: mean of {len(plan.members)} run(s): "
                      + ", ".join(plan.members["run_id"]))
     return lines
 
 
+def run_count_problem(config: ExperimentConfig, runs: list[RunSpec]) -> str | None:
+    """Why the experiment should not start without a word: more runs than ``max_runs``; None otherwise."""
+    if len(runs) <= config.max_runs:
+        return None
+    return (f"the experiment expands into {len(runs):,} runs, more than max_runs ({config.max_runs:,}); check the "
+            f"grid and seeds with --dry-run, then pass --yes (Python: yes=True) or set max_runs: {len(runs)} in "
+            f"the experiment")
+
+
+def confirm_run_count(config: ExperimentConfig, runs: list[RunSpec], yes: bool) -> None:
+    """A ConfigError, before anything is written, when the experiment has more than ``max_runs`` runs and
+    ``yes`` was not given."""
+    problem = run_count_problem(config, runs)
+    if problem and not yes:
+        raise ConfigError(problem)
+
+
 def default_out_dir(config: ExperimentConfig) -> Path:
     return config.output_dir or Path("results") / config.name
 
 
-def dry_run(runs: list[RunSpec]) -> Table:
-    """Build every model (architecture only, no weights) and tabulate parameter counts.
+DRY_RUN_ROWS = 100
+"""Runs ``--dry-run`` lists one per row; beyond them the table says how many more there are."""
+
+
+def dry_run(runs: list[RunSpec], rows: int = DRY_RUN_ROWS) -> Table:
+    """Build every model (architecture only, no weights) and tabulate parameter counts, one row per run for
+    the first ``rows`` runs, then one row saying how many more (a big grid is listed in seconds).
 
     The class count comes from the data where it can be read, else from ``data.classes``.
     """
-    table = Table(title=f"{len(runs)} run(s)", header_style="bold cyan")
+    models = len({json.dumps(spec.model.model_dump(mode="json")) for spec in runs})
+    table = Table(title=f"{len(runs):,} run(s), {models} distinct model(s)", header_style="bold cyan")
     for col in ("run_id", "backbone", "head", "seed", "params_total", "params_trainable", "weights"):
         table.add_column(col, justify="right" if col.startswith("params") else "left")
     built: dict[str, dict] = {}
@@ -95,8 +142,11 @@ def dry_run(runs: list[RunSpec]) -> Table:
         counts = built[key]
         weights = ("local file" if spec.model.backbone.weights else
                    "pretrained" if spec.model.backbone.pretrained else "random init")
-        table.add_row(spec.run_id, spec.model.backbone.name, spec.model.head.name, str(spec.seed),
-                      f"{counts['total']:,}", f"{counts['trainable']:,}", weights)
+        if len(table.rows) < rows:
+            table.add_row(spec.run_id, spec.model.backbone.name, spec.model.head.name, str(spec.seed),
+                          f"{counts['total']:,}", f"{counts['trainable']:,}", weights)
+    if len(runs) > rows:
+        table.add_row(f"... and {len(runs) - rows:,} more run(s)", "", "", "", "", "", "")
     return table
 
 

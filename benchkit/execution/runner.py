@@ -130,9 +130,10 @@ def _write_results(spec: RunSpec, run_dir: Path, dataset, weights: dict, estimat
         split = dataset.splits[name]
         run_folder.write_predictions(run_dir, name, prediction_frame(split.ids, split.labels,
                                                                      scores.predictions[name], estimate))
-    run_folder.write_details(run_dir, {"bootstrap": scores.details, "calibration": scores.calibration,
-                                       "feature_cache": inputs.use_features, "weights": backbone.weights_report,
-                                       "environment": environment(runtime)})
+    rows = {name: len(dataset.splits[name]) for name in estimates}
+    run_folder.write_details(run_dir, {run_folder.PREDICTION_ROWS: rows, "bootstrap": scores.details,
+                                       "calibration": scores.calibration, "feature_cache": inputs.use_features,
+                                       "weights": backbone.weights_report, "environment": environment(runtime)})
     run_folder.write_info(run_dir, {"mean": list(backbone.mean), "std": list(backbone.std),
                                     "best_epoch": result.best_epoch})
 

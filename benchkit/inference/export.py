@@ -22,15 +22,23 @@ from torch import nn
 
 from benchkit.io import atomic_path, write_json
 from benchkit.results import run_folder
-from benchkit.results.exported import CONFIG_FILE, EXPORT_FORMAT, HEAD_PREFIX, WEIGHTS_FILE
+from benchkit.errors import ConfigError
+from benchkit.results.exported import CONFIG_FILE, EXPORT_FORMAT, HEAD_PREFIX, WEIGHTS_FILE, export_target_problem
 
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write ``out_dir/model.safetensors`` and ``out_dir/config.json`` for a finished run; return ``out_dir``."""
+def export_run(run_dir: str | Path, out_dir: str | Path, force: bool = False) -> Path:
+    """Write ``out_dir/model.safetensors`` and ``out_dir/config.json`` for a finished run; return ``out_dir``.
+
+    ``out_dir`` must be missing, empty or an earlier export (a ConfigError otherwise, unless ``force``), so a
+    user's own ``config.json`` is never overwritten without a word.
+    """
     from benchkit._version import __version__
     from benchkit.inference.predict import load_run
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    problem = export_target_problem(out_dir)
+    if problem and not (force and out_dir.is_dir()):
+        raise ConfigError(f"--out {problem}")
     run = load_run(run_dir, device="cpu")
     model = run.model
     tensors = {name: _owned(t) for name, t in model.backbone.body.state_dict().items()}

@@ -23,13 +23,13 @@ from PIL import Image, UnidentifiedImageError
 
 from benchkit.config.schema import BuildInputs, RunSpec
 from benchkit.data import inputs
-from benchkit.errors import ConfigError, DataError, WeightsError, format_listing
+from benchkit.errors import ConfigError, DataError, WeightsError, format_listing, path_argument
 from benchkit.training.tta import build_views, tta_estimate, tta_label
 from benchkit.models.grader import GraderModel, model_for
 from benchkit.progress import TaskProgress
 from benchkit.registry import import_plugins
 from benchkit.results import run_folder
-from benchkit.training.runtime import Runtime, forward_all
+from benchkit.training.runtime import Runtime, device_problem, forward_all
 from benchkit.training.transforms import BatchPreprocessor
 
 
@@ -78,7 +78,7 @@ class LoadedRun:
         the position; ``prob_<class>`` columns). Images are decoded a batch at a time; ``progress`` shows a
         bar on standard error when there are several batches.
         """
-        items = inputs.as_items(images)
+        items = inputs.with_folders_opened(inputs.as_items(images))
         batch_size = self.runtime.eval_batch_size
         results: list[dict] = []
         with TaskProgress(f"predicting {len(items)} image(s)", len(items), progress and len(items) > batch_size) as bar:
@@ -96,6 +96,8 @@ class LoadedRun:
     def predict_files(self, paths: Sequence[str | Path], progress: bool = False) -> list[dict]:
         """Read image files and the image files in folders (recursively; any format PIL reads) and predict
         them; each result names its ``image``. Bad paths are reported, together, in one DataError."""
+        paths = [path_argument(p, "paths[]", "an image file or folder")
+                 for p in ([paths] if isinstance(paths, (str, Path)) else inputs.as_items(paths))]
         problems = image_problems(paths)
         if problems:
             raise DataError(f"{len(problems)} of the {len(paths)} path(s) cannot be read:\n"
@@ -146,17 +148,8 @@ def run_folder_problems(run_dir: str | Path) -> list[str]:
 
 def device_problems(device: str | None) -> list[str]:
     """Why ``device`` cannot be used here (not a torch device, or CUDA absent); empty when it can."""
-    if device is None:
-        return []
-    try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        return [f"--device {device!r}: not a torch device (e.g. cpu, cuda, cuda:1)"]
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        return [f"--device {device!r}: no CUDA device is available here (use cpu)"]
-    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
-        return [f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"]
-    return []
+    problem = device_problem(device, "--device")
+    return [problem] if problem else []
 
 
 def image_problems(paths: Sequence[str | Path]) -> list[str]:
@@ -182,7 +175,12 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> L
     """Load a finished run folder (``config.yaml``, ``best.safetensors`` or an earlier version's ``best.pt``,
     ``run.json``), or a folder ``benchkit export`` wrote (``config.json`` + ``model.safetensors``), for prediction."""
     from benchkit.results.exported import is_export, read_export
-    run_dir = Path(run_dir)
+    run_dir = path_argument(run_dir, "run_dir", "a run folder")
+    if device is not None and not isinstance(device, (str, torch.device)):
+        raise ConfigError(f"device: expected a str such as 'cpu' or 'cuda:0', or a torch.device, got {device!r}")
+    problem = device_problem(str(device) if device is not None else None, "device")
+    if problem:
+        raise ConfigError(problem)
     if is_export(run_dir):
         raw, checkpoint = read_export(run_dir)
         config_path, weights_path = run_dir / "config.json", run_dir / "model.safetensors"

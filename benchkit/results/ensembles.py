@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from benchkit.config.schema import EVALUATED_SPLITS
+from benchkit.errors import DataError
 from benchkit.evaluation.prediction_files import estimate_of, prediction_frame
 from benchkit.evaluation.scoring import SCORES_VERSION, score_estimates
 from benchkit.io import atomic_path, read_json, write_json
@@ -105,7 +106,15 @@ def ensemble_rows(out_dir: Path, frame: pd.DataFrame, evaluation, config_columns
     if not evaluation.ensembles or frame.empty:
         return pd.DataFrame()
     plans = plan_ensembles(frame, evaluation.ensembles, config_columns, labels)
-    return pd.DataFrame([build_ensemble(out_dir, plan, evaluation.bootstrap) for plan in plans])
+    return pd.DataFrame([_built_or_failed(out_dir, plan, evaluation.bootstrap) for plan in plans])
+
+
+def _built_or_failed(out_dir: Path, plan: EnsemblePlan, bootstrap) -> dict:
+    """The ensemble's row; a failed row naming the file when a member's predictions cannot be trusted."""
+    try:
+        return build_ensemble(out_dir, plan, bootstrap)
+    except DataError as exc:
+        return {"run_id": plan.run_id, "ensemble": plan.name, "status": "failed", "error": str(exc)}
 
 
 def predictions_path(out_dir: Path, row: pd.Series, split: str) -> Path:

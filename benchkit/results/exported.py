@@ -49,3 +49,19 @@ def read_export_config(folder: str | Path) -> dict:
         raise ConfigError(f"{folder}: not an exported run ({CONFIG_FILE} of format {EXPORT_FORMAT} "
                           f"beside {WEIGHTS_FILE})")
     return read_json(Path(folder) / CONFIG_FILE)
+
+
+def export_target_problem(folder: str | Path) -> str | None:
+    """Why exporting into ``folder`` would overwrite something of the user's: it is a file, or a folder that is
+    neither empty nor an earlier export (None when it is missing, empty or an earlier export)."""
+    folder = Path(folder)
+    if not folder.exists():
+        return None
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    if is_export(folder) or not any(folder.iterdir()):
+        return None
+    mine = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if (folder / name).exists()]
+    held = f"its own {' and '.join(mine)}" if mine else "other files"
+    return (f"{folder} is not empty and not an earlier export (it holds {held}); export into a new or empty "
+            f"folder, or pass --force to write {CONFIG_FILE} and {WEIGHTS_FILE} there anyway")

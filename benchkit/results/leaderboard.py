@@ -10,14 +10,13 @@ import math
 from pathlib import Path
 
 import pandas as pd
-from openpyxl import Workbook
-from openpyxl.styles import Alignment, Font, PatternFill
-from openpyxl.utils import get_column_letter
 from rich.table import Table
 
 from benchkit.config.schema import EVALUATED_SPLITS, strategy_of
+from benchkit.errors import ConfigError
 from benchkit.io import atomic_path
 from benchkit.results import results_folder, run_folder
+from benchkit.results.workbook import write_workbook
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER
 
 ID_COLUMNS = ["run_id", "model", "backbone", "head", "seed", "split", "fold", "ensemble"]
@@ -27,8 +26,6 @@ TAIL_COLUMNS = ["params_total", "params_trainable", "params_frozen", "epochs", "
                 "member_runs", "status", "error"]
 TUNING_COLUMNS = ("tuning_budget", "tuning_trials")
 """With ``tuning:``: the trials per configuration and those finished; ``tuned_<param>`` the best values found."""
-_HEADER_FILL = PatternFill("solid", fgColor="1F4E78")
-_BEST_FILL = PatternFill("solid", fgColor="C6EFCE")
 
 
 def collect_rows(out_dir: str | Path) -> pd.DataFrame:
@@ -65,6 +62,16 @@ def _renamed_if_scored_before_level_mae(row: dict) -> dict:
         elif not (split in splits and metric in _LEVEL_ERRORS):
             renamed[column] = value
     return renamed
+
+
+def require_run_results(out_dir: str | Path) -> Path:
+    """``out_dir`` if it is a results folder with at least one run that has a result (finished or failed); a
+    ConfigError saying there is nothing to tabulate otherwise, instead of an empty table."""
+    results_folder.require_results_folder(out_dir)
+    if not any(results_folder.runs_dir(out_dir).glob(f"*/{run_folder.METRICS}")):
+        raise ConfigError(f"{out_dir}: no run has finished yet (no {results_folder.RUNS}/*/{run_folder.METRICS}); "
+                          f"nothing to tabulate until the first run ends")
+    return Path(out_dir)
 
 
 def grid_columns(frame: pd.DataFrame) -> list[str]:
@@ -112,59 +119,21 @@ def write_leaderboard(frame: pd.DataFrame, out_dir: str | Path, xlsx_path: str |
 
 def write_xlsx(frame: pd.DataFrame, path: str | Path, config_text: str | None = None,
                extra_sheets: dict[str, pd.DataFrame] | None = None) -> None:
-    """One sheet per split (identity + that split's metrics), extra sheets, and the config."""
-    wb = Workbook()
-    wb.remove(wb.active)
+    """The workbook (:mod:`benchkit.results.workbook`): one sheet per split (identity, grid values, that split's
+    metrics, bookkeeping), the extra sheets, and the config."""
     splits = sorted({_split_of(c) for c in frame if _split_of(c)}, key=EVALUATED_SPLITS.index) or ["all"]
+    sheets = {}
     for split in splits:
-        ws = wb.create_sheet(split)
         cols = [c for c in frame if c in ID_COLUMNS or (_split_of(c) is None and c not in TAIL_COLUMNS)]
         cols += [c for c in frame if _split_of(c) == split] + [c for c in TAIL_COLUMNS if c in frame]
-        _write_sheet(ws, frame[cols])
-    for name, sheet in (extra_sheets or {}).items():
-        _write_sheet(wb.create_sheet(name[:31]), sheet, index=True)
-    if config_text is not None:
-        ws = wb.create_sheet("config")
-        for i, line in enumerate(config_text.splitlines(), start=1):
-            ws.cell(row=i, column=1, value=line).font = Font(name="Consolas")
-        ws.column_dimensions["A"].width = 100
-    with atomic_path(path) as tmp:
-        wb.save(tmp)
+        sheets[split] = frame[cols]
+    sheets.update({name: sheet.reset_index() for name, sheet in (extra_sheets or {}).items()})
+    write_workbook(sheets, path, metric_direction, config_text)
 
 
-def _write_sheet(ws, frame: pd.DataFrame, index: bool = False) -> None:
-    if index:
-        frame = frame.reset_index()
-    for j, col in enumerate(frame.columns, start=1):
-        cell = ws.cell(row=1, column=j, value=str(col))
-        cell.font = Font(bold=True, color="FFFFFF")
-        cell.fill = _HEADER_FILL
-        cell.alignment = Alignment(horizontal="center", wrap_text=True)
-        ws.column_dimensions[get_column_letter(j)].width = max(10, min(40, len(str(col)) + 2))
-    for i, record in enumerate(frame.itertuples(index=False), start=2):
-        for j, value in enumerate(record, start=1):
-            cell = ws.cell(row=i, column=j, value=_cell_value(value))
-            if isinstance(value, float):
-                cell.number_format = "0.0000" if abs(value) < 1000 else "0.0"
-    for j, col in enumerate(frame.columns, start=1):
-        metric = metric_of(str(col))
-        if metric in HIGHER_IS_BETTER and not str(col).endswith(("_lo", "_hi")) and len(frame) > 1:
-            values = pd.to_numeric(frame[col], errors="coerce")
-            if values.notna().any():
-                best = values.max() if HIGHER_IS_BETTER[metric] else values.min()
-                for i, v in enumerate(values, start=2):
-                    if v == best:
-                        ws.cell(row=i, column=j).fill = _BEST_FILL
-                        ws.cell(row=i, column=j).font = Font(bold=True)
-    ws.freeze_panes = "B2"
-
-
-def _cell_value(value):
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if hasattr(value, "item"):
-        return value.item()
-    return value
+def metric_direction(column: str) -> bool | None:
+    """Whether higher is better in a metric column (``test_qwk`` -> True, ``test_mae`` -> False); None for others."""
+    return HIGHER_IS_BETTER.get(metric_of(column))
 
 
 def _split_of(column: str) -> str | None:

@@ -24,7 +24,7 @@ from benchkit.io import folder_write_problem, read_json, write_text
 from benchkit.results import results_folder, run_folder
 from benchkit.results.budget_curves import budget_plot_path, draw_budget_plot, tuning_summary
 from benchkit.results.cd_diagram import CD_PREFIX
-from benchkit.results.leaderboard import build_leaderboard, grid_columns, metric_of
+from benchkit.results.leaderboard import build_leaderboard, grid_columns, metric_of, require_run_results
 from benchkit.evaluation.metrics import HIGHER_IS_BETTER
 from benchkit.results.plots import try_plots, write_experiment_plots, write_run_plots
 
@@ -53,7 +53,7 @@ summary{cursor:pointer;font-weight:600;padding:3px 0}li{font-size:13px}.scroll{o
 
 def write_report(out_dir: str | Path, output: str | Path | None = None) -> Path:
     """Write ``out_dir/report.html`` (or ``output``) and return its path."""
-    out_dir = results_folder.require_results_folder(out_dir)
+    out_dir = require_run_results(out_dir)
     path = Path(output) if output else results_folder.report_path(out_dir)
     problem = folder_write_problem(path.parent)
     if problem:

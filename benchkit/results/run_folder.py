@@ -34,6 +34,7 @@ from torch import nn
 from benchkit.config.schema import RunSpec, dump_yaml
 from benchkit.config.tuning import tuned_column
 from benchkit.errors import WeightsError
+from benchkit.errors import DataError
 from benchkit.results import results_folder
 from benchkit.io import (atomic_path, read_json, read_tensors_file, read_torch_file, read_yaml, save_tensors,
                          write_json, write_text)
@@ -243,7 +244,9 @@ def read_details(run_dir: Path) -> dict:
 
 
 def read_predictions(run_dir: Path, split: str) -> pd.DataFrame | None:
-    return _recall(predictions_file(run_dir, split), pd.read_csv)
+    """The run's predictions on ``split`` (None when absent); a DataError naming the file when it is cut short
+    or edited (unparsable, empty values, another row count than was written)."""
+    return _recall(predictions_file(run_dir, split), _checked_predictions)
 
 
 def read_history(run_dir: Path) -> pd.DataFrame | None:
@@ -251,8 +254,36 @@ def read_history(run_dir: Path) -> pd.DataFrame | None:
 
 
 def read_table(path: Path) -> pd.DataFrame | None:
-    """Any CSV of an output folder (e.g. an ensemble's predictions), parsed once per version."""
-    return _recall(Path(path), pd.read_csv)
+    """Any CSV of an output folder (e.g. an ensemble's predictions), parsed once per version; a predictions
+    file is checked as :func:`read_predictions` checks it."""
+    path = Path(path)
+    return _recall(path, _checked_predictions if path.name.startswith("predictions_") else pd.read_csv)
+
+
+PREDICTION_COLUMNS = ("image", "target", "pred", "score")
+PREDICTION_ROWS = "prediction_rows"
+"""The key of ``details.json`` that records how many rows each predictions file was written with."""
+
+
+def _checked_predictions(path: Path) -> pd.DataFrame:
+    """A predictions file, or a DataError naming it when it is cut short or edited: unparsable, a column or a
+    value missing, or fewer/more rows than ``details.json`` says were written."""
+    redo = "; run this run again (benchkit run --fresh, or delete its folder and re-run)"
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable predictions file ({' '.join(str(exc).split())}){redo}") from None
+    missing = [c for c in PREDICTION_COLUMNS if c not in frame]
+    if missing:
+        raise DataError(f"{path}: columns {missing} are missing (truncated or edited by hand){redo}")
+    blank = frame[frame.drop(columns="image").isna().any(axis=1) | frame["image"].isna()]
+    if len(blank):
+        raise DataError(f"{path}: row {int(blank.index[0]) + 2} has empty values (truncated or edited by hand){redo}")
+    split = path.stem[len("predictions_"):]
+    written = (_recall(path.parent / DETAILS, read_json) or {}).get(PREDICTION_ROWS, {}).get(split)
+    if written is not None and written != len(frame):
+        raise DataError(f"{path}: {len(frame)} rows, but {written} were written (truncated or edited by hand){redo}")
+    return frame
 
 
 def file_version(path: Path) -> tuple[str, int, int]:

@@ -120,6 +120,26 @@ class Runtime:
         return batch
 
 
+def device_problem(device: str | None, what: str, present: bool = True) -> str | None:
+    """Why ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...) cannot be used (not a torch device or, with
+    ``present``, absent from this machine), naming the setting ``what``; None when it can."""
+    if device is None or device == "auto":
+        return None
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        return f"{what} {device!r}: not a torch device (e.g. auto, cpu, cuda, cuda:1)"
+    if not present or chosen.type in ("cpu", "meta"):
+        return None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        return f"{what} {device!r}: no CUDA device is available here (use cpu or auto)"
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        return f"{what} {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        return f"{what} {device!r}: no MPS device is available here (use cpu or auto)"
+    return None
+
+
 @torch.inference_mode()
 def forward_all(model: nn.Module, data, runtime: Runtime, preprocess: nn.Module | None = None) -> torch.Tensor:
     """``model(preprocess(images))`` for every image of ``data``, in order: float32 on the CPU.

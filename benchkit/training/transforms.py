@@ -33,26 +33,28 @@ def reference_augmentation(size: int) -> list[nn.Module]:
     ]
 
 
-def build_augmentation(augmentation: str | list[dict[str, dict[str, Any]]], size: int) -> list[nn.Module]:
-    """``"reference"``, ``"none"`` or a list of ``{KorniaTransformName: {kwargs}}``."""
+def build_augmentation(augmentation: str | list[dict[str, dict[str, Any]]], size: int,
+                       key: str = "train.augmentation", first_index: int = 0) -> list[nn.Module]:
+    """``"reference"``, ``"none"`` or a list of ``{KorniaTransformName: {kwargs}}``; errors name
+    ``key[first_index + i]`` (the setting the list came from)."""
     if augmentation == "reference":
         return reference_augmentation(size)
     if augmentation == "none":
         return []
     transforms = []
-    for i, item in enumerate(augmentation):
+    for i, item in enumerate(augmentation, start=first_index):
         if len(item) != 1:
-            raise ConfigError(f"train.augmentation[{i}]: expected one {{Name: {{kwargs}}}} mapping, got {item}")
+            raise ConfigError(f"{key}[{i}]: expected one {{Name: {{kwargs}}}} mapping, got {item}")
         (name, kwargs), = item.items()
         cls = getattr(K, name, None)
         if not isinstance(cls, type) or not issubclass(cls, nn.Module):
             close = difflib.get_close_matches(name, [n for n in dir(K) if n.startswith("Random")], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"train.augmentation[{i}]: {name!r} is not a kornia.augmentation transform{hint}")
+            raise ConfigError(f"{key}[{i}]: {name!r} is not a kornia.augmentation transform{hint}")
         try:
             transforms.append(cls(**(kwargs or {})))
-        except TypeError as exc:
-            raise ConfigError(f"train.augmentation[{i}] {name}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{key}[{i}] {name}: {exc}") from None
     return transforms
 
 

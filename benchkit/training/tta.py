@@ -57,7 +57,7 @@ def build_views(tta: Sequence[ViewSpec] | None) -> list[nn.Module]:
                                   f"{', '.join(NAMED_VIEWS)}; or a kornia transform {{Name: {{kwargs}}}})")
             views.append(_Fixed(NAMED_VIEWS[item]))
         else:
-            transforms = build_augmentation([item], size=0)
+            transforms = build_augmentation([item], size=0, key="evaluation.tta", first_index=i)
             views.append(nn.Sequential(*transforms))
     return views
 
