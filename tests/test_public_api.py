@@ -165,3 +165,11 @@ def test_renamed_run_folder_constants_still_resolve_with_a_warning():
         assert run_folder.LAST == run_folder.RESUME_STATE
     with pytest.warns(DeprecationWarning, match="BEST_WEIGHTS"):
         assert run_folder.BEST == run_folder.BEST_WEIGHTS
+
+
+def test_ray_executor_at_its_old_path_warns():
+    pytest.importorskip("ray")
+    from benchkit.execution import executors
+    from benchkit.execution.ray_executor import RayExecutor
+    with pytest.warns(DeprecationWarning, match="ray_executor"):
+        assert executors.RayExecutor is RayExecutor

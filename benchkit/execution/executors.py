@@ -186,3 +186,14 @@ def _run_here(task: RunTask) -> dict | BaseException:
         raise
     except Exception as exc:
         return exc
+
+
+def __getattr__(name: str):
+    """``RayExecutor`` moved to :mod:`benchkit.execution.ray_executor`; the old path warns."""
+    if name == "RayExecutor":
+        import warnings
+        warnings.warn("benchkit.execution.executors.RayExecutor is deprecated; import it from "
+                      "benchkit.execution.ray_executor", DeprecationWarning, stacklevel=2)
+        from benchkit.execution.ray_executor import RayExecutor
+        return RayExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
