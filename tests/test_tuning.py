@@ -24,8 +24,8 @@ from benchkit.execution.studies import journal_storage
 from benchkit.io import read_json
 from benchkit.results import results_folder
 from benchkit.results.budget_curves import budget_curves, expected_best
-from tests.benchkit_process import run
-from tests.conftest import TINY_PLUGIN, small_experiment
+from benchkit_process import run
+from conftest import TINY_PLUGIN, small_experiment
 
 KILL_SWITCH = TINY_PLUGIN.parent / "kill_switch.py"
 LR_SPACE = {"train.optimizer.lr": {"low": 3e-3, "high": 2.0, "log": True}}

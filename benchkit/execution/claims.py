@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from benchkit.config.schema import RunSpec, strategy_of
+from benchkit.config.schema import RunSpec
 from benchkit.errors import ConfigError
 from benchkit.io import file_lock, load_torch, remove_temporary_files
 from benchkit.progress import log_console
@@ -35,7 +35,7 @@ def config_changes(spec: RunSpec, run_dir: Path) -> list[str]:
     saved = run_folder.read_config(run_dir)
     if not saved or not any((run_dir / f).is_file() for f in (run_folder.RESUME_STATE, run_folder.METRICS)):
         return []
-    old = _flatten(_with_defaults({**saved, "split": strategy_of(saved["split"])} if "split" in saved else saved))
+    old = _flatten(_with_defaults(saved))
     new = _flatten(spec.model_dump(mode="json"))
     missing = "<absent>"
     return [f"{key}: {old.get(key, missing)!r} -> {new.get(key, missing)!r}"
