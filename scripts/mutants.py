@@ -630,4 +630,9 @@ MUTANTS = [
        'state=_state("PRUNED" if row["status"] == "pruned" else "FAIL")', 'state=_state("FAIL")',
        "tests/test_tuning.py -k pruner",
        "a trial the pruner stopped is recorded as a failure"),
+    _m("fitted-decoding-not-kept", "heads/_calibration.py",
+       'self.register_buffer("threshold", torch.tensor(float(threshold)))',
+       'self.register_buffer("threshold", torch.tensor(float(threshold)), persistent=False)',
+       "tests/test_tta.py -k predict_applies",
+       "a loaded run decodes with the default threshold, not the one its calibrated decoding fitted"),
 ]

@@ -93,13 +93,13 @@ def _run(spec: RunSpec, run_dir: Path, runtime: Runtime, quiet: bool, resume: bo
     run_folder.write_history(run_dir, result.history)
     engine.load_best()
     eval_model = inputs.full_model(engine.eval_model)
-    weights = run_folder.stored_weights(eval_model, spec.train.weights_dtype)
     rounded = spec.train.weights_dtype != "float32"
     if rounded:  # the predictions come from the weights the folder keeps
-        eval_model.load_state_dict(weights)
+        eval_model.load_state_dict(run_folder.stored_weights(eval_model, spec.train.weights_dtype))
     estimates = _estimates(spec, engine, eval_model, inputs, through_images=rounded)
     scores = score_estimates(eval_model.head, estimates, {n: labels[n] for n in estimates},
                              spec.build.num_classes, spec.evaluation.bootstrap)
+    weights = run_folder.stored_weights(eval_model, spec.train.weights_dtype)  # after scoring: it fits decodings
     _write_results(spec, run_dir, dataset, weights, estimates, scores, result, inputs, runtime)
     if spec.evaluation.plots:
         try_plots(write_run_plots, run_dir)
