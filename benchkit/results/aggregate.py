@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from benchkit.config.schema import EVALUATED_SPLITS
-from benchkit.results import results_folder, run_folder
+from benchkit.results import results_folder
 from benchkit.results.leaderboard import grid_columns, metric_of
 from benchkit.results.ensembles import ensemble_rows, is_ensemble
 from benchkit.results.paired_tests import compare_with, not_worse

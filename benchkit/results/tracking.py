@@ -22,8 +22,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
-import pandas as pd
-
 from benchkit.config.schema import MlflowTrackingConfig, RunSpec, TrackingConfig, dump_yaml
 from benchkit.errors import ConfigError
 from benchkit.io import file_lock
