@@ -78,6 +78,10 @@ def nan_in_free_form_head_options(raw, data, tmp):
     raw["models"][0]["head"] = {"name": "regression", "huber_delta": float("nan")}
 
 
+def infinite_value_in_free_form_head_options(raw, data, tmp):
+    raw["models"][0]["head"] = {"name": "regression", "margin": float("inf")}
+
+
 def infinite_value_in_a_grid(raw, data, tmp):
     raw["grid"] = {"train.optimizer.lr": [1e-3, float("-inf")]}
 
@@ -180,6 +184,8 @@ RUN_CASES = [  # (case, extra arguments, words the one-line message must hold)
     (infinite_learning_rate, ["--dry-run"], ["experiment.yaml", "train.optimizer.lr", "not a finite number"]),
     (nan_in_free_form_head_options, ["--dry-run"], ["experiment.yaml", "models.0.head.huber_delta",
                                                     "not a finite number"]),
+    (infinite_value_in_free_form_head_options, ["--dry-run"], ["experiment.yaml", "models.0.head.margin",
+                                                                "not a finite number"]),
     (infinite_value_in_a_grid, ["--dry-run"], ["experiment.yaml", "grid.train.optimizer.lr.1",
                                                "not a finite number"]),
     (seed_beyond_64_bits, ["--dry-run"], ["experiment.yaml", "seeds.0", "64 bits"]),
@@ -221,8 +227,11 @@ def _experiment(tmp_path: Path, case) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case, extra, words", RUN_CASES,
-                         ids=[c.__name__ if c is not as_written else "set_" + e[1].split("=")[0] for c, e, _ in RUN_CASES])
+def _case_id(case, extra) -> str:
+    return case.__name__ if case is not as_written else "set_" + extra[1].split("=")[0]
+
+
+@pytest.mark.parametrize("case, extra, words", RUN_CASES, ids=[_case_id(c, e) for c, e, _ in RUN_CASES])
 def test_a_mistake_in_an_experiment_exits_2_naming_it_before_anything_is_written(tmp_path, capsys, case, extra,
                                                                                  words):
     if case is device_not_on_this_machine and torch.cuda.device_count() > 7:
