@@ -8,6 +8,7 @@ from scipy import stats
 
 from benchkit.cli import main
 from conftest import small_experiment
+from test_workbook import assert_readable, columns
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +106,9 @@ def test_xlsx_carries_the_aggregated_sheet(two_configs):
     assert "aggregated" in wb.sheetnames
     header = [c.value for c in wb["aggregated"][1]]
     assert {"p_value", "p_holm", "significance", "best_group", "test_qwk_mean"} <= set(header)
+    assert_readable(wb)  # widths, filter, formats, intervals, highlight (tests/test_workbook.py)
+    p_values = [c for name, cells in columns(wb["aggregated"]).items() if name.startswith("p_") for c in cells]
+    assert p_values and {c.number_format for c in p_values if c.value is not None} == {"0.0000"}
 
 
 def test_two_key_grid_gives_a_pivot(tmp_path):

@@ -78,12 +78,24 @@ def nan_in_free_form_head_options(raw, data, tmp):
     raw["models"][0]["head"] = {"name": "regression", "huber_delta": float("nan")}
 
 
+def infinite_value_in_free_form_head_options(raw, data, tmp):
+    raw["models"][0]["head"] = {"name": "regression", "margin": float("inf")}
+
+
 def infinite_value_in_a_grid(raw, data, tmp):
     raw["grid"] = {"train.optimizer.lr": [1e-3, float("-inf")]}
 
 
 def seed_beyond_64_bits(raw, data, tmp):
     raw["seeds"] = [10 ** 20]
+
+
+def integer_beyond_64_bits_in_head_options(raw, data, tmp):
+    raw["models"][0]["head"] = {"name": "regression", "hidden": 10 ** 22}
+
+
+def as_written(raw, data, tmp):
+    """The experiment as it is: the mistake is in the command line's arguments."""
 
 
 def seed_beyond_32_bits(raw, data, tmp):
@@ -127,6 +139,11 @@ def grid_beyond_max_runs(raw, data, tmp):
     raw["seeds"] = [0, 1, 2, 3]
 
 
+def ten_thousand_run_grid(raw, data, tmp):
+    raw["seeds"] = list(range(100))
+    raw["grid"] = {"train.optimizer.lr": [1e-4 * (i + 1) for i in range(100)]}
+
+
 def label_row_leaving_the_data_root(raw, data, tmp):
     _roboflow_png_rows(data)
     row_leaving_the_data_root(data, tmp)
@@ -167,10 +184,18 @@ RUN_CASES = [  # (case, extra arguments, words the one-line message must hold)
     (infinite_learning_rate, ["--dry-run"], ["experiment.yaml", "train.optimizer.lr", "not a finite number"]),
     (nan_in_free_form_head_options, ["--dry-run"], ["experiment.yaml", "models.0.head.huber_delta",
                                                     "not a finite number"]),
+    (infinite_value_in_free_form_head_options, ["--dry-run"], ["experiment.yaml", "models.0.head.margin",
+                                                                "not a finite number"]),
     (infinite_value_in_a_grid, ["--dry-run"], ["experiment.yaml", "grid.train.optimizer.lr.1",
                                                "not a finite number"]),
     (seed_beyond_64_bits, ["--dry-run"], ["experiment.yaml", "seeds.0", "64 bits"]),
     (seed_beyond_32_bits, ["--dry-run"], ["experiment.yaml", "seeds.0", "less than or equal to 4294967295"]),
+    (integer_beyond_64_bits_in_head_options, ["--dry-run"], ["experiment.yaml", "models.0.head.hidden", "64 bits"]),
+    (as_written, ["--set", "seeds=[100000000000000000000]", "--dry-run"], ["experiment.yaml", "seeds.0", "64 bits"]),
+    (as_written, ["--set", "train.optimizer.lr=.inf", "--dry-run"], ["experiment.yaml", "train.optimizer.lr",
+                                                                     "not a finite number"]),
+    (as_written, ["--set", "train.epochs", "--dry-run"], ["--set 'train.epochs'", "expected KEY=VALUE"]),
+    (as_written, ["--set", "evaluation.tta=[{RandomFoo: {}}]", "--dry-run"], ["evaluation.tta[0]", "RandomFoo"]),
     (negative_seed, ["--dry-run"], ["experiment.yaml", "seeds.0", "greater than or equal to 0"]),
     (huge_image_size, ["--dry-run"], ["experiment.yaml", "data.image_size", "less than or equal to 8192"]),
     (huge_bootstrap, ["--dry-run"], ["experiment.yaml", "evaluation.bootstrap.n_resamples", "less than or equal"]),
@@ -182,6 +207,7 @@ RUN_CASES = [  # (case, extra arguments, words the one-line message must hold)
     (device_not_on_this_machine, [], ["train.device 'cuda:7'", "tiny_cnn-regression__s0"]),
     (device_that_is_no_device, ["--dry-run"], ["experiment.yaml", "train.device 'gpu7'", "not a torch device"]),
     (grid_beyond_max_runs, [], ["4 runs", "max_runs (3)", "--yes"]),
+    (ten_thousand_run_grid, [], ["10,000 runs", "max_runs (1,000)", "--yes"]),
     (label_row_leaving_the_data_root, [], ["train/_classes.csv", "line 2", "../../../outside.jpg",
                                            "resolves outside train/"]),
     (label_row_naming_etc_passwd, [], ["train/_classes.csv", "line 2", "etc/passwd", "resolves outside train/"]),
@@ -201,7 +227,11 @@ def _experiment(tmp_path: Path, case) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case, extra, words", RUN_CASES, ids=[c.__name__ for c, _, _ in RUN_CASES])
+def _case_id(case, extra) -> str:
+    return case.__name__ if case is not as_written else "set_" + extra[1].split("=")[0]
+
+
+@pytest.mark.parametrize("case, extra, words", RUN_CASES, ids=[_case_id(c, e) for c, e, _ in RUN_CASES])
 def test_a_mistake_in_an_experiment_exits_2_naming_it_before_anything_is_written(tmp_path, capsys, case, extra,
                                                                                  words):
     if case is device_not_on_this_machine and torch.cuda.device_count() > 7:
@@ -322,8 +352,8 @@ def export_into_a_folder_of_other_files(out, tmp):
 
 
 FOLDER_CASES = [  # (case, words)
-    (leaderboard_of_a_folder_without_finished_runs, ["no run has finished yet", "runs/*/metrics.json"]),
-    (report_of_a_folder_without_finished_runs, ["no run has finished yet"]),
+    (leaderboard_of_a_folder_without_finished_runs, ["out: no run has finished yet", "runs/*/metrics.json"]),
+    (report_of_a_folder_without_finished_runs, ["out: no run has finished yet", "runs/*/metrics.json"]),
     (export_over_a_users_config_json, ["--out", "mine", "its own config.json", "--force"]),
     (export_into_a_folder_of_other_files, ["--out", "mine", "other files", "--force"]),
 ]
@@ -389,6 +419,15 @@ API_CASES = [  # (call(experiment path, finished folder, tmp), exception, words)
     (lambda e, f, t: benchkit.run(e, out=t / "o", overrides=[1]), ConfigError, ["overrides:", "[1]"]),
     (lambda e, f, t: benchkit.run(e, out=t / "o", overrides="seeds=[0, 1]\n"), ConfigError,
      ["2 runs", "max_runs (1)", "yes=True"]),
+    (lambda e, f, t: benchkit.run(e, out=t / "o", overrides="train.epochs"), ConfigError,
+     ["'train.epochs'", "expected KEY=VALUE"]),
+    (lambda e, f, t: benchkit.run(e, out=t / "o", overrides="train.optimizer.lr=.inf"), ConfigError,
+     ["train.optimizer.lr", "not a finite number"]),
+    (lambda e, f, t: benchkit.run({**yaml.safe_load(e.read_text()), "seeds": [10 ** 20]}, out=t / "o"), ConfigError,
+     ["<experiment>", "seeds.0", "64 bits"]),
+    pytest.param(lambda e, f, t: benchkit.run(e, out=t / "o", overrides=["train.device=cuda:7"]), ConfigError,
+                 ["train.device 'cuda:7'", "tiny_cnn-regression__s0"],
+                 marks=pytest.mark.skipif(torch.cuda.device_count() > 7, reason="this machine has a cuda:7")),
     (lambda e, f, t: benchkit.run(_bomb_mapping(e), out=t / "o"), ConfigError,
      ["<experiment>", "models.0.head.opts", "aliases"]),
     (lambda e, f, t: benchkit.run(_recursive_mapping(e), out=t / "o"), ConfigError,

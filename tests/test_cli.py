@@ -50,12 +50,13 @@ def test_console_script_is_installed():
 
 def test_missing_experiment_file_exits_2(capsys, tmp_path):
     assert main(["run", str(tmp_path / "nope.yaml")]) == 2
-    assert "experiment file not found" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"error: experiment file not found: {tmp_path / 'nope.yaml'}\n"
 
 
 def test_leaderboard_on_a_folder_without_runs_exits_2(tmp_path, capsys):
     assert main(["leaderboard", str(tmp_path)]) == 2
-    assert "no runs/ folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {tmp_path}: no runs/ folder" in err
 
 
 BUG_IN_BENCHKIT = """

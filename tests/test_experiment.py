@@ -14,6 +14,7 @@ from benchkit.io import read_json
 from benchkit.results import run_folder
 from benchkit.results.leaderboard import build_leaderboard
 from conftest import small_experiment
+from test_workbook import assert_readable
 
 RUN_FILES = ["config.yaml", "metrics.json", "history.csv", "predictions_valid.csv",
              "predictions_test.csv", "best.safetensors", "run.json"]
@@ -99,6 +100,7 @@ def test_xlsx_has_split_sheets_config_and_highlight(finished):
         assert highlighted == {r for r, v in values.items() if v == best}, (metric, values)
         assert all(ws.cell(row=r, column=col).font.bold for r in highlighted)
     assert "name: small" in "\n".join(str(c.value) for c in wb["config"]["A"])
+    assert_readable(wb)  # widths, filter, formats, intervals, highlight (tests/test_workbook.py)
 
 
 def test_same_seed_gives_identical_metrics(tmp_path, finished):

@@ -127,7 +127,8 @@ def write_xlsx(frame: pd.DataFrame, path: str | Path, config_text: str | None = 
         cols = [c for c in frame if c in ID_COLUMNS or (_split_of(c) is None and c not in TAIL_COLUMNS)]
         cols += [c for c in frame if _split_of(c) == split] + [c for c in TAIL_COLUMNS if c in frame]
         sheets[split] = frame[cols]
-    sheets.update({name: sheet.reset_index() for name, sheet in (extra_sheets or {}).items()})
+    sheets.update({name: sheet.reset_index(drop=isinstance(sheet.index, pd.RangeIndex))  # no "index" column
+                   for name, sheet in (extra_sheets or {}).items()})
     write_workbook(sheets, path, metric_direction, config_text)
 
 

@@ -5,7 +5,8 @@ One sheet per split (identity, grid values, that split's metrics, bookkeeping), 
 autofilter, frozen panes, columns as wide as their content (at most :data:`MAX_WIDTH` characters), numbers at
 a precision that suits the column (:func:`number_format`), each metric's interval columns (``_lo``, ``_hi``)
 right beside it and grouped in an outline, so they can be folded away, and the best value of each metric
-column highlighted.
+column (a run's ``test_qwk``, a configuration's ``test_qwk_mean``) highlighted. The ``config`` sheet is the
+experiment's text, one line a row: no table, no filter.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from benchkit.io import atomic_path
 MAX_WIDTH = 60
 """Widest a column gets, in characters (longer text is cut off on screen, not in the cell)."""
 MIN_WIDTH = 6
+FILTER_BUTTON = 2
+"""Characters the autofilter's drop-down button covers at the right of a header cell."""
 INTERVAL_SUFFIXES = ("_lo", "_hi")
 Direction = Callable[[str], Optional[bool]]
 """Whether higher is better in a column (None: not a metric column)."""
@@ -58,7 +61,8 @@ def write_sheet(ws, frame: pd.DataFrame, direction: Direction) -> None:
         cell.font = Font(bold=True, color="FFFFFF")
         cell.fill = _HEADER_FILL
         cell.alignment = Alignment(horizontal="center", wrap_text=True)
-    formats = {col: number_format(str(col), frame[col], direction(str(col)) is not None) for col in frame.columns}
+    formats = {col: number_format(str(col), frame[col], _metric_direction(str(col), direction) is not None)
+               for col in frame.columns}
     for i, record in enumerate(frame.itertuples(index=False), start=2):
         for j, (col, value) in enumerate(zip(frame.columns, record), start=1):
             cell = ws.cell(row=i, column=j, value=_cell_value(value))
@@ -91,7 +95,8 @@ def intervals_beside_metrics(frame: pd.DataFrame) -> pd.DataFrame:
 def number_format(column: str, values: pd.Series, is_metric: bool = False) -> str | None:
     """The Excel number format of a numeric column (None for text): parameter counts with thousands
     separators, other whole numbers (seeds, folds, epochs, sizes) as such, p-values to 4 decimals, seconds
-    and megabytes to 1, metrics and other fractions to 3."""
+    and megabytes to 1, metrics (with their means, spreads and intervals) to 3; other fractions to 3 unless
+    that would hide them (a learning rate of 3e-4): those keep Excel's General format."""
     numeric = pd.to_numeric(values, errors="coerce").dropna()
     if numeric.empty or len(numeric) < values.notna().sum() or pd.api.types.is_bool_dtype(values):
         return None
@@ -99,17 +104,20 @@ def number_format(column: str, values: pd.Series, is_metric: bool = False) -> st
         return "#,##0"
     if (numeric == numeric.round()).all() and (pd.api.types.is_integer_dtype(values) or not is_metric):
         return "0"
-    if column.startswith("p_") or "_p_" in column:
+    if "p" in column.split("_"):
         return "0.0000"
     if column.endswith(("seconds", "_mb")):
         return "0.0"
+    if not is_metric and ((numeric - numeric.round(3)).abs() > 0.01 * numeric.abs()).any():
+        return "General"
     return "0.000"
 
 
 def column_width(column: str, values: pd.Series, fmt: str | None) -> float:
-    """Characters the widest of the header and the values needs (as formatted), plus a margin, capped."""
+    """Characters the widest of the header (beside its filter button) and the values needs (as formatted),
+    plus a margin, capped."""
     shown = [_shown(v, fmt) for v in values]
-    widest = max([len(column)] + [len(text) for text in shown])
+    widest = max([len(column) + FILTER_BUTTON] + [len(text) for text in shown])
     return float(min(MAX_WIDTH, max(MIN_WIDTH, widest + 2)))
 
 
@@ -117,10 +125,30 @@ def _shown(value, fmt: str | None) -> str:
     value = _cell_value(value)
     if value is None:
         return ""
-    if fmt and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if fmt and fmt != "General" and isinstance(value, (int, float)) and not isinstance(value, bool):
         decimals = len(fmt.split(".")[1]) if "." in fmt else 0
         return f"{value:,.{decimals}f}" if "," in fmt else f"{value:.{decimals}f}"
     return str(value)
+
+
+def _metric_direction(column: str, direction: Direction) -> bool | None:
+    """The direction of the metric a column reports: its own, or (for ``X_mean``, ``X_std``, ``X_lo``,
+    ``X_hi``) that of ``X``."""
+    own = direction(column)
+    if own is not None:
+        return own
+    for suffix in ("_mean", "_std", *INTERVAL_SUFFIXES):
+        if column.endswith(suffix):
+            return direction(column[:-len(suffix)])
+    return None
+
+
+def _best_direction(column: str, direction: Direction) -> bool | None:
+    """Whether to highlight the highest (True) or lowest (False) value of a column: a metric's value or a
+    configuration's mean, never its spread or interval bounds; None for other columns."""
+    if column.endswith((*INTERVAL_SUFFIXES, "_std")):
+        return None
+    return _metric_direction(column, direction)
 
 
 def _parent(name: str, names: list[str]) -> str | None:
@@ -140,8 +168,8 @@ def _highlight_best(ws, frame: pd.DataFrame, direction: Direction) -> None:
     if len(frame) < 2:
         return
     for j, col in enumerate(frame.columns, start=1):
-        higher = direction(str(col))
-        if higher is None or str(col).endswith(INTERVAL_SUFFIXES):
+        higher = _best_direction(str(col), direction)
+        if higher is None:
             continue
         values = pd.to_numeric(frame[col], errors="coerce")
         if values.notna().any():
