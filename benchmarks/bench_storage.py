@@ -165,7 +165,7 @@ if __name__ == "__main__":
         if hair_loss_root() is not None and not quick:
             figures += half_precision_change(Path(folder) / "half", hair_loss_root())
         for figure in figures:
-            print(figure.line(), figure.details if "half" in figure.name else "", flush=True)
+            print(figure.line(), figure.details if "_weights_test_" in figure.name else "", flush=True)
     print("backbone | parameters | best.safetensors float32 MB | float16 MB")
     for row in weights_table():
         print(f"{row['backbone']} | {row['params'] / 1e6:.1f} M | {row['float32_bytes'] / 1e6:.1f} | "
