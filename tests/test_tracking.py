@@ -2,6 +2,7 @@
 readers; the tracking section is validated; a resumed run's earlier epochs are sent at the end."""
 
 import importlib.util
+import json
 
 import pandas as pd
 import pytest
@@ -189,4 +190,38 @@ def test_a_tracking_server_that_does_not_answer_fails_no_run(tmp_path, capsys, m
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
     board = pd.read_csv(out / "leaderboard.csv")
     assert list(board.status) == ["ok"]
-    assert f"{RUN_ID}: MLflow logging not started" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("did not receive") == 1, err
+    assert f"MLflow did not receive all of 1 run(s): {RUN_ID} (" in err
+    assert json.loads((out / "runs" / RUN_ID / "tracking.json").read_text())["mlflow"]["complete"] is False
+
+
+@needs_mlflow
+def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
+    """A run interrupted after its second epoch (checkpoint at the first) resumes into the same MLflow run:
+    one run, each epoch once."""
+    from mlflow.tracking import MlflowClient
+    path = small_experiment(tmp_path, tracking={"mlflow": {"uri": "sqlite:///mlruns.db", "log_checkpoint": False}},
+                            train={"epochs": EPOCHS, "batch_size": 16, "optimizer": {"lr": 3e-3},
+                                   "augmentation": "none", "ema": {"enabled": False}})
+    out = tmp_path / "out"
+    live_epoch = RunTracker.epoch
+
+    def interrupted(tracker, row):
+        live_epoch(tracker, row)
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunTracker, "epoch", interrupted)
+        assert main(["run", str(path), "--out", str(out), "--quiet"]) == 130
+    first = json.loads((out / "runs" / RUN_ID / "tracking.json").read_text())["mlflow"]
+    assert first["complete"] is False and first["run_id"]
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("small").experiment_id])
+    assert [r.info.run_id for r in runs] == [first["run_id"]] and runs[0].info.status == "FINISHED"
+    history = pd.read_csv(out / "runs" / RUN_ID / "history.csv")
+    logged = sorted(client.get_metric_history(first["run_id"], "epoch/train_loss"), key=lambda m: m.step)
+    assert [m.step for m in logged] == [1, 2, 3]
+    assert [m.value for m in logged] == pytest.approx(history.train_loss.tolist())

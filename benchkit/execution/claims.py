@@ -3,7 +3,8 @@
 A run is finished when its ``metrics.json`` says ``status: ok`` and its saved config matches the run (keys in
 :data:`UNCHECKED_CHANGES` aside); an interrupted run resumes from its resume state, a changed one starts fresh.
 Runs are claimed with a lock the operating system releases when its holder exits, so several processes can
-share one output folder without running a run twice.
+share one output folder without running a run twice. A finished run that a tracker did not fully receive is
+sent to it from its files, without training (:func:`complete_tracking_of`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from pydantic import ValidationError
 
 from benchkit.config.schema import RunSpec
 from benchkit.errors import ConfigError
+from benchkit.inference.export import export_run
 from benchkit.io import file_lock, load_torch, remove_temporary_files
 from benchkit.progress import log_console
 from benchkit.results import run_folder
 from benchkit.results.run_folder import run_dir_of
+from benchkit.results.tracking import TRACKER_NAMES, complete_tracking, untracked
 
 UNCHECKED_CHANGES = ("experiment", "evaluation.sort_by", "evaluation.reference", "resources", "tracking",
                      "build", "train.keep_resume_state")
@@ -123,3 +126,21 @@ def claim(run_dir: Path):
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     return file_lock(run_dir / run_folder.LOCK, wait=False)
+
+
+def complete_tracking_of(spec: RunSpec, run_dir: Path, out_dir: Path, given_up: set[str]) -> str:
+    """Send a finished run to the trackers that did not receive all of it, from its files (no training), while
+    this process holds its claim; what to say of it ("" when nothing was due). Trackers that still do not answer
+    join ``given_up``, which this command does not ask again (the end-of-grid warning names their runs)."""
+    due = [key for key in untracked(run_dir, spec.tracking) if key not in given_up]
+    if not due:
+        return ""
+    with claim(run_dir) as held:
+        if not held:
+            return ""
+        left = complete_tracking(spec, out_dir, export=export_run, only=due)
+    sent, failed = [k for k in due if k not in left], [k for k in due if k in left]
+    given_up.update(failed)
+    return "".join([f"; sent to {', '.join(TRACKER_NAMES[k] for k in sent)} from its files (no training)"
+                    if sent else "",
+                    f"; {', '.join(TRACKER_NAMES[k] for k in failed)} did not answer" if failed else ""])

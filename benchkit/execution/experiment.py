@@ -5,7 +5,9 @@ and its model built (:mod:`~benchkit.execution.input_checks`); each run is claim
 the executor (:mod:`~benchkit.execution.claims`); after each run the leaderboard files are rebuilt
 (:mod:`benchkit.results.rebuild`). With ``tuning:`` every configuration's trials run first
 (:mod:`~benchkit.execution.tuning`) and the runs take its best parameters. Re-running the same command
-skips finished runs and trials and resumes interrupted ones.
+skips finished runs and trials and resumes interrupted ones; a finished run that a tracker did not fully receive
+is sent to it from its files, without training. The grid ends with one warning naming the runs a tracker still
+lacks (:func:`benchkit.results.tracking.tracking_warning`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import pandas as pd
 
 from benchkit.config.schema import ExperimentConfig, RunSpec
 from benchkit.errors import OutputError
-from benchkit.execution.claims import (claim, empty_run_dir, finished, finished_since, prepare_resume,
-                                       refuse_changed_runs)
+from benchkit.execution.claims import (claim, complete_tracking_of, empty_run_dir, finished, finished_since,
+                                       prepare_resume, refuse_changed_runs)
 from benchkit.execution.executors import Executor, LocalExecutor, RunTask
 from benchkit.execution.input_checks import check_devices, check_inputs
 from benchkit.execution.tuning import tune
@@ -32,6 +34,7 @@ from benchkit.results.leaderboard import rich_table
 from benchkit.results.plots import try_plots, write_experiment_plots
 from benchkit.results.rebuild import rebuild_leaderboard
 from benchkit.results.run_folder import run_dir_of
+from benchkit.results.tracking import tracking_warning
 
 
 def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path, *,
@@ -50,8 +53,9 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
     executor = executor or LocalExecutor()
     if isinstance(executor, LocalExecutor):
         check_devices(runs)
+    trials: list[RunSpec] = []
     if config.tuning is not None:
-        runs = tune(config, runs, out_dir, executor, quiet=quiet)
+        runs, trials = tune(config, runs, out_dir, executor, quiet=quiet)
     pending = [spec for spec in runs if fresh or not finished(spec, run_dir_of(out_dir, spec.run_id))]
     if refuse_changed and not fresh:
         refuse_changed_runs(pending, out_dir)
@@ -60,13 +64,15 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     results_folder.write_experiment(out_dir, config)
     claims: dict[str, ExitStack] = {}
+    given_up: set[str] = set()  # trackers that did not answer a finished run's logging: not asked again now
     started = time.time() if started is None else started
 
     def claimed_tasks():
         for i, spec in enumerate(runs, start=1):
             run_dir = run_dir_of(out_dir, spec.run_id)
             if not fresh and finished(spec, run_dir):
-                log_console.print(f"[{i}/{len(runs)}] {spec.run_id}: finished earlier, skipped")
+                note = complete_tracking_of(spec, run_dir, out_dir, given_up)
+                log_console.print(f"[{i}/{len(runs)}] {spec.run_id}: finished earlier, skipped{note}")
                 continue
             held = claims[spec.run_id] = ExitStack()
             if not held.enter_context(claim(run_dir)):
@@ -107,6 +113,9 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
     console.print(rich_table(frame, f"{config.name}: leaderboard ({out_dir})"))
     if "aggregated" in sheets:
         console.print(aggregated_table(sheets["aggregated"], f"{config.name}: across seeds and folds"))
+    warning = tracking_warning(trials + runs, out_dir)
+    if warning:
+        log_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, markup=True, highlight=False)
     return frame
 
 

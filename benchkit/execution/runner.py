@@ -55,7 +55,7 @@ def execute_run(spec: RunSpec, out_dir: Path, quiet: bool = False, resume: bool 
     runtime = Runtime.resolve(spec.train)
     with PeakMemory(runtime.device) as peak:
         try:
-            tracker = open_tracker(spec, out_dir, export=export_run)
+            tracker = open_tracker(spec, out_dir, export=export_run, resume=resume)
             row.update(_run(spec, run_dir, runtime, quiet, resume, tracker, built))
             row["status"] = "ok"
             run_folder.clear_failure(run_dir)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchkit.config.schema import ExperimentConfig, RunSpec, TunedParams
-from benchkit.execution.claims import claim, empty_run_dir, prepare_resume
+from benchkit.config.schema import ExperimentConfig, RunSpec, TunedParams, TuningConfig
+from benchkit.execution.claims import claim, complete_tracking_of, empty_run_dir, prepare_resume
 from benchkit.execution.executors import Executor, RunTask
 from benchkit.execution.input_checks import check_inputs
 from benchkit.execution.search_space import configurations, distributions, trial_spec, validation_metric, with_params
@@ -29,9 +29,10 @@ from benchkit.results.budget_curves import write_budget_curves
 
 
 def tune(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path, executor: Executor,
-         quiet: bool = False) -> list[RunSpec]:
+         quiet: bool = False) -> tuple[list[RunSpec], list[RunSpec]]:
     """Run every configuration's missing trials through ``executor``; return ``runs`` with each
-    configuration's best parameters set (and :class:`TunedParams` saying so)."""
+    configuration's best parameters set (and :class:`TunedParams` saying so), and the trials (finished earlier
+    ones sent to the trackers that did not receive all of them)."""
     tuning, out_dir = config.tuning, Path(out_dir).resolve()
     metric = validation_metric(config)
     groups = configurations(runs)
@@ -39,6 +40,7 @@ def tune(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path, executor:
     studies = {name: open_study(results_folder.study_journal(out_dir, name), name, direction(tuning, metric),
                                 tuning.pruner) for name in groups}
     space, claims = distributions(tuning), {}
+    trials = _finished_trials(studies, groups, tuning, out_dir, metric)
 
     def trial_tasks():
         for index, (name, specs) in enumerate(groups.items()):
@@ -63,6 +65,7 @@ def tune(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path, executor:
             held.close()
             return None
         claims[spec.run_id] = held
+        trials.append(spec)
         if not resume:
             empty_run_dir(folder)
         again = prepare_resume(spec, folder)
@@ -89,7 +92,22 @@ def tune(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path, executor:
             held.close()
     frame = trials_frame(studies, metric, tuning.trials)
     write_budget_curves(out_dir, frame, plots=config.evaluation.plots)
-    return [_tuned(spec, name, studies[name], tuning.trials) for name, specs in groups.items() for spec in specs]
+    tuned = [_tuned(spec, name, studies[name], tuning.trials) for name, specs in groups.items() for spec in specs]
+    return tuned, trials
+
+
+def _finished_trials(studies: dict, groups: dict, tuning: TuningConfig, out_dir: Path, metric: str) -> list[RunSpec]:
+    """The trials earlier commands finished, each sent to the trackers that did not receive all of it."""
+    trials, given_up = [], set()
+    for name, specs in groups.items():
+        for frozen in studies[name].get_trials(deepcopy=False, states=_finished_states()):
+            spec = trial_spec(specs[0], tuning, name, frozen.number, frozen.params, out_dir, metric)
+            trials.append(spec)
+            note = complete_tracking_of(spec, results_folder.trial_dir(out_dir, name, frozen.number), out_dir,
+                                        given_up)
+            if note:
+                log_console.print(f"{spec.run_id}: finished earlier{note}")
+    return trials
 
 
 def _tuned(spec: RunSpec, name: str, study, budget: int) -> RunSpec:

@@ -12,7 +12,8 @@
   :func:`read_info` adds the facts ``config.yaml`` owns, so plots and the report never open a checkpoint;
 - ``metrics.json``: the leaderboard row, written last: a run is finished when it says ``status: ok``;
 - ``error.log``: the traceback of a failed attempt; ``plots/``: the run's plots; ``.lock``: the claim of
-  the process running it.
+  the process running it;
+- ``tracking.json``: what each tracker received (:mod:`benchkit.results.tracking`), kept across attempts.
 
 Folders written by earlier versions hold ``best.pt`` (the weights with a copy of those facts) instead of
 ``best.safetensors``, and a ``run.json`` that repeats ``config.yaml``; both are still read.
@@ -51,6 +52,7 @@ METRICS = "metrics.json"
 ERROR = "error.log"
 PLOTS = "plots"
 LOCK = ".lock"
+TRACKING = "tracking.json"
 RESULT_FILES = (METRICS, BEST_WEIGHTS, LEGACY_BEST, HISTORY, DETAILS, INFO, "predictions_*.csv")
 """What a finished attempt leaves; a failed attempt removes them (the resume state stays, to resume)."""
 WEIGHTS_FORMAT = "benchkit-run-weights/1"
