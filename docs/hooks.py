@@ -9,7 +9,8 @@ itself, so the reference cannot drift from what benchkit accepts:
 - ``<!-- generated: moved-paths -->``: the module paths of 0.1 and where they moved (``benchkit._moved.MOVED``).
 
 A schema field with no description (neither ``Field(description=...)`` nor an entry in
-``docs/config_notes.yaml``) fails the build. ``tests/test_docs.py`` calls the same functions.
+``docs/config_notes.yaml``) fails the build. ``tests/test_docs.py`` calls the same functions. The references
+describe the ``benchkit`` that imports (``pip install -e ".[docs]"`` in a checkout, as CI installs it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 import typing
 from pathlib import Path
 from types import NoneType, UnionType
@@ -27,9 +27,6 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 DOCS = Path(__file__).resolve().parent
-REPO = DOCS.parent
-if str(REPO) not in sys.path:  # document this checkout, installed or not
-    sys.path.insert(0, str(REPO))
 
 PLACEHOLDERS = {"config-reference": "config_reference", "cli-reference": "cli_reference",
                 "moved-paths": "moved_paths"}

@@ -130,7 +130,6 @@ def test_page_code_blocks_run(page, docs_session, own_plugins_only, tmp_path, mo
         if "results/quickstart" in "".join(block.text for block in blocks):
             shutil.copytree(docs_session["quickstart"] / "results", folder / "results")
     monkeypatch.chdir(folder)
-    monkeypatch.syspath_prepend(str(folder))
     runner = Page(folder, main, HAIR_LOSS)
     for block in blocks:
         runner.run(block, REPO)
