@@ -321,21 +321,21 @@ def test_a_csv_of_the_real_data_gives_the_same_leaderboard_on_a_slice(hair_loss_
     pd.testing.assert_frame_equal(boards[0][metrics], boards[1][metrics])
 
 
-# ---------------------------------------------------------------- the README's examples
+# ---------------------------------------------------------------- the documentation's examples
 
-def _readme_block(heading: str, language: str, after: str = "") -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    section = section[section.index(after):] if after else section
-    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
-
-
-def test_the_readme_plugin_is_the_tested_plugin_file():
-    assert _readme_block("Adding a dataset format", "python") == JSON_PLUGIN.read_text()
+def _docs_block(page: str, language: str, after: str = "") -> str:
+    """The first ``language`` block of ``docs/<page>`` after the text ``after``."""
+    text = (REPO / "docs" / page).read_text(encoding="utf-8")
+    text = text[text.index(after):] if after else text
+    return text.split(f"```{language}\n", 1)[1].split("```", 1)[0]
 
 
-def test_the_readme_retinamnist_experiment_plans_and_checks(tmp_path, capsys):
-    text = _readme_block("Datasets", "yaml", "The heads comparison on RetinaMNIST")
+def test_the_documented_plugin_is_the_tested_plugin_file():
+    assert _docs_block("add-dataset-format.md", "python") == JSON_PLUGIN.read_text()
+
+
+def test_the_documented_retinamnist_experiment_plans_and_checks(tmp_path, capsys):
+    text = _docs_block("own-data.md", "yaml", "The heads comparison on RetinaMNIST")
     experiments = tmp_path / "experiments"
     experiments.mkdir()
     for name in ("heads_comparison.yaml", "recipes/reference.yaml"):

@@ -201,6 +201,8 @@ class EnsembleConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
+    """How finished runs are scored and compared: splits, intervals, order, tests, views and ensembles."""
+
     splits: list[Literal["valid", "test"]] = Field(
         list(EVALUATED_SPLITS), min_length=1, description="splits evaluated and reported (valid: also where calibrated "
                                                      "decodings are fitted)")

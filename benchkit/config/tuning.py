@@ -63,11 +63,15 @@ Dimension = Union[FloatRange, IntRange, Choices]
 
 
 class SamplerConfig(_Strict):
+    """The seeded Optuna sampler that draws each configuration's trials."""
+
     name: Literal["qmc", "tpe", "random"] = Field("qmc", description="qmc: scrambled Sobol; tpe; random")
     seed: int = 0
 
 
 class PrunerConfig(_Strict):
+    """An Optuna pruner: stops a trial early on its per-epoch validation metric."""
+
     name: Literal["none", "median", "successive_halving"] = "none"
     warmup_epochs: int = Field(1, ge=0, description="median: epochs before a trial may be stopped")
     startup_trials: int = Field(3, ge=0, description="median: finished trials before any trial is stopped")

@@ -26,8 +26,12 @@ class Backbone(nn.Module):
         stem: modules of ``body`` before the first stage (frozen with any ``freeze: N > 0``).
         stages: ordered stage modules of ``body``.
         forward_features: ``f(body, images) -> (B, num_features)``; default ``body(images)``.
-        mean, std, input_size: the preprocessing the weights were trained with.
-        default_freeze / default_dropout: what the backbone applies when a run does not say.
+        mean: the normalisation mean the weights were trained with.
+        std: the normalisation std the weights were trained with.
+        input_size: the input size the weights were trained at.
+        default_freeze (int | str | dict): the freezing applied when a run does not say.
+        default_dropout: the dropout applied when a run does not say.
+        weights_source: where the weights came from (``random``, ``pretrained``, a file).
         weights_report: what loading a local weights file skipped (``LoadReport.as_dict``), if one was loaded.
     """
 

@@ -1,8 +1,7 @@
 """A backbone from a user's own file: register it, then list this file under an experiment's `plugins:`."""
 from torch import nn
 
-from benchkit import register_backbone
-from benchkit.models.backbone import Backbone
+from benchkit import Backbone, register_backbone
 
 
 @register_backbone("tiny_cnn")
