@@ -762,4 +762,14 @@ MUTANTS = [
        "    given_up.update(failed)", "    pass",
        "tests/test_tracking_server.py",
        "a re-run while the server is still down waits for it once per run instead of once"),
+    # ------------------------------------------------------------ the documentation site (issue 24)
+    _m("config-reference-skips-list-models", "docs/hooks.py",
+       '        return models_in(args[0], suffix + ".*")', "        return []",
+       "tests/test_docs.py -k reference",
+       "the configuration reference leaves out the keys of models in lists (models.*.backbone, ...)"),
+    _m("cli-reference-skips-nested-commands", "docs/hooks.py",
+       '                    visit(f"{prog} {name}", sub, helps.get(name, ""))',
+       '                    found.append((f"{prog} {name}", sub, helps.get(name, "")))',
+       "tests/test_docs.py -k cli_reference",
+       "the command-line reference leaves out nested commands (benchkit data check) and their options"),
 ]
