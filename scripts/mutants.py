@@ -772,4 +772,14 @@ MUTANTS = [
        '                    found.append((f"{prog} {name}", sub, helps.get(name, "")))',
        "tests/test_docs.py -k cli_reference",
        "the command-line reference leaves out nested commands (benchkit data check) and their options"),
+    # ------------------------------------------------------------ a lost tracking server: tuning trials (issue 26)
+    _m("rerun-leaves-trials-untracked", "benchkit/execution/tuning.py",
+       "            note = complete_tracking_of(spec, results_folder.trial_dir(",
+       '            note = "" and complete_tracking_of(spec, results_folder.trial_dir(',
+       "tests/test_tracking_server.py -k trials_and_runs",
+       "a re-run after the tracking server is back never sends the tuning trials it missed"),
+    _m("tracking-warning-leaves-out-trials", "benchkit/execution/experiment.py",
+       "    warning = tracking_warning(trials + runs, out_dir)", "    warning = tracking_warning(runs, out_dir)",
+       "tests/test_tracking_server.py -k trials_and_runs",
+       "the end-of-grid warning does not name the tuning trials the tracking server did not receive"),
 ]

@@ -1,7 +1,7 @@
 """A lost tracking server costs no result: a grid logged over HTTP to a real ``mlflow server`` (SQLite store,
 127.0.0.1) that is killed mid-grid keeps every result, warns once naming the runs the server did not fully
 receive, and a re-run once the server is back sends them from their files into the same MLflow runs, without
-training."""
+training. The same holds for the trials of a tuning experiment."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ import pandas as pd
 import pytest
 
 from benchkit.cli import main
-from benchkit.results import run_folder
+from benchkit.io import read_json
+from benchkit.results import results_folder, run_folder
 from benchkit.results.tracking import RunTracker
 from conftest import small_experiment
 
@@ -99,23 +100,35 @@ def _group_alive(pgid: int) -> bool:
 
 
 @pytest.fixture
-def server(tmp_path):
+def idle_server(tmp_path):
+    """An ``mlflow server`` not started yet: nothing answers at its (free) port until :meth:`MlflowServer.start`."""
     store = tmp_path / "server"
     store.mkdir()
     server = MlflowServer(store)
-    server.start()
     yield server
     server.kill()
 
 
-def _files(out: Path) -> dict[str, int]:
-    """Every file of every run folder but its tracking record, with its modification time."""
-    return {str(p): p.stat().st_mtime_ns for p in (out / "runs").rglob("*")
+@pytest.fixture
+def server(idle_server):
+    idle_server.start()
+    return idle_server
+
+
+def _files(*folders: Path) -> dict[str, int]:
+    """Every file of these run or trial folders () but its tracking record, with its
+    modification time."""
+    return {str(p): p.stat().st_mtime_ns for folder in folders for p in folder.rglob("*")
             if p.is_file() and p.name != run_folder.TRACKING}
 
 
 def _record(out: Path, run_id: str) -> dict:
-    return json.loads((out / "runs" / run_id / run_folder.TRACKING).read_text())["mlflow"]
+    return _entry(out / "runs" / run_id)
+
+
+def _entry(folder: Path) -> dict:
+    """The MLflow entry of a run or trial folder's tracking record."""
+    return json.loads((folder / run_folder.TRACKING).read_text())["mlflow"]
 
 
 def test_a_server_killed_mid_grid_costs_no_result_and_a_rerun_completes_the_tracking(
@@ -155,7 +168,7 @@ def test_a_server_killed_mid_grid_costs_no_result_and_a_rerun_completes_the_trac
     cut_short = _record(out, RUNS[1])["run_id"]  # the server held this run when it died
     assert cut_short and "run_id" not in _record(out, RUNS[2])
 
-    before = _files(out)
+    before = _files(out / "runs")
     fits = []
     from benchkit.training.engine import Engine
     fit = Engine.fit
@@ -168,7 +181,7 @@ def test_a_server_killed_mid_grid_costs_no_result_and_a_rerun_completes_the_trac
     server.start()  # back, on the same store and address
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
     err = capsys.readouterr().err
-    assert fits == [] and _files(out) == before, "a run trained again"
+    assert fits == [] and _files(out / "runs") == before, "a run trained again"
     assert "did not receive" not in err, err
     assert err.count("skipped; sent to MLflow from its files (no training)") == 3, err
     assert all(_record(out, r)["complete"] for r in RUNS) and _record(out, RUNS[1])["run_id"] == cut_short
@@ -192,3 +205,65 @@ def test_a_server_killed_mid_grid_costs_no_result_and_a_rerun_completes_the_trac
             assert [m.value for m in points] == pytest.approx(history[name].tolist())
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"metrics.json", "history.csv", "predictions_test.csv", "checkpoint", "model"} <= artifacts
+
+
+TUNED = ["tiny_cnn-coral", "tiny_cnn-regression"]
+LR_SPACE = {"train.optimizer.lr": {"low": 1e-3, "high": 1e-1, "log": True}}
+
+
+def test_trials_and_runs_a_server_never_received_are_sent_by_a_rerun_without_training(
+        idle_server, tmp_path, capsys, monkeypatch):
+    """A tuning experiment logged to a server that is not there: every trial and run finishes, one warning
+    names them all; once the server answers, a re-run sends each from its files, once, without training."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    server = idle_server
+    models = [{"backbone": "tiny_cnn", "head": "regression"}, {"backbone": "tiny_cnn", "head": "coral"}]
+    path = small_experiment(tmp_path, models=models, tracking={"mlflow": {"uri": server.url, "experiment": EXPERIMENT}},
+                            train={"epochs": 1, "batch_size": 16, "optimizer": {"lr": 3e-3}, "augmentation": "none",
+                                   "ema": {"enabled": False}},
+                            tuning={"trials": 2, "epochs": 1, "space": LR_SPACE})
+    out = tmp_path / "out"
+    trial_dirs = {f"{s}__trial-{n:03d}": results_folder.trial_dir(out, s, n) for s in TUNED for n in range(2)}
+    run_ids = [f"{model}__s0" for model in TUNED]
+    folders = {**trial_dirs, **{run_id: out / "runs" / run_id for run_id in run_ids}}
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    rows = {name: read_json(folder / run_folder.METRICS)["row"] for name, folder in folders.items()}
+    assert {row["status"] for row in rows.values()} == {"ok"}
+    assert all(run_folder.is_finished(out / "runs" / run_id) for run_id in run_ids)
+    assert not any(_entry(folder)["complete"] for folder in folders.values())
+    warnings = [line for line in err.splitlines() if "did not receive" in line]
+    assert len(warnings) == 1, err
+    named = re.search(r"MLflow did not receive all of (\d+) run\(s\): (.*?) \(", warnings[0])
+    assert named and sorted(named.group(2).split(", ")) == sorted(folders) and named.group(1) == "6", warnings[0]
+
+    before = _files(*folders.values())
+    fits = []
+    from benchkit.training.engine import Engine
+    fit = Engine.fit
+    monkeypatch.setattr(Engine, "fit", lambda *a, **k: fits.append(1) or fit(*a, **k))
+    server.start()
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert fits == [] and _files(*folders.values()) == before, "a trial or run trained again"
+    assert "did not receive" not in err, err
+    assert err.count("sent to MLflow from its files (no training)") == 6, err
+
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+    client = MlflowClient(tracking_uri=server.url)
+    logged = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
+                                run_view_type=ViewType.ALL)
+    assert sorted(r.info.run_name for r in logged) == sorted(folders), "a trial or run is missing or logged twice"
+    for run in logged:
+        name, tags = run.info.run_name, run.data.tags
+        assert run.info.status == "FINISHED" and tags["benchkit.status"] == "ok", name
+        assert _entry(folders[name])["run_id"] == run.info.run_id
+        if name in trial_dirs:
+            assert (tags["benchkit.study"], tags["benchkit.trial"]) == (name.split("__")[0], name[-1])
+        else:
+            assert tags["benchkit.study"] == name.split("__")[0] and tags["benchkit.tuned"] == "true"
+        final = [c for c in ("valid_mae", "valid_qwk", "test_mae", "test_mae_lo") if c in rows[name]]
+        assert len(final) == (2 if name in trial_dirs else 4), (name, sorted(rows[name]))
+        for column in final:
+            assert run.data.metrics[column] == pytest.approx(rows[name][column]), (name, column)
