@@ -772,4 +772,8 @@ MUTANTS = [
        '                    found.append((f"{prog} {name}", sub, helps.get(name, "")))',
        "tests/test_docs.py -k cli_reference",
        "the command-line reference leaves out nested commands (benchkit data check) and their options"),
+    _m("dead-tracker-asked-again-after-the-trials", "benchkit/execution/experiment.py",
+       "quiet=quiet, given_up=given_up)", "quiet=quiet)",
+       "tests/test_tracking.py -k dead_tracking_server_once",
+       "a re-run of a tuned grid while the server is down waits for it after the trials and again for the runs"),
 ]
