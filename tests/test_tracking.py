@@ -10,7 +10,8 @@ import pytest
 from benchkit.cli import main
 from benchkit.config.validation import validate_experiment
 from benchkit.errors import ConfigError
-from benchkit.results.tracking import RunTracker, _Backend, flatten, resolve_mlflow_uri
+from benchkit.results.tracking import RunTracker, flatten, resolve_mlflow_uri
+from benchkit.results.tracking_backend import TrackerBackend
 from conftest import small_experiment
 
 RUN_ID = "tiny_cnn-regression__s0"
@@ -148,7 +149,7 @@ def test_relative_locations_go_inside_the_output_folder(tmp_path):
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": "1", "a.c": "[1, 2]", "d": ""}
 
 
-class _Recorder(_Backend):
+class _Recorder(TrackerBackend):
     name = "recorder"
 
     def __init__(self):

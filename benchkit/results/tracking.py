@@ -29,7 +29,6 @@ from benchkit.results.tracking_backend import RUN_FILES, TrackerBackend, inside,
 
 __all__ = ["RUN_FILES", "RunTracker", "TRACKER_NAMES", "complete_tracking", "flatten", "hparams", "open_tracker",
            "read_record", "resolve_mlflow_uri", "tracking_warning", "untracked"]
-_Backend = TrackerBackend  # its earlier name
 
 TRACKER_NAMES = {"mlflow": "MLflow", "tensorboard": "TensorBoard"}
 """The trackers of the ``tracking`` section, as messages name them."""
