@@ -8,7 +8,7 @@
 #
 # `run` trains experiments/best_grader.yaml (official split, 12 runs) and then best_grader_5fold.yaml (15 runs) into
 # one results folder with --jobs runs packed on the GPU, each step under its own timeout (the whole inside 8 minutes
-# on an H200 by the sizing in README "The best grader"), and copies what a reader needs to $OUT (at most 8 files):
+# on an H200 by the sizing in docs/scaling.md "The best grader"), and copies what a reader needs to $OUT (at most 8 files):
 # best_grader.log, leaderboard.csv, leaderboard_aggregated.csv, leaderboard.xlsx, timing.txt. Extra KEY=VALUE
 # arguments after `run` go to both experiments; JOBS (6), OFFICIAL_LIMIT (300 s), FOLDS_LIMIT (170 s) and RESULTS
 # (/tmp/best_grader) may be set in the environment.

@@ -782,4 +782,8 @@ MUTANTS = [
        "    warning = tracking_warning(trials + runs, out_dir)", "    warning = tracking_warning(runs, out_dir)",
        "tests/test_tracking_server.py -k trials_and_runs",
        "the end-of-grid warning does not name the tuning trials the tracking server did not receive"),
+    _m("dead-tracker-asked-again-after-the-trials", "benchkit/execution/experiment.py",
+       "quiet=quiet, given_up=given_up)", "quiet=quiet)",
+       "tests/test_tracking.py -k dead_tracking_server_once",
+       "a re-run of a tuned grid while the server is down waits for it after the trials and again for the runs"),
 ]

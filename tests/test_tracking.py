@@ -10,7 +10,8 @@ import pytest
 from benchkit.cli import main
 from benchkit.config.validation import validate_experiment
 from benchkit.errors import ConfigError
-from benchkit.results.tracking import RunTracker, _Backend, flatten, resolve_mlflow_uri
+from benchkit.results.tracking import RunTracker, flatten, resolve_mlflow_uri
+from benchkit.results.tracking_backend import TrackerBackend
 from conftest import small_experiment
 
 RUN_ID = "tiny_cnn-regression__s0"
@@ -148,7 +149,7 @@ def test_relative_locations_go_inside_the_output_folder(tmp_path):
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": "1", "a.c": "[1, 2]", "d": ""}
 
 
-class _Recorder(_Backend):
+class _Recorder(TrackerBackend):
     name = "recorder"
 
     def __init__(self):
@@ -225,3 +226,20 @@ def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
     logged = sorted(client.get_metric_history(first["run_id"], "epoch/train_loss"), key=lambda m: m.step)
     assert [m.step for m in logged] == [1, 2, 3]
     assert [m.value for m in logged] == pytest.approx(history.train_loss.tolist())
+
+
+@needs_mlflow
+def test_a_rerun_of_a_tuned_grid_asks_a_dead_tracking_server_once(tmp_path, capsys, monkeypatch):
+    """Trials and runs that the server never received: a re-run while it is still down asks it once for the
+    whole command (trials and runs together), not once per phase."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # nothing listens: no need to wait
+    path = small_experiment(tmp_path, tracking={"mlflow": {"uri": "http://127.0.0.1:1"}},
+                            tuning={"trials": 2, "epochs": 1, "space": {"train.optimizer.lr": {"low": 3e-3,
+                                                                                               "high": 2.0}}})
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("MLflow did not answer") == 1, err
+    assert "MLflow did not receive all of 3 run(s)" in err, err  # two trials and the tuned run

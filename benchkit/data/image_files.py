@@ -1,8 +1,8 @@
 """Which files are images: one list of file name endings for training, the audit and predict.
 
 An image is any file whose ending PIL can open (``.jpg``, ``.png``, ``.tif``, ``.webp``, ``.bmp``, ...):
-the README's promise "any format PIL reads" holds the same way when a dataset folder is read, audited
-and when ``benchkit predict`` searches a folder.
+the documented promise "any format PIL reads" (docs/own-data.md, "Image files") holds the same way when a
+dataset folder is read, audited and when ``benchkit predict`` searches a folder.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Any image as 8-bit RGB: the one conversion the dataset readers, the image cache, the audit and predict use.
 
 PIL's own ``convert("RGB")`` clips 16-bit, 32-bit and float images at 255, so most of such a picture
-turns white. Here they are scaled instead, by a fixed rule (README, "Image files"):
+turns white. Here they are scaled instead, by a fixed rule (docs/own-data.md, "Image files"):
 
 - 16-bit (``I;16``, ``I;16B``, ``I;16L``, ``I;16N``): ``round(v / 257)`` (65535 -> 255);
 - 32-bit integer (``I``): the same when every value lies in 0..65535 (how PIL opens some 16-bit

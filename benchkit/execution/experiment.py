@@ -54,8 +54,9 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
     if isinstance(executor, LocalExecutor):
         check_devices(runs)
     trials: list[RunSpec] = []
+    given_up: set[str] = set()  # trackers that did not answer a finished run's logging: not asked again now
     if config.tuning is not None:
-        runs, trials = tune(config, runs, out_dir, executor, quiet=quiet)
+        runs, trials = tune(config, runs, out_dir, executor, quiet=quiet, given_up=given_up)
     pending = [spec for spec in runs if fresh or not finished(spec, run_dir_of(out_dir, spec.run_id))]
     if refuse_changed and not fresh:
         refuse_changed_runs(pending, out_dir)
@@ -64,7 +65,6 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     results_folder.write_experiment(out_dir, config)
     claims: dict[str, ExitStack] = {}
-    given_up: set[str] = set()  # trackers that did not answer a finished run's logging: not asked again now
     started = time.time() if started is None else started
 
     def claimed_tasks():

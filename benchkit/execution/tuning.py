@@ -29,10 +29,11 @@ from benchkit.results.budget_curves import write_budget_curves
 
 
 def tune(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path, executor: Executor,
-         quiet: bool = False) -> tuple[list[RunSpec], list[RunSpec]]:
+         quiet: bool = False, given_up: set[str] | None = None) -> tuple[list[RunSpec], list[RunSpec]]:
     """Run every configuration's missing trials through ``executor``; return ``runs`` with each
     configuration's best parameters set (and :class:`TunedParams` saying so), and the trials (finished earlier
-    ones sent to the trackers that did not receive all of them)."""
+    ones sent to the trackers that did not receive all of them, except those in ``given_up``, which collects the
+    trackers that do not answer: the command's runs then do not ask them again)."""
     tuning, out_dir = config.tuning, Path(out_dir).resolve()
     metric = validation_metric(config)
     groups = configurations(runs)
@@ -40,7 +41,7 @@ def tune(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path, executor:
     studies = {name: open_study(results_folder.study_journal(out_dir, name), name, direction(tuning, metric),
                                 tuning.pruner) for name in groups}
     space, claims = distributions(tuning), {}
-    trials = _finished_trials(studies, groups, tuning, out_dir, metric)
+    trials = _finished_trials(studies, groups, tuning, out_dir, metric, set() if given_up is None else given_up)
 
     def trial_tasks():
         for index, (name, specs) in enumerate(groups.items()):
@@ -96,9 +97,11 @@ def tune(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path, executor:
     return tuned, trials
 
 
-def _finished_trials(studies: dict, groups: dict, tuning: TuningConfig, out_dir: Path, metric: str) -> list[RunSpec]:
-    """The trials earlier commands finished, each sent to the trackers that did not receive all of it."""
-    trials, given_up = [], set()
+def _finished_trials(studies: dict, groups: dict, tuning: TuningConfig, out_dir: Path, metric: str,
+                     given_up: set[str]) -> list[RunSpec]:
+    """The trials earlier commands finished, each sent to the trackers that did not receive all of it (and have
+    not been given up)."""
+    trials = []
     for name, specs in groups.items():
         for frozen in studies[name].get_trials(deepcopy=False, states=_finished_states()):
             spec = trial_spec(specs[0], tuning, name, frozen.number, frozen.params, out_dir, metric)

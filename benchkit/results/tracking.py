@@ -29,7 +29,6 @@ from benchkit.results.tracking_backend import RUN_FILES, TrackerBackend, inside,
 
 __all__ = ["RUN_FILES", "RunTracker", "TRACKER_NAMES", "complete_tracking", "flatten", "hparams", "open_tracker",
            "read_record", "resolve_mlflow_uri", "tracking_warning", "untracked"]
-_Backend = TrackerBackend  # its earlier name
 
 TRACKER_NAMES = {"mlflow": "MLflow", "tensorboard": "TensorBoard"}
 """The trackers of the ``tracking`` section, as messages name them."""
@@ -148,9 +147,11 @@ def read_record(run_dir: Path) -> dict[str, dict]:
 
 def untracked(run_dir: Path, config: TrackingConfig) -> dict[str, str]:
     """The trackers ``config`` names that did not receive all of the run in ``run_dir``, with their error."""
-    configured = {"mlflow": config.mlflow is not None, "tensorboard": config.tensorboard is not None}
+    configured = {key for key in TRACKER_NAMES if getattr(config, key) is not None}
+    if not configured:  # no tracking: no record to read
+        return {}
     return {key: str(entry.get("error") or "") for key, entry in read_record(run_dir).items()
-            if configured.get(key) and isinstance(entry, dict) and not entry.get("complete")}
+            if key in configured and isinstance(entry, dict) and not entry.get("complete")}
 
 
 def complete_tracking(spec: RunSpec, out_dir: Path, export: Callable[[Path, Path], Path] | None = None,
@@ -158,10 +159,11 @@ def complete_tracking(spec: RunSpec, out_dir: Path, export: Callable[[Path, Path
     """Send a finished run to the trackers that did not receive all of it, from its files (no training), into
     the MLflow run its record names; return those that still did not (with their error)."""
     run_dir = run_folder.folder_of(out_dir, spec)
-    missing = [key for key in untracked(run_dir, spec.tracking) if only is None or key in only]
-    row = run_folder.read_row(run_dir)
-    if not missing or row is None:
-        return untracked(run_dir, spec.tracking)
+    gaps = untracked(run_dir, spec.tracking)
+    missing = [key for key in gaps if only is None or key in only]
+    row = run_folder.read_row(run_dir) if missing else None
+    if row is None:
+        return gaps
     try:
         tracker = open_tracker(_as_saved(spec, run_dir), out_dir, export, resume=True, only=missing)
     except ConfigError as exc:  # e.g. MLflow uninstalled since: the run stays as it is
