@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from benchkit import runner
+from benchkit.execution import runner
 from benchkit.execution.plan import plan
 from conftest import small_experiment
 
