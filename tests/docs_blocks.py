@@ -12,6 +12,7 @@ import subprocess
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import yaml
 
@@ -151,7 +152,7 @@ class Page:
             if "dry-run" in block.options and "--dry-run" not in argv:
                 argv.append("--dry-run")
         buffer = io.StringIO()
-        with _environment(env), contextlib.redirect_stdout(buffer):
+        with mock.patch.dict(os.environ, env), contextlib.redirect_stdout(buffer):
             try:
                 code = self.main(argv)
             except SystemExit as stop:  # argparse: --help, --version, usage errors
@@ -190,20 +191,6 @@ class Page:
                 with contextlib.redirect_stdout(buffer):
                     code = self.main(["run", str(path), "--print-config"])
                 assert code == 0, f"{path.relative_to(self.folder)} does not validate"
-
-
-@contextlib.contextmanager
-def _environment(env: dict[str, str]):
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def trains(blocks: list[Block]) -> bool:
