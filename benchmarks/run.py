@@ -137,14 +137,30 @@ def _inputs(sizes: dict, cache_dir: Path) -> list[Figure]:
                                  "input_pipeline_cached_vs_decode_with_augmentation": ">= 5x"})
     if dataset is None:
         return skips
-    from bench_inputs import cache_build, memory, pipeline
+    from bench_inputs import memory, pipeline
+    train = _train_split(dataset, sizes)
+    build, cache = _cache_build_once(train, cache_dir)
+    return [build, memory(train, cache), *pipeline(train, cache, sizes["pipeline_images"],
+                                                   sizes["pipeline_repeats"])]
+
+
+def _train_split(dataset, sizes: dict):
+    """The train split, cut to the first `train_images` images where the sizes set a number."""
     train = dataset.splits["train"]
     if sizes["train_images"]:
         train = train.subset(range(min(sizes["train_images"], len(train))))
-    build, cache = cache_build(train, cache_dir)
-    _BUILD["seconds"], _BUILD["cache"] = build.value, cache
-    return [build, memory(train, cache), *pipeline(train, cache, sizes["pipeline_images"],
-                                                   sizes["pipeline_repeats"])]
+    return train
+
+
+_BUILD: dict = {}  # the cache-build figure and cache, shared by _inputs and _scaling
+
+
+def _cache_build_once(train, cache_dir: Path):
+    """The cache-build figure and the cache, built once per process and shared by inputs and scaling."""
+    if "cache" not in _BUILD:
+        from bench_inputs import cache_build
+        _BUILD["figure"], _BUILD["cache"] = cache_build(train, cache_dir)
+    return _BUILD["figure"], _BUILD["cache"]
 
 
 def _heads(sizes: dict, cache_dir: Path) -> list[Figure]:
@@ -171,15 +187,10 @@ def _scaling(sizes: dict, cache_dir: Path) -> list[Figure]:
     dataset, skips = _real_data({"scaling_epoch_seconds_per_image_slope": "linear"})
     if dataset is None:
         return skips
-    from bench_inputs import cache_build
     from bench_scaling import scaling
-    train = dataset.splits["train"]
-    if sizes["train_images"]:
-        train = train.subset(range(min(sizes["train_images"], len(train))))
-    if "cache" not in _BUILD:
-        _BUILD["seconds"], _BUILD["cache"] = (lambda f, c: (f.value, c))(*cache_build(train, cache_dir))
-    return [scaling(train, dataset.splits["valid"], _BUILD["cache"], sizes["scaling_counts"],
-                    _BUILD["seconds"])]
+    train = _train_split(dataset, sizes)
+    build, cache = _cache_build_once(train, cache_dir)
+    return [scaling(train, dataset.splits["valid"], cache, sizes["scaling_counts"], build.value)]
 
 
 def _audit(sizes: dict, cache_dir: Path) -> list[Figure]:
@@ -191,7 +202,6 @@ def _audit(sizes: dict, cache_dir: Path) -> list[Figure]:
     return [audit_speed(root, repeats=1 if sizes is QUICK else 2)]
 
 
-_BUILD: dict = {}
 def _formats(sizes: dict, cache_dir: Path) -> list[Figure]:
     from bench_formats import npz_memory
     return [npz_memory(cache_dir, 200 if sizes is QUICK else 2000)]
