@@ -786,4 +786,18 @@ MUTANTS = [
        "quiet=quiet, given_up=given_up)", "quiet=quiet)",
        "tests/test_tracking.py -k dead_tracking_server_once",
        "a re-run of a tuned grid while the server is down waits for it after the trials and again for the runs"),
+    _m("leaderboard-failure-stops-the-grid", "benchkit/execution/experiment.py",
+       "        except Exception as exc:  # the grid's progress view", "        except OSError as exc:  # the grid's progress view",
+       "tests/test_experiment.py -k cannot_be_built",
+       "a leaderboard that cannot be refreshed after a run (a missing statistics package) abandons the runs to come"),
+    _m("leaderboard-failure-warned-after-every-run", "benchkit/execution/experiment.py",
+       "            if not refresh_failed:", "            if True:",
+       "tests/test_experiment.py -k cannot_be_built",
+       "a leaderboard that keeps failing to refresh repeats its warning after every run"),
+    _m("leaderboard-failure-gives-no-way-on", "benchkit/execution/experiment.py",
+       "    except Exception:\n        log_console.print(f\"[red]the runs have ended",
+       "    except OSError:\n        log_console.print(f\"[red]the runs have ended",
+       "tests/test_experiment.py -k cannot_be_built",
+       "a grid whose final leaderboard fails ends in a traceback without saying the runs are kept and "
+       "`benchkit leaderboard` builds it"),
 ]

@@ -1,6 +1,7 @@
 """End to end: an experiment YAML in, run folders and a leaderboard out (tiny model, synthetic data)."""
 
 import shutil
+import sys
 
 import pandas as pd
 import pytest
@@ -216,3 +217,24 @@ def test_unknown_backbone_exits_2_in_dry_run(tmp_path, capsys):
     path = small_experiment(tmp_path, models=[{"backbone": "tiny_cn", "head": "regression"}])
     assert main(["run", str(path), "--dry-run"]) == 2
     assert "did you mean 'tiny_cnn'" in capsys.readouterr().err
+
+
+def test_a_leaderboard_that_cannot_be_built_stops_no_run_and_is_built_later(tmp_path, monkeypatch, capsys):
+    """When the leaderboard cannot be built (here statsmodels cannot be imported, as on a bare GPU machine), every
+    run still trains; the grid warns once, ends naming ``benchkit leaderboard``, and that builds it without training."""
+    path = small_experiment(tmp_path, models=[{"backbone": "tiny_cnn", "head": {"name": "regression"}},
+                                              {"backbone": "tiny_cnn", "head": {"name": "softmax"}}], seeds=[0, 1])
+    out = tmp_path / "out"
+    monkeypatch.setitem(sys.modules, "statsmodels.stats.multitest", None)  # `import` of it raises ImportError
+    with pytest.raises(ImportError, match="statsmodels"):
+        main(["run", str(path), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    trained = sorted(d.name for d in (out / "runs").iterdir() if (d / "metrics.json").is_file())
+    assert len(trained) == 4
+    assert err.count("could not be refreshed") == 1
+    assert f"`benchkit leaderboard {out}` builds it without training" in err
+    monkeypatch.undo()
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
+    assert main(["leaderboard", str(out)]) == 0
+    assert sorted(pd.read_csv(out / "leaderboard.csv").run_id) == trained
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()} == before

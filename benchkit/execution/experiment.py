@@ -3,7 +3,8 @@
 The plan (:mod:`~benchkit.execution.plan`) comes first; before any training every pending run's data is read
 and its model built (:mod:`~benchkit.execution.input_checks`); each run is claimed just before it is handed to
 the executor (:mod:`~benchkit.execution.claims`); after each run the leaderboard files are rebuilt
-(:mod:`benchkit.results.rebuild`). With ``tuning:`` every configuration's trials run first
+(:mod:`benchkit.results.rebuild`), and a rebuild that fails there is warned about once and does not stop the runs
+still to come (the rebuild at the end raises). With ``tuning:`` every configuration's trials run first
 (:mod:`~benchkit.execution.tuning`) and the runs take its best parameters. Re-running the same command
 skips finished runs and trials and resumes interrupted ones; a finished run that a tracker did not fully receive
 is sent to it from its files, without training. The grid ends with one warning naming the runs a tracker still
@@ -94,11 +95,20 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
         """A run whose machine was lost: resumed from the checkpoint that machine left, if any."""
         return replace(task, resume=prepare_resume(task.spec, run_dir_of(out_dir, task.spec.run_id)))
 
+    refresh_failed: list[str] = []
+
     def ended(task: RunTask, row: dict) -> None:
         claims.pop(task.spec.run_id).close()
         if row["status"] != "ok":
             log_console.print(f"[red]run {task.spec.run_id} failed:[/] {row['error']}")
-        refresh_leaderboard(config, out_dir)
+        try:
+            refresh_leaderboard(config, out_dir)
+        except Exception as exc:  # the grid's progress view: the runs still to come matter more
+            if not refresh_failed:
+                log_console.print(f"[yellow]warning:[/] the leaderboard could not be refreshed after "
+                                  f"{task.spec.run_id} ({type(exc).__name__}: {exc}); the runs go on, and it is "
+                                  "built again when they end", soft_wrap=True, markup=True, highlight=False)
+            refresh_failed.append(task.spec.run_id)
 
     try:
         executor.run(claimed_tasks(), ended, display=RunsInFlight(out_dir, total=len(pending), quiet=quiet),
@@ -107,7 +117,13 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
         built.clear()  # models of runs that executed elsewhere or were skipped
         for held in claims.values():
             held.close()
-    frame, sheets = refresh_leaderboard(config, out_dir)
+    try:
+        frame, sheets = refresh_leaderboard(config, out_dir)
+    except Exception:
+        log_console.print(f"[red]the runs have ended and their files are in {results_folder.runs_dir(out_dir)}, but the "
+                          f"leaderboard could not be built (below); once that is mended, `benchkit leaderboard "
+                          f"{out_dir}` builds it without training[/]", soft_wrap=True, markup=True, highlight=False)
+        raise
     if config.evaluation.plots:
         try_plots(write_experiment_plots, out_dir, frame, config.evaluation.sort_by)
     console.print(rich_table(frame, f"{config.name}: leaderboard ({out_dir})"))
