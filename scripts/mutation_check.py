@@ -3,11 +3,12 @@
 Every mutant in :mod:`mutants` names a file, an exact snippet of it, the replacement (a plausible one-line
 bug) and the tests that must fail because of it. For each mutant this script copies the checkout's files
 (tracked and untracked-but-not-ignored, as they are in the working tree) to a temporary folder once, plants
-the bug there, runs the tests with ``PYTHONPATH`` at the copy, and puts the file back.
+the bug there, runs the tests with the copy first on ``PYTHONPATH``, and puts the file back.
 
     python scripts/mutation_check.py              # all mutants (about 20-30 min on 2 cores)
     python scripts/mutation_check.py -k ema best  # the mutants whose name contains "ema" or "best"
     python scripts/mutation_check.py --list
+    python scripts/mutation_check.py --no-baseline --cuda-only   # on a GPU machine (scripts/gpu_check.sh)
 
 Exit status 0 only when every mutant was killed: a survivor (its tests still pass), a snippet not found
 exactly once (the code moved: update the list), or tests that fail before any bug is planted (the baseline)
@@ -64,7 +65,9 @@ def pytest_command(tests: list[str]) -> list[str]:
 
 def run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[int | None, str, float]:
     """Exit status of pytest on ``tests`` inside ``copy`` (None on timeout), its last lines, seconds."""
-    env = {**os.environ, "PYTHONPATH": str(copy), "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1"}
+    # the copy first; what PYTHONPATH held stays behind it (on a GPU machine the bundle's packages live there)
+    path = os.pathsep.join(filter(None, [str(copy), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("BENCHKIT_CACHE_DIR", None)
     real_data = REPO.parent / "shared" / "data" / "hair-loss"  # the copy has no ../shared beside it
     if "BENCHKIT_HAIR_LOSS" not in env and real_data.is_dir():
@@ -131,8 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip running the selected tests once without any bug (faster, less honest)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per mutant's tests (default 900)")
+    parser.add_argument("--cuda-only", action="store_true",
+                        help="only the mutants that need CUDA (scripts/gpu_check.sh runs these on the GPU machine)")
     args = parser.parse_args(argv)
-    chosen = [m for m in MUTANTS if not args.k or any(k in m.name for k in args.k)]
+    chosen = [m for m in MUTANTS if (not args.k or any(k in m.name for k in args.k))
+              and (m.needs_cuda or not args.cuda_only)]
     if args.list:
         for m in chosen:
             print(f"{m.name:32s} {m.file}: {m.why}")
