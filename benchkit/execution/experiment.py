@@ -95,20 +95,21 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
         """A run whose machine was lost: resumed from the checkpoint that machine left, if any."""
         return replace(task, resume=prepare_resume(task.spec, run_dir_of(out_dir, task.spec.run_id)))
 
-    refresh_failed: list[str] = []
+    refresh_warned = False
 
     def ended(task: RunTask, row: dict) -> None:
+        nonlocal refresh_warned
         claims.pop(task.spec.run_id).close()
         if row["status"] != "ok":
             log_console.print(f"[red]run {task.spec.run_id} failed:[/] {row['error']}")
         try:
             refresh_leaderboard(config, out_dir)
         except Exception as exc:  # the grid's progress view: the runs still to come matter more
-            if not refresh_failed:
+            if not refresh_warned:
                 log_console.print(f"[yellow]warning:[/] the leaderboard could not be refreshed after "
                                   f"{task.spec.run_id} ({type(exc).__name__}: {exc}); the runs go on, and it is "
                                   "built again when they end", soft_wrap=True, markup=True, highlight=False)
-            refresh_failed.append(task.spec.run_id)
+            refresh_warned = True
 
     try:
         executor.run(claimed_tasks(), ended, display=RunsInFlight(out_dir, total=len(pending), quiet=quiet),
@@ -120,9 +121,10 @@ def run_experiment(config: ExperimentConfig, runs: list[RunSpec], out_dir: Path,
     try:
         frame, sheets = refresh_leaderboard(config, out_dir)
     except Exception:
-        log_console.print(f"[red]the runs have ended and their files are in {results_folder.runs_dir(out_dir)}, but the "
-                          f"leaderboard could not be built (below); once that is mended, `benchkit leaderboard "
-                          f"{out_dir}` builds it without training[/]", soft_wrap=True, markup=True, highlight=False)
+        log_console.print(f"[red]the runs have ended and their files are in {results_folder.runs_dir(out_dir)}, "
+                          f"but the leaderboard could not be built (below); once that is mended, `benchkit "
+                          f"leaderboard {out_dir}` builds it without training[/]", soft_wrap=True, markup=True,
+                          highlight=False)
         raise
     if config.evaluation.plots:
         try_plots(write_experiment_plots, out_dir, frame, config.evaluation.sort_by)
