@@ -75,7 +75,7 @@ def _third_party_imports(folders: list[str]) -> dict[str, str]:
 
 @pytest.mark.skipif(not (REPO / "pyproject.toml").is_file(), reason="needs the source tree")
 @pytest.mark.parametrize("folders, extras", [(["benchkit", "backbones", "heads"], ["", "ray", "mlflow", "tensorboard"]),
-                                             (["tests", "benchmarks", "docs"], None)])
+                                             (["tests", "benchmarks", "docs", "scripts"], None)])
 def test_every_imported_package_is_declared(folders, extras):
     """The shipped code imports only what its dependencies (or an extra naming the feature) declare."""
     requirements = _requirements()

@@ -47,7 +47,7 @@ def selected(tmp_path_factory):
         tmp, models=models,
         data={"format": "imagefolder", "root": str(tmp / "data"), "classes": CLASSES, "image_size": 32,
               "cache": False},
-        train={"epochs": 4, "batch_size": 8, "optimizer": {"lr": 1e-2}, "augmentation": "none",
+        train={"epochs": 4, "batch_size": 8, "optimizer": {"lr": 3e-3}, "augmentation": "none",
                "ema": {"enabled": False}})
     out = tmp / "out"
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
